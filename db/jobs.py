@@ -1,0 +1,224 @@
+"""Job rows: create, find, claim (conditional UPDATE), progress, finish, cancel; worker rows."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import Session
+
+from db.models import TERMINAL, Attempt, Job, JobStatus, Loss, Worker, utcnow
+from kiln.errors import InfraError, NotFound
+
+
+def as_utc(moment: datetime | None) -> datetime | None:
+    """SQLite returns naive datetimes; every datetime Kiln writes is UTC."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
+
+
+def create_job(session: Session, **fields: Any) -> Job:
+    """Add a queued job row. Does not commit."""
+    job = Job(status=JobStatus.QUEUED.value, step=0, attempts=0, info={}, **fields)
+    session.add(job)
+    session.flush()
+    return job
+
+
+def get_job(session: Session, job_id: str) -> Job:
+    """The job with this id, or with this unique id prefix (at least 4 characters)."""
+    job = session.get(Job, job_id)
+    if job is not None:
+        return job
+    if len(job_id) >= 4:
+        matches = session.scalars(select(Job).where(Job.id.startswith(job_id)).limit(2)).all()
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise NotFound(f"job id prefix {job_id!r} is ambiguous; give more characters")
+    raise NotFound(f"job {job_id} not found")
+
+
+def list_jobs(session: Session, status: str | None = None, limit: int = 20) -> Sequence[Job]:
+    query = select(Job).order_by(Job.created_at.desc(), Job.id).limit(limit)
+    if status:
+        query = query.where(Job.status == status)
+    return session.scalars(query).all()
+
+
+def claim_job(
+    session: Session, job_id: str, *, worker: str, host: str, pid: int, device: str, lease_s: float
+) -> int | None:
+    """Take the job for `worker` if it is queued (or its lease expired); commit.
+
+    The conditional UPDATE makes two claimers race safely: exactly one sees rowcount 1.
+    Returns the attempt number, or None when someone else holds it or it is finished.
+    """
+    now = utcnow()
+    result = session.execute(
+        update(Job)
+        .where(
+            Job.id == job_id,
+            Job.cancel_requested.is_(False),
+            or_(
+                Job.status == JobStatus.QUEUED.value,
+                and_(Job.status == JobStatus.RUNNING.value, Job.lease_expires_at < now),
+            ),
+        )
+        .values(
+            status=JobStatus.RUNNING.value,
+            worker=worker,
+            lease_expires_at=now + timedelta(seconds=lease_s),
+            attempts=Job.attempts + 1,
+            started_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        session.rollback()
+        return None
+    number = session.scalar(select(Job.attempts).where(Job.id == job_id))
+    assert number is not None
+    session.add(
+        Attempt(job_id=job_id, number=number, worker=worker, host=host, pid=pid, device=device)
+    )
+    session.commit()
+    return number
+
+
+def record_progress(
+    session: Session,
+    job_id: str,
+    *,
+    worker: str,
+    losses: Sequence[tuple[int, float]],
+    lease_s: float,
+    info: dict[str, Any] | None = None,
+) -> bool:
+    """Store a batch of loss rows, move progress on and renew the lease, in one transaction.
+
+    Returns True when the user asked to cancel. Raises InfraError if this worker no longer
+    holds the job (its lease expired and another worker took it).
+    """
+    values: dict[str, Any] = {"lease_expires_at": utcnow() + timedelta(seconds=lease_s)}
+    if losses:
+        values["step"] = losses[-1][0] + 1
+        values["last_loss"] = losses[-1][1]
+    if info is not None:
+        values["info"] = info
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.worker == worker, Job.status == JobStatus.RUNNING.value)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        session.rollback()
+        raise InfraError(f"job {job_id}: lease lost by {worker}")
+    if losses:
+        session.execute(
+            Loss.__table__.insert(),
+            [{"job_id": job_id, "step": step, "loss": loss} for step, loss in losses],
+        )
+    cancel = session.scalar(select(Job.cancel_requested).where(Job.id == job_id))
+    session.commit()
+    return bool(cancel)
+
+
+def finish_job(
+    session: Session,
+    job_id: str,
+    *,
+    worker: str,
+    attempt: int,
+    status: JobStatus,
+    error: str | None = None,
+    requeue: bool = False,
+) -> None:
+    """End this attempt with `status` (or put the job back to queued with requeue); commit."""
+    now = utcnow()
+    job_values: dict[str, Any] = {"lease_expires_at": None}
+    if requeue:
+        job_values.update(status=JobStatus.QUEUED.value, worker=None, error=error)
+    else:
+        job_values.update(status=status.value, finished_at=now, error=error)
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.worker == worker)
+        .values(**job_values)
+        .execution_options(synchronize_session=False)
+    )
+    session.execute(
+        update(Attempt)
+        .where(Attempt.job_id == job_id, Attempt.number == attempt)
+        .values(ended_at=now, outcome="requeued" if requeue else status.value, error=error)
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+
+
+def request_cancel(session: Session, job_id: str) -> str:
+    """Cancel a job: a queued one at once, a running one at its next step boundary; commit.
+
+    Returns the job's status after the request.
+    """
+    job = get_job(session, job_id)
+    session.execute(
+        update(Job)
+        .where(Job.id == job.id, Job.status == JobStatus.QUEUED.value)
+        .values(status=JobStatus.CANCELLED.value, finished_at=utcnow(), cancel_requested=True)
+        .execution_options(synchronize_session=False)
+    )
+    session.execute(
+        update(Job)
+        .where(Job.id == job.id, Job.status.not_in(TERMINAL))
+        .values(cancel_requested=True)
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    session.refresh(job)
+    return job.status
+
+
+def attempts_of(session: Session, job_id: str) -> Sequence[Attempt]:
+    return session.scalars(
+        select(Attempt).where(Attempt.job_id == job_id).order_by(Attempt.number)
+    ).all()
+
+
+def register_worker(
+    session: Session, *, name: str, host: str, pid: int, queues: list[str], device: str
+) -> None:
+    """Insert or refresh this worker's row; commit."""
+    row = session.get(Worker, name)
+    now = utcnow()
+    if row is None:
+        session.add(Worker(name=name, host=host, pid=pid, queues=queues, device=device))
+    else:
+        row.host, row.pid, row.queues, row.device = host, pid, queues, device
+        row.started_at, row.last_heartbeat, row.stopped_at = now, now, None
+    session.commit()
+
+
+def heartbeat_worker(session: Session, name: str) -> None:
+    session.execute(
+        update(Worker).where(Worker.name == name).values(last_heartbeat=utcnow(), stopped_at=None)
+    )
+    session.commit()
+
+
+def stop_worker(session: Session, name: str) -> None:
+    session.execute(update(Worker).where(Worker.name == name).values(stopped_at=utcnow()))
+    session.commit()
+
+
+def live_workers(session: Session, queue: str | None, alive_s: float) -> list[Worker]:
+    """Workers with a heartbeat in the last `alive_s` seconds (serving `queue`, if given)."""
+    since = utcnow() - timedelta(seconds=alive_s)
+    rows = session.scalars(
+        select(Worker).where(Worker.last_heartbeat >= since, Worker.stopped_at.is_(None))
+    ).all()
+    return [w for w in rows if queue is None or queue in w.queues]

@@ -1,0 +1,36 @@
+"""Alembic environment: Kiln's metadata, the URL from the config, batch mode for SQLite."""
+
+from __future__ import annotations
+
+from alembic import context
+from sqlalchemy import pool
+
+from db.models import Base
+from db.session import make_engine
+
+config = context.config
+url = config.get_main_option("sqlalchemy.url")
+assert url, "sqlalchemy.url must be set by db.migrate.alembic_config()"
+
+
+def run_migrations_offline() -> None:
+    context.configure(url=url, target_metadata=Base.metadata, render_as_batch=True)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations_online() -> None:
+    engine = make_engine(url, poolclass=pool.NullPool)
+    with engine.connect() as connection:
+        context.configure(
+            connection=connection, target_metadata=Base.metadata, render_as_batch=True
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+    engine.dispose()
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    run_migrations_online()

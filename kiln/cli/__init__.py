@@ -1,0 +1,129 @@
+"""The `jobs` command: the group, App (settings, sessions, output) and named exit codes."""
+
+from __future__ import annotations
+
+import json
+import sys
+from functools import cached_property
+from typing import Any, NoReturn
+
+import click
+from sqlalchemy.orm import Session, sessionmaker
+
+from kiln.errors import InfraError, KilnError, NotFound, UserError
+from kiln.logs import configure_logging
+from kiln.settings import Settings, get_settings, redact_url
+
+OK = 0
+JOB_FAILED = 1
+BAD_INPUT = 2
+NOT_FOUND = 3
+UNAVAILABLE = 4
+INTERRUPTED = 130
+
+
+class App:
+    """What every command needs: settings, database sessions, the broker, and output."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    @cached_property
+    def sessions(self) -> sessionmaker[Session]:
+        from sqlalchemy.exc import OperationalError
+
+        from db.migrate import current_revision, head_revision, upgrade_to_head
+        from db.session import make_engine, make_sessionmaker
+
+        url = self.settings.db_url
+        engine = make_engine(url)
+        try:
+            current = current_revision(engine)
+        except OperationalError as e:
+            raise InfraError(f"database {redact_url(url)} unreachable: {e.orig}") from e
+        if current != head_revision():
+            if engine.dialect.name != "sqlite":
+                self.abort(
+                    f"database {redact_url(url)} is not at the current schema; run `jobs db upgrade`",
+                    UNAVAILABLE,
+                )
+            upgrade_to_head(url)  # the embedded single-user database migrates itself
+        return make_sessionmaker(engine)
+
+    @cached_property
+    def celery(self) -> Any:
+        from worker.app import make_app
+
+        return make_app(self.settings)
+
+    def emit(self, data: Any, as_json: bool = False) -> None:
+        """Data to stdout: one JSON document, or text as it is."""
+        if as_json:
+            click.echo(json.dumps(data, indent=2, default=str))
+        else:
+            click.echo(data)
+
+    def say(self, message: str) -> None:
+        """A message for people, on stderr."""
+        click.echo(message, err=True)
+
+    def abort(self, message: str, code: int) -> NoReturn:
+        click.echo(f"error: {message}", err=True)
+        sys.exit(code)
+
+
+class JobsGroup(click.Group):
+    """Turns Kiln's errors into a message on stderr and a named exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from sqlalchemy.exc import OperationalError
+
+        try:
+            return super().invoke(ctx)
+        except UserError as e:
+            _fail(str(e), BAD_INPUT)
+        except NotFound as e:
+            _fail(str(e), NOT_FOUND)
+        except (InfraError, OperationalError) as e:
+            _fail(f"unavailable: {_redacted(e)}", UNAVAILABLE)
+        except KilnError as e:
+            _fail(str(e), JOB_FAILED)
+        except KeyboardInterrupt:
+            _fail("interrupted", INTERRUPTED)
+
+
+def _redacted(error: Exception) -> str:
+    import re
+
+    return re.sub(r"://([^:/@\s]*):[^@\s]*@", r"://\1:***@", str(error))
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+@click.group(cls=JobsGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="More log output on stderr (-v, -vv).")
+@click.option("--log-json", is_flag=True, help="Log lines as JSON.")
+@click.pass_context
+def jobs(ctx: click.Context, verbose: int, log_json: bool) -> None:
+    """Kiln: submit Pyro fits to a fleet of workers and read their results.
+
+    Settings come from KILN_* environment variables: KILN_HOME (default ~/.kiln),
+    KILN_DATABASE_URL (default SQLite in KILN_HOME) and KILN_BROKER_URL (default: an
+    embedded redis-server in KILN_HOME).
+    """
+    configure_logging(verbose, log_json)
+    ctx.obj = App(get_settings())
+
+
+def get_cli() -> click.Group:
+    """The `jobs` group with every command registered."""
+    from kiln.cli import control, demo, results, submit, watch  # noqa: F401  (registers commands)
+
+    return jobs
+
+
+def main() -> None:
+    get_cli()(prog_name="jobs")

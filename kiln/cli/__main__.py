@@ -1,0 +1,5 @@
+"""`python -m kiln.cli` is `jobs`."""
+
+from kiln.cli import main
+
+main()

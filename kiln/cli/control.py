@@ -1,0 +1,106 @@
+"""`jobs cancel`, `jobs db upgrade`, `jobs worker`: act on jobs, the schema and the fleet."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+
+import click
+
+from kiln.cli import UNAVAILABLE, App, jobs
+from kiln.settings import redact_url
+
+
+@jobs.command()
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def cancel(app: App, job_id: str, as_json: bool) -> None:
+    """Cancel a job: a queued one never starts; a running one stops at its next step batch."""
+    from db.jobs import get_job, request_cancel
+
+    with app.sessions() as session:
+        job = get_job(session, job_id)
+        status = request_cancel(session, job.id)
+    if as_json:
+        app.emit({"id": job.id, "status": status, "cancel_requested": True}, as_json=True)
+    elif status == "running":
+        app.emit(f"job {job.id}: cancel requested; it stops within a few seconds")
+    else:
+        app.emit(f"job {job.id}: {status}")
+
+
+@jobs.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command()
+@click.pass_obj
+def upgrade(app: App) -> None:
+    """Apply Alembic migrations up to head [env: KILN_DATABASE_URL]."""
+    from db.migrate import upgrade_to_head
+
+    upgrade_to_head(app.settings.db_url)
+    app.say(f"database {redact_url(app.settings.db_url)} is at the current schema")
+
+
+@jobs.command()
+@click.option("--queues", default="cpu", show_default=True, help="Comma-separated: cpu, gpu.")
+@click.option("--concurrency", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Jobs at once (processes); GPU workers always run one.")  # fmt: skip
+@click.option("--name", default=None, help="Worker name (default: QUEUES-PID@HOST).")
+@click.option("--loglevel", default="INFO", show_default=True)
+@click.pass_obj
+def worker(app: App, queues: str, concurrency: int, name: str | None, loglevel: str) -> None:
+    """Run a worker that takes jobs from the queues [env: KILN_BROKER_URL, KILN_DATABASE_URL]."""
+    from db.jobs import heartbeat_worker, register_worker, stop_worker
+
+    wanted = [q.strip() for q in queues.split(",") if q.strip()]
+    unknown = sorted(set(wanted) - {"cpu", "gpu"})
+    if not wanted or unknown:
+        app.abort(f"--queues: unknown queue {unknown or wanted} (have: cpu, gpu)", 2)
+    host = socket.gethostname()
+    name = name or f"{'-'.join(wanted)}-{os.getpid()}"
+    device = "cpu"
+    if "gpu" in wanted:
+        import torch  # the main process only: GPU workers never fork (solo pool)
+
+        if not torch.cuda.is_available():
+            app.abort("--queues gpu: this host has no CUDA device", UNAVAILABLE)
+        device, concurrency = "cuda", 1
+    os.environ["KILN_WORKER_NAME"] = name
+    os.environ["KILN_WORKER_DEVICE"] = device
+    # Import the heavy parts once, before any fork: the first svi.step otherwise pays ~1.8 s.
+    import torch._dynamo  # noqa: F401
+
+    import inference.fit  # noqa: F401
+    import inference.svi  # noqa: F401
+
+    sessions = app.sessions
+    with sessions() as session:
+        register_worker(session, name=name, host=host, pid=os.getpid(), queues=wanted,
+                        device=device)  # fmt: skip
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(app.settings.heartbeat_s):
+            try:
+                with sessions() as session:
+                    heartbeat_worker(session, name)
+            except Exception as e:  # the database may blink; the next beat retries
+                click.echo(f"worker {name}: heartbeat failed: {e}", err=True)
+
+    threading.Thread(target=beat, name="kiln-heartbeat", daemon=True).start()
+    app.say(f"worker {name}: queues {','.join(wanted)}, device {device}, concurrency {concurrency}")
+    try:
+        app.celery.worker_main([
+            "worker", f"--queues={','.join(wanted)}", f"--concurrency={concurrency}",
+            f"--hostname={name}@{host}", f"--pool={'solo' if concurrency == 1 else 'prefork'}",
+            f"--loglevel={loglevel}", "--without-gossip", "--without-mingle",
+        ])  # fmt: skip
+    finally:
+        stop.set()
+        with sessions() as session:
+            stop_worker(session, name)

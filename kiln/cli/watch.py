@@ -1,0 +1,116 @@
+"""`jobs watch`: follow a job until it ends (a progress bar on a terminal, lines otherwise)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import click
+
+from kiln.cli import UNAVAILABLE, App, jobs
+
+NO_WORKER_AFTER_S = 3.0
+LINE_EVERY_S = 5.0
+
+
+def wait_for_job(app: App, job_id: str, timeout: float | None, quiet: bool = False) -> Any:
+    """Poll the job row until the job ends; returns the final row.
+
+    Says so on stderr when no live worker serves the job's queue, and keeps waiting;
+    with `timeout`, gives up with exit code UNAVAILABLE.
+    """
+    from db.jobs import get_job, live_workers
+    from db.models import JobStatus
+
+    started = time.monotonic()
+    warned = False
+    last_line = 0.0
+    bar = _Bar(job_id) if sys.stderr.isatty() and not quiet else None
+    try:
+        while True:
+            with app.sessions() as session:
+                job = get_job(session, job_id)
+                terminal = JobStatus(job.status).is_terminal
+                idle = (
+                    not terminal
+                    and not warned
+                    and job.status == JobStatus.QUEUED
+                    and time.monotonic() - started > NO_WORKER_AFTER_S
+                    and not live_workers(session, job.queue, app.settings.worker_alive_s)
+                )
+            if idle:
+                app.say(
+                    f"job {job.id}: no live worker serves queue `{job.queue}`; start one with"
+                    f" `jobs worker --queues {job.queue}`. Still waiting..."
+                )
+                warned = True
+            if bar:
+                bar.update(job)
+            elif not quiet and time.monotonic() - last_line >= LINE_EVERY_S and not terminal:
+                last_line = time.monotonic()
+                loss = f", loss {job.last_loss:.4g}" if job.last_loss is not None else ""
+                app.say(f"job {job.id}: {job.status} {job.step}/{job.total_steps}{loss}")
+            if terminal:
+                return job
+            if timeout is not None and time.monotonic() - started > timeout:
+                app.abort(
+                    f"gave up waiting after {timeout:g} s; job {job.id} is still {job.status}",
+                    UNAVAILABLE,
+                )
+            time.sleep(app.settings.poll_interval_s)
+    finally:
+        if bar:
+            bar.stop()
+
+
+class _Bar:
+    """A rich progress bar on stderr: step/total, steps/s, latest loss."""
+
+    def __init__(self, job_id: str) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]} steps/s"),
+            TextColumn("loss {task.fields[loss]}"),
+            console=Console(stderr=True),
+        )
+        self.task = self.progress.add_task(job_id, total=None, rate="-", loss="-")
+        self.samples: list[tuple[float, int]] = []
+        self.progress.start()
+
+    def update(self, job: Any) -> None:
+        now = time.monotonic()
+        self.samples = [s for s in self.samples if now - s[0] < 5.0] + [(now, job.step)]
+        (t0, s0), (t1, s1) = self.samples[0], self.samples[-1]
+        rate = f"{(s1 - s0) / (t1 - t0):.0f}" if t1 > t0 else "-"
+        loss = f"{job.last_loss:.4g}" if job.last_loss is not None else "-"
+        self.progress.update(
+            self.task,
+            description=f"{job.id} {job.status}",
+            completed=job.step,
+            total=job.total_steps,
+            rate=rate,
+            loss=loss,
+        )
+
+    def stop(self) -> None:
+        self.progress.stop()
+
+
+@jobs.command()
+@click.argument("job_id")
+@click.option("--timeout", type=float, default=None, help="Give up after SECONDS (exit code 4).")
+@click.option("--json", "as_json", is_flag=True, help="Print the final job as JSON.")
+@click.pass_obj
+def watch(app: App, job_id: str, timeout: float | None, as_json: bool) -> None:
+    """Follow a job until it ends: progress (step/total, steps/s, latest loss)."""
+    from kiln.cli.results import exit_for, show_job
+
+    job = wait_for_job(app, job_id, timeout)
+    show_job(app, job.id, as_json)
+    sys.exit(exit_for(job.status))

@@ -1,0 +1,22 @@
+"""Records passed between packages: SiteStats (a latent site's posterior summary)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+STATS = ("mean", "sd", "q05", "q50", "q95")
+
+
+@dataclass(frozen=True, slots=True)
+class SiteStats:
+    """A latent site's posterior summary; each statistic shaped like one draw of the site."""
+
+    site: str
+    shape: tuple[int, ...]
+    mean: np.ndarray
+    sd: np.ndarray
+    q05: np.ndarray
+    q50: np.ndarray
+    q95: np.ndarray

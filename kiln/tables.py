@@ -1,0 +1,132 @@
+"""Data tables: CSV bytes -> DataFrame, and formula + table -> design matrix, naming what is wrong.
+
+Pure pandas/formulaic (no torch), so the scheduler validates a submission with the same code the
+worker later uses to build tensors.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from kiln.errors import DataError, SpecError
+
+# Functions usable inside formulas beyond formulaic's own (which has log and exp).
+FORMULA_CONTEXT = {"np": np, "log": np.log, "exp": np.exp, "sqrt": np.sqrt, "log1p": np.log1p}
+
+
+@dataclass(frozen=True, slots=True)
+class Design:
+    """A response vector and a design matrix built from a formula, and what was dropped."""
+
+    y: np.ndarray  # (rows,) float64
+    X: np.ndarray  # (rows, terms) float64
+    response: str
+    terms: tuple[str, ...]
+    rows_used: int
+    rows_dropped: int
+    row_index: np.ndarray  # positions (0-based) of the used rows in the original table
+
+
+def read_csv_bytes(content: bytes, name: str = "data") -> pd.DataFrame:
+    """Parse CSV bytes (UTF-8, falling back to ISO-8859-1); raise DataError on anything else."""
+    if not content.strip():
+        raise DataError(f"{name}: the file is empty; give a CSV file with a header row and data")
+    if b"\x00" in content[:8192]:
+        raise DataError(f"{name}: not a CSV file (it holds binary data)")
+    for encoding in ("utf-8", "ISO-8859-1"):
+        try:
+            frame = pd.read_csv(io.BytesIO(content), encoding=encoding)
+            break
+        except UnicodeDecodeError:
+            continue
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as e:
+            raise DataError(f"{name}: not a readable CSV file ({e})") from e
+    else:  # pragma: no cover - ISO-8859-1 decodes every byte
+        raise DataError(f"{name}: cannot decode the file as text")
+    if len(frame.columns) == 0 or frame.empty:
+        raise DataError(f"{name}: the data set has no rows; give a CSV file with data rows")
+    if len(frame.columns) == 1 and content.lstrip()[:1] in (b"{", b"["):
+        raise DataError(f"{name}: not a CSV file (it looks like JSON)")
+    return frame
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _plain(error: Exception) -> str:
+    """An exception's text without terminal colours, on one line."""
+    return " ".join(_ANSI.sub("", str(error)).split())
+
+
+def _column_list(columns: list[str], limit: int = 12) -> str:
+    shown = ", ".join(columns[:limit])
+    return shown + (f", ... ({len(columns)} in all)" if len(columns) > limit else "")
+
+
+def build_design(frame: pd.DataFrame, formula: str) -> Design:
+    """Evaluate `formula` (formulaic syntax, `y ~ terms`) on `frame`.
+
+    Rows with a missing or non-finite value in a used column are dropped and counted.
+    Raises SpecError for a formula that does not parse, DataError for a missing column or
+    when no row is left.
+    """
+    import formulaic
+    from formulaic.errors import FormulaicError
+
+    try:
+        parsed = formulaic.Formula(formula)
+    except (FormulaicError, SyntaxError, ValueError) as e:
+        raise SpecError(f"formula `{formula}` does not parse: {_plain(e)}", field="formula") from e
+    if not hasattr(parsed, "lhs") or not hasattr(parsed, "rhs"):
+        raise SpecError(
+            f"formula `{formula}` has no response; write it as `y ~ x1 + x2`", field="formula"
+        )
+    columns = [str(c) for c in frame.columns]
+    missing = sorted(
+        v for v in parsed.required_variables if v not in columns and v not in FORMULA_CONTEXT
+    )
+    if missing:
+        raise DataError(
+            f"column `{missing[0]}` not in data (have: {_column_list(columns)})", column=missing[0]
+        )
+    positions = pd.RangeIndex(len(frame))
+    indexed = frame.set_axis(positions)
+    try:
+        matrices = formulaic.model_matrix(formula, indexed, context=FORMULA_CONTEXT)
+    except FormulaicError as e:
+        raise SpecError(
+            f"formula `{formula}` cannot be evaluated: {_plain(e)}", field="formula"
+        ) from e
+    lhs, rhs = matrices.lhs, matrices.rhs
+    if lhs.shape[1] != 1:
+        raise SpecError(
+            f"formula `{formula}` must have exactly one response column (got {lhs.shape[1]})",
+            field="formula",
+        )
+    try:
+        y = np.asarray(lhs, dtype=np.float64)[:, 0]
+        X = np.asarray(rhs, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise DataError(f"formula `{formula}`: a used column is not numeric ({e})") from e
+    index = np.asarray(lhs.index, dtype=np.int64)
+    finite = np.isfinite(y) & np.isfinite(X).all(axis=1)
+    y, X, index = y[finite], X[finite], index[finite]
+    if len(y) == 0:
+        raise DataError(
+            f"no rows left for `{formula}` after dropping rows with missing or non-finite values"
+            f" ({len(frame)} rows in the data)"
+        )
+    return Design(
+        y=y,
+        X=X,
+        response=str(lhs.columns[0]),
+        terms=tuple(str(c) for c in rhs.columns),
+        rows_used=len(y),
+        rows_dropped=len(frame) - len(y),
+        row_index=index,
+    )

@@ -1,0 +1,114 @@
+"""Job specs: typed, frozen values checked once at the edge; parse_spec(dict) -> FitSpec."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    model_validator,
+)
+
+from kiln.catalog import ElboName, GuideName, ModelName, OptimName, QueueName
+from kiln.errors import SpecError
+
+
+class NormalPrior(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    dist: Literal["normal"] = "normal"
+    loc: float = 0.0
+    scale: PositiveFloat = 1.0
+
+
+class UniformPrior(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    dist: Literal["uniform"] = "uniform"
+    low: float = Field(default=0.0, ge=0.0)
+    high: PositiveFloat = 10.0
+
+    @model_validator(mode="after")
+    def _ordered(self) -> UniformPrior:
+        if self.high <= self.low:
+            raise ValueError(f"high must be above low (got low={self.low}, high={self.high})")
+        return self
+
+
+Prior = NormalPrior | UniformPrior
+
+
+class FitSpec(BaseModel):
+    """A fit of a built-in model by SVI."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: Literal["fit"] = "fit"
+    model: ModelName
+    formula: str = Field(min_length=3)
+    guide: GuideName = "AutoNormal"
+    elbo: ElboName = "auto"
+    optim: OptimName = "Adam"
+    steps: PositiveInt = 1000
+    lr: PositiveFloat = 0.02
+    seed: int | None = Field(default=None, ge=0, lt=2**32)
+    num_samples: PositiveInt = Field(default=1000, le=100_000)
+    init: Literal["auto", "median"] = "auto"
+    priors: dict[str, Prior] = Field(default_factory=dict)
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    queue: QueueName | None = None
+    priority: int = Field(default=5, ge=0, le=9)
+
+    @model_validator(mode="after")
+    def _sigma_prior_is_uniform(self) -> FitSpec:
+        for name, prior in self.priors.items():
+            want = "uniform" if name == "sigma" else "normal"
+            if prior.dist != want:
+                raise ValueError(f"prior for `{name}` must be {want}(...) (got {prior.dist})")
+        return self
+
+
+def _describe(error: dict[str, Any]) -> str:
+    where = ".".join(str(p) for p in error["loc"] if not str(p).startswith("function-after"))
+    message = error["msg"]
+    message = re.sub(r"^Value error, ", "", message)
+    message = message.replace("Input should be greater than", "must be >")
+    if error["type"] == "literal_error":
+        message = "must be one of " + message.removeprefix("Input should be ")
+    got = error.get("input")
+    shown = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
+    return f"spec.{where}: {message}{shown}" if where else f"spec: {message}{shown}"
+
+
+def parse_spec(raw: dict[str, Any]) -> FitSpec:
+    """Validate a spec; raise one SpecError listing every bad field."""
+    try:
+        return FitSpec.model_validate(raw)
+    except ValidationError as e:
+        problems = [_describe(err) for err in e.errors()]
+        first = e.errors()[0]["loc"]
+        raise SpecError("; ".join(problems), field=str(first[0]) if first else None) from None
+
+
+_PRIOR = re.compile(r"^\s*([^=]+?)\s*=\s*(normal|uniform)\s*\(\s*([^,]+)\s*,\s*([^)]+)\)\s*$", re.I)
+
+
+def parse_prior_option(text: str) -> tuple[str, dict[str, Any]]:
+    """`rugged=normal(0, 2)` or `sigma=uniform(0, 5)` -> (site, prior dict)."""
+    match = _PRIOR.match(text)
+    if not match:
+        raise SpecError(
+            f"--prior {text!r}: write NAME=normal(LOC, SCALE) or sigma=uniform(LOW, HIGH)",
+            field="priors",
+        )
+    name, dist, a, b = match.groups()
+    try:
+        first, second = float(a), float(b)
+    except ValueError:
+        raise SpecError(f"--prior {text!r}: the parameters must be numbers", "priors") from None
+    if dist.lower() == "normal":
+        return name, {"dist": "normal", "loc": first, "scale": second}
+    return name, {"dist": "uniform", "low": first, "high": second}

@@ -1,0 +1,123 @@
+"""execute_job(): claim a job, run its fit through inference, store what it produced."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import traceback
+from typing import Any
+
+from sqlalchemy.exc import OperationalError
+
+from db.datasets import load_dataset
+from db.jobs import claim_job, finish_job, get_job
+from db.models import JobStatus
+from db.results import store_fit_results
+from kiln.errors import Cancelled, InfraError, UserError
+from kiln.tables import read_csv_bytes
+from worker.runtime import Runtime
+from worker.sink import Sink
+
+log = logging.getLogger(__name__)
+
+
+def execute_job(rt: Runtime, job_id: str) -> str:
+    """Run one job to its end; returns the status it ended in (or `skipped`).
+
+    User errors fail the job for good; infrastructure errors put it back to queued (the caller
+    re-sends it) until it has used its attempts.
+    """
+    with rt.sessions() as session:
+        attempt = claim_job(
+            session, job_id, worker=rt.name, host=rt.host, pid=os.getpid(),
+            device=rt.device, lease_s=rt.settings.lease_s,
+        )  # fmt: skip
+        if attempt is None:
+            log.info("job %s: not claimable by %s (taken, finished or cancelled)", job_id, rt.name)
+            return "skipped"
+        job = get_job(session, job_id)
+        dataset = load_dataset(session, job.dataset_id) if job.dataset_id else None
+    log.info("job %s: claimed by %s (attempt %d)", job_id, rt.name, attempt)
+    started = time.monotonic()
+    info: dict[str, Any] = dict(job.info or {})
+    try:
+        if dataset is None:
+            raise UserError(f"job {job_id} has no dataset")
+        _run_fit(rt, job_id, job.spec, dataset.content, dataset.name, info, started)
+        return _finish(rt, job_id, attempt, JobStatus.SUCCEEDED)
+    except Cancelled:
+        log.info("job %s: cancelled", job_id)
+        return _finish(rt, job_id, attempt, JobStatus.CANCELLED, "cancelled by the user")
+    except UserError as e:
+        log.info("job %s: failed: %s", job_id, e)
+        return _finish(rt, job_id, attempt, JobStatus.FAILED, str(e))
+    except (InfraError, OperationalError) as e:
+        if attempt < job.max_attempts:
+            log.warning("job %s: attempt %d hit %s; back to the queue", job_id, attempt, e)
+            return _finish(rt, job_id, attempt, JobStatus.QUEUED, str(e), requeue=True)
+        return _finish(rt, job_id, attempt, JobStatus.FAILED, f"gave up after {attempt}: {e}")
+    except Exception:
+        # A bug, not the user's input and not the infrastructure: retrying would not help.
+        log.exception("job %s: crashed", job_id)
+        return _finish(rt, job_id, attempt, JobStatus.FAILED, traceback.format_exc(limit=8))
+
+
+def _finish(
+    rt: Runtime, job_id: str, attempt: int, status: JobStatus, error: str | None = None,
+    requeue: bool = False,
+) -> str:  # fmt: skip
+    with rt.sessions() as session:
+        finish_job(
+            session, job_id, worker=rt.name, attempt=attempt, status=status, error=error,
+            requeue=requeue,
+        )  # fmt: skip
+    return status.value
+
+
+def _run_fit(
+    rt: Runtime,
+    job_id: str,
+    spec: dict[str, Any],
+    content: bytes,
+    data_name: str,
+    info: dict[str, Any],
+    started: float,
+) -> None:
+    from inference.fit import prepare_fit
+    from inference.posterior import summarize_posterior
+    from inference.state import STATE_FORMAT, dump_state, param_values
+    from inference.svi import resolve_elbo, run_svi
+
+    frame = read_csv_bytes(content, data_name)
+    problem = prepare_fit(
+        spec["model"], frame, formula=spec["formula"], guide=spec["guide"], seed=spec["seed"],
+        priors={k: v for k, v in spec.get("priors", {}).items()}, device=spec["device"],
+        init=spec.get("init", "auto"),
+    )  # fmt: skip
+    elbo = resolve_elbo(spec["elbo"], problem.jit_safe)
+    sink = Sink(
+        rt.sessions, job_id, worker=rt.name, lease_s=rt.settings.lease_s,
+        flush_every_s=rt.settings.flush_every_s, info=info,
+    )  # fmt: skip
+    events = run_svi(
+        problem.model, problem.guide, problem.args, problem.kwargs, steps=spec["steps"],
+        lr=spec["lr"], optim=spec["optim"], elbo=elbo, device=problem.device,
+    )  # fmt: skip
+    for event in events:
+        sink.add(event)
+    state = dump_state()  # right away: saving after the guide ran again can fail
+    guide_params = param_values()
+    sites, draws = summarize_posterior(
+        problem.model, problem.guide, problem.args, problem.kwargs, problem.latent_sites,
+        num_samples=spec["num_samples"],
+    )  # fmt: skip
+    info.update(final_loss=sink.final_loss, fit_seconds=round(time.monotonic() - started, 3))
+    with rt.sessions() as session:
+        store_fit_results(
+            session, job_id, sites=sites, draws=draws, guide_params=guide_params, state=state,
+            state_format=STATE_FORMAT, guide=spec["guide"],
+        )  # fmt: skip
+        job = get_job(session, job_id)
+        job.info = info
+        session.commit()
