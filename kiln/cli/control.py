@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
@@ -57,6 +58,7 @@ def worker(app: App, queues: str, concurrency: int, name: str | None, loglevel: 
     """Run a worker that takes jobs from the queues [env: KILN_BROKER_URL, KILN_DATABASE_URL]."""
     from db.jobs import heartbeat_worker, register_worker, stop_worker
 
+    logging.getLogger().setLevel(loglevel.upper())  # lifecycle lines: claimed, ready, failed
     wanted = [q.strip() for q in queues.split(",") if q.strip()]
     unknown = sorted(set(wanted) - {"cpu", "gpu"})
     if not wanted or unknown:

