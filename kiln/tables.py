@@ -48,10 +48,10 @@ def read_csv_bytes(content: bytes, name: str = "data") -> pd.DataFrame:
             raise DataError(f"{name}: not a readable CSV file ({e})") from e
     else:  # pragma: no cover - ISO-8859-1 decodes every byte
         raise DataError(f"{name}: cannot decode the file as text")
+    if content.lstrip()[:1] in (b"{", b"["):
+        raise DataError(f"{name}: not a CSV file (it looks like JSON)")
     if len(frame.columns) == 0 or frame.empty:
         raise DataError(f"{name}: the data set has no rows; give a CSV file with data rows")
-    if len(frame.columns) == 1 and content.lstrip()[:1] in (b"{", b"["):
-        raise DataError(f"{name}: not a CSV file (it looks like JSON)")
     return frame
 
 

@@ -143,11 +143,17 @@ class Stack:
     def sessions(self):  # type: ignore[no-untyped-def]
         from db.session import make_engine, make_sessionmaker
 
-        return make_sessionmaker(make_engine(self.settings().db_url))
+        if self.engine is None:
+            self.engine = make_engine(self.settings().db_url)
+        return make_sessionmaker(self.engine)
+
+    engine: object = None
 
 
 @pytest.fixture
-def stack(tmp_path: Path, db_url: str, broker_url: str, monkeypatch: pytest.MonkeyPatch) -> Stack:
+def stack(
+    tmp_path: Path, db_url: str, broker_url: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Stack]:
     home = tmp_path / "home"
     home.mkdir()
     s = Stack(home=home, db_url=db_url, broker_url=broker_url)
@@ -156,7 +162,9 @@ def stack(tmp_path: Path, db_url: str, broker_url: str, monkeypatch: pytest.Monk
     for key, value in s.env.items():
         if key.startswith("KILN_"):
             monkeypatch.setenv(key, value)
-    return s
+    yield s
+    if s.engine is not None:
+        s.engine.dispose()  # type: ignore[attr-defined]
 
 
 class WorkerProcess:

@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 import sys
 from functools import cached_property
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
-from sqlalchemy.orm import Session, sessionmaker
 
 from kiln.errors import InfraError, KilnError, NotFound, UserError
 from kiln.logs import configure_logging
 from kiln.settings import Settings, get_settings, redact_url
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
 
 OK = 0
 JOB_FAILED = 1
@@ -27,6 +29,12 @@ class App:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.engine: Any = None
+
+    def close(self) -> None:
+        """Release database connections (called when the command ends)."""
+        if self.engine is not None:
+            self.engine.dispose()
 
     @cached_property
     def sessions(self) -> sessionmaker[Session]:
@@ -36,7 +44,7 @@ class App:
         from db.session import make_engine, make_sessionmaker
 
         url = self.settings.db_url
-        engine = make_engine(url)
+        engine = self.engine = make_engine(url)
         try:
             current = current_revision(engine)
         except OperationalError as e:
@@ -116,6 +124,7 @@ def jobs(ctx: click.Context, verbose: int, log_json: bool) -> None:
     """
     configure_logging(verbose, log_json)
     ctx.obj = App(get_settings())
+    ctx.call_on_close(ctx.obj.close)
 
 
 def get_cli() -> click.Group:
