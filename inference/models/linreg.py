@@ -83,5 +83,4 @@ class LinReg:
             mean = mean + coef * X[:, j]
         sigma = pyro.sample("sigma", dist.Uniform(self.sigma_low, self.sigma_high))
         with pyro.plate("data", X.shape[0]):
-            pyro.deterministic("mean", mean)
             return pyro.sample("obs", dist.Normal(mean, sigma), obs=y)
