@@ -130,7 +130,9 @@ def main() -> None:
         print(f"  {label:<44} {med[key]:7.3f}   runs: {', '.join(f'{t:.3f}' for t in times[key])}")
     print(f"ratio Kiln / plain, same ELBO (Trace_ELBO)      {med['kiln'] / med['plain']:.3f}"
           "   (aim <= 1.10)")  # fmt: skip
-    print(f"ratio Kiln / plain, same ELBO (JitTrace_ELBO)   {med['kiln_jit'] / med['plain_jit']:.3f}")
+    print(
+        f"ratio Kiln / plain, same ELBO (JitTrace_ELBO)   {med['kiln_jit'] / med['plain_jit']:.3f}"
+    )
     print(f"ratio Kiln default / tutorial Trace_ELBO loop  {med['kiln_jit'] / med['plain']:.3f}"
           "   (aim < 0.6)")  # fmt: skip
 

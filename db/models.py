@@ -169,9 +169,7 @@ class Sample(Base):
     """Draws of one site (posterior draws of the latents after a fit), codec-encoded."""
 
     __tablename__ = "samples"
-    job_id: Mapped[str] = mapped_column(
-        ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
-    )
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
     site: Mapped[str] = mapped_column(String(255), primary_key=True)
     kind: Mapped[str] = mapped_column(String(32))  # posterior | predictive | deterministic
     num_samples: Mapped[int] = mapped_column(Integer)

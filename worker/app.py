@@ -19,7 +19,9 @@ def resolve_broker_url(settings: Settings) -> str:
 
 def make_app(settings: Settings | None = None, broker_url: str | None = None) -> Celery:
     settings = settings or get_settings()
-    app = Celery("kiln", broker=broker_url or resolve_broker_url(settings), include=["worker.tasks"])
+    app = Celery(
+        "kiln", broker=broker_url or resolve_broker_url(settings), include=["worker.tasks"]
+    )
     app.conf.update(
         # JSON only on the wire: a pickled message is refused, never loaded.
         task_serializer="json",

@@ -26,7 +26,9 @@ def default_rugged_path() -> Path | None:
 
 
 @jobs.command()
-@click.option("--data", "data_path", default=None, help="rugged_data.csv (default: ../shared/data).")
+@click.option(
+    "--data", "data_path", default=None, help="rugged_data.csv (default: ../shared/data)."
+)
 @click.option("--guide", default="AutoNormal", show_default=True)
 @click.option("--steps", type=int, default=1000, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -65,7 +67,9 @@ def demo(app: App, data_path: str | None, guide: str, steps: int, seed: int, out
         job = submit_fit(app.sessions, spec, content, data_name=str(path), send=sender,
                          max_steps=app.settings.max_steps,
                          max_attempts=app.settings.max_attempts)  # fmt: skip
-        app.say(f"kiln demo: submitted job {job.id}: linreg {RUGGED_FORMULA}, {guide}, {steps} steps")
+        app.say(
+            f"kiln demo: submitted job {job.id}: linreg {RUGGED_FORMULA}, {guide}, {steps} steps"
+        )
         final = wait_for_job(app, job.id, timeout=600)
     finally:
         worker.send_signal(signal.SIGTERM)

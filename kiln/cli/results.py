@@ -6,6 +6,7 @@ import click
 
 from kiln.cli import JOB_FAILED, OK, App, jobs
 from kiln.cli.render import FORMAT, JSON, emit_rows, job_to_dict
+from kiln.records import STATS as STAT_KEYS
 
 STATUSES = ["queued", "running", "succeeded", "failed", "cancelled"]
 
@@ -15,7 +16,9 @@ def exit_for(status: str) -> int:
 
 
 @jobs.command("list")
-@click.option("--status", type=click.Choice(STATUSES), default=None, help="Only jobs in this state.")
+@click.option(
+    "--status", type=click.Choice(STATUSES), default=None, help="Only jobs in this state."
+)
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
 @JSON
 @click.pass_obj
@@ -31,8 +34,15 @@ def list_(app: App, status: str | None, limit: int, as_json: bool) -> None:
     emit_rows(
         ["id", "status", "model", "queue", "progress", "last loss", "created"],
         [
-            [j.id, j.status, j.model, j.queue, f"{j.step}/{j.total_steps}", j.last_loss,
-             j.created_at.strftime("%Y-%m-%d %H:%M:%S")]
+            [
+                j.id,
+                j.status,
+                j.model,
+                j.queue,
+                f"{j.step}/{j.total_steps}",
+                j.last_loss,
+                j.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            ]
             for j in rows
         ],  # fmt: skip
         "table",
@@ -126,9 +136,6 @@ def params(app: App, job_id: str, fmt: str) -> None:
                              list(s.shape)])  # fmt: skip
     columns = ["site", *STAT_KEYS, "shape"]
     emit_rows(columns, rows, fmt, title=f"posterior of job {job.id}" if fmt == "table" else None)
-
-
-STAT_KEYS = ("mean", "sd", "q05", "q50", "q95")
 
 
 def _indices(shape: tuple[int, ...]) -> list:  # type: ignore[type-arg]

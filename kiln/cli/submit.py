@@ -41,7 +41,9 @@ def submit() -> None:
     "--init", type=click.Choice(["auto", "median"]), default="auto", show_default=True,
     help="Guide start: auto = least squares; median = Pyro's default (the prior's median).",
 )  # fmt: skip
-@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True)
+@click.option(
+    "--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True
+)
 @click.option("--queue", type=click.Choice(QUEUES), default=None, help="Default: by device.")
 @click.option("--priority", type=int, default=5, show_default=True, help="0-9, higher runs sooner.")
 @click.option("--wait", is_flag=True, help="Wait for the job to end; exit 1 if it failed.")
