@@ -61,15 +61,15 @@ def plain_fit(elbo_name: str, steps: int = 1000) -> float:
 def kiln_fit(sessions, sender, elbo: str, steps: int = 1000) -> float:  # type: ignore[no-untyped-def]
     """Submit -> succeeded, polling the job row every 20 ms. Seconds."""
     from db.jobs import get_job
-    from scheduler.enqueue import submit_fit
+    from scheduler.enqueue import Limits, submit_fit
     from scheduler.spec import parse_spec
 
     spec = parse_spec({"kind": "fit", "model": "linreg", "formula": FORMULA, "steps": steps,
                        "lr": 0.02, "seed": 0, "elbo": elbo})  # fmt: skip
     content = RUGGED.read_bytes()
     started = time.perf_counter()
-    job = submit_fit(sessions, spec, content, data_name=str(RUGGED), send=sender,
-                     max_steps=10**7, max_attempts=1)  # fmt: skip
+    (job,) = submit_fit(sessions, spec, content, data_name=str(RUGGED), send=sender,
+                        limits=Limits(10**7, 1, 10**5, 10**8))  # fmt: skip
     while True:
         with sessions() as session:
             status = get_job(session, job.id).status

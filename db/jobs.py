@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,9 +21,9 @@ def as_utc(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=UTC)
 
 
-def create_job(session: Session, **fields: Any) -> Job:
-    """Add a queued job row. Does not commit."""
-    job = Job(status=JobStatus.QUEUED.value, step=0, attempts=0, info={}, **fields)
+def create_job(session: Session, *, status: JobStatus = JobStatus.QUEUED, **fields: Any) -> Job:
+    """Add a job row, queued (or waiting for the job in `depends_on`). Does not commit."""
+    job = Job(status=status.value, step=0, attempts=0, info={}, **fields)
     session.add(job)
     session.flush()
     return job
@@ -97,6 +98,7 @@ def record_progress(
     losses: Sequence[tuple[int, float]],
     lease_s: float,
     info: dict[str, Any] | None = None,
+    step: int | None = None,
 ) -> bool:
     """Store a batch of loss rows, move progress on and renew the lease, in one transaction.
 
@@ -107,6 +109,8 @@ def record_progress(
     if losses:
         values["step"] = losses[-1][0] + 1
         values["last_loss"] = losses[-1][1]
+    if step is not None:
+        values["step"] = step
     if info is not None:
         values["info"] = info
     result = session.execute(
@@ -128,6 +132,15 @@ def record_progress(
     return bool(cancel)
 
 
+@dataclass(frozen=True, slots=True)
+class Released:
+    """A job moved from waiting to queued: the caller must now send it to the broker."""
+
+    id: str
+    queue: str
+    priority: int
+
+
 def finish_job(
     session: Session,
     job_id: str,
@@ -137,8 +150,12 @@ def finish_job(
     status: JobStatus,
     error: str | None = None,
     requeue: bool = False,
-) -> None:
-    """End this attempt with `status` (or put the job back to queued with requeue); commit."""
+) -> list[Released]:
+    """End this attempt with `status` (or put the job back to queued with requeue); commit.
+
+    Jobs waiting for this one are released (or failed) in the same transaction; returns the
+    released ones, which the caller sends.
+    """
     now = utcnow()
     job_values: dict[str, Any] = {"lease_expires_at": None}
     if requeue:
@@ -157,18 +174,68 @@ def finish_job(
         .values(ended_at=now, outcome="requeued" if requeue else status.value, error=error)
         .execution_options(synchronize_session=False)
     )
+    released = [] if requeue else _settle_dependants(session, job_id)
     session.commit()
+    return released
+
+
+def release_dependants(session: Session, job_id: str) -> list[Released]:
+    """If job `job_id` has ended, settle the jobs waiting for it; commit. Returns those released.
+
+    Both the worker that finishes a fit and the submitter of a dependant call this, so a
+    dependant submitted just as its fit ends is settled exactly once (conditional UPDATEs).
+    """
+    released = _settle_dependants(session, job_id)
+    session.commit()
+    return released
+
+
+def _settle_dependants(session: Session, job_id: str) -> list[Released]:
+    parent = session.execute(
+        select(Job.status, Job.error)
+        .where(Job.id == job_id)
+        .execution_options(populate_existing=True)
+    ).one_or_none()
+    if parent is None or parent.status not in TERMINAL:
+        return []
+    waiting = session.execute(
+        select(Job.id, Job.queue, Job.priority).where(
+            Job.depends_on == job_id, Job.status == JobStatus.WAITING.value
+        )
+    ).all()
+    released = []
+    for child in waiting:
+        if parent.status == JobStatus.SUCCEEDED.value:
+            values: dict[str, Any] = {"status": JobStatus.QUEUED.value}
+        else:
+            reason = (parent.error or "").strip().splitlines()
+            values = {
+                "status": JobStatus.FAILED.value,
+                "finished_at": utcnow(),
+                "error": f"its fit {job_id} {parent.status}"
+                + (f": {reason[-1]}" if reason else ""),
+            }
+        result = session.execute(
+            update(Job)
+            .where(Job.id == child.id, Job.status == JobStatus.WAITING.value)
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount == 1 and values["status"] == JobStatus.QUEUED.value:
+            released.append(Released(child.id, child.queue, child.priority))
+    return released
 
 
 def request_cancel(session: Session, job_id: str) -> str:
-    """Cancel a job: a queued one at once, a running one at its next step boundary; commit.
+    """Cancel a job: a queued or waiting one at once, a running one at its next step boundary;
+    commit. Jobs waiting for a job cancelled here fail with that reason.
 
     Returns the job's status after the request.
     """
     job = get_job(session, job_id)
     session.execute(
         update(Job)
-        .where(Job.id == job.id, Job.status == JobStatus.QUEUED.value)
+        .where(Job.id == job.id, Job.status.in_([JobStatus.QUEUED.value, JobStatus.WAITING.value]))
         .values(status=JobStatus.CANCELLED.value, finished_at=utcnow(), cancel_requested=True)
         .execution_options(synchronize_session=False)
     )
@@ -178,6 +245,7 @@ def request_cancel(session: Session, job_id: str) -> str:
         .values(cancel_requested=True)
         .execution_options(synchronize_session=False)
     )
+    _settle_dependants(session, job.id)
     session.commit()
     session.refresh(job)
     return job.status

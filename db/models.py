@@ -35,6 +35,7 @@ def utcnow() -> datetime:
 
 
 class JobStatus(StrEnum):
+    WAITING = "waiting"  # for the job it depends on (a predict job for its fit); not sent yet
     QUEUED = "queued"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
@@ -77,6 +78,10 @@ class Job(Base):
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     model: Mapped[str] = mapped_column(String(255))
     dataset_id: Mapped[str | None] = mapped_column(ForeignKey("datasets.id"))
+    # A predict job's fit: the job waits until it succeeded (and fails if it did not).
+    depends_on: Mapped[str | None] = mapped_column(
+        ForeignKey("jobs.id", ondelete="CASCADE"), index=True
+    )
     queue: Mapped[str] = mapped_column(String(32))
     priority: Mapped[int] = mapped_column(Integer, default=0)
     step: Mapped[int] = mapped_column(Integer, default=0)
@@ -166,14 +171,23 @@ class GuideParam(Base):
 
 
 class Sample(Base):
-    """Draws of one site (posterior draws of the latents after a fit), codec-encoded."""
+    """Draws of one site, codec-encoded (dtype and shape in the blob and in columns).
+
+    kind: `posterior` (latent sites), `deterministic` (e.g. the regression `mean`),
+    `predictive` (`obs` under the posterior predictive) or `data` (the rows predicted for:
+    `__X__` covariates, `__y__` observed response, `__row__` row positions in the table).
+    `stats` holds the (5, *shape) summary (mean, sd, q05, q50, q95) so listing reads no draws.
+    """
 
     __tablename__ = "samples"
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
     site: Mapped[str] = mapped_column(String(255), primary_key=True)
-    kind: Mapped[str] = mapped_column(String(32))  # posterior | predictive | deterministic
+    kind: Mapped[str] = mapped_column(String(32))
+    position: Mapped[int] = mapped_column(Integer, default=0)
     num_samples: Mapped[int] = mapped_column(Integer)
     shape: Mapped[list[int]] = mapped_column(JSON)  # of one draw
+    dtype: Mapped[str] = mapped_column(String(16), default="float32")
+    stats: Mapped[bytes | None] = mapped_column(LargeBinary)
     draws: Mapped[bytes] = mapped_column(LargeBinary)
 
 

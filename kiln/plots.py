@@ -1,89 +1,171 @@
-"""Figures from stored results (numpy + matplotlib, no torch): the fitted regression."""
+"""Figures from stored results (numpy + matplotlib, no torch): predictive bands, loss, params."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import pandas as pd
 
-from kiln.tables import build_design
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def _is_binary(column: np.ndarray) -> bool:
     return bool(np.isin(column, (0.0, 1.0)).all()) and len(np.unique(column)) == 2
 
 
-def plot_regression_fit(
-    frame: pd.DataFrame,
-    formula: str,
-    draws: Mapping[str, np.ndarray],
-    losses: Sequence[tuple[int, float]],
-    path: str | Path,
-    title: str = "",
-    seed: int = 0,
-) -> Path:
-    """The tutorial's figure: data, posterior mean line, 90% bands of the mean and of `obs`.
+def _save(fig: Any, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    _pyplot().close(fig)
+    return path
 
-    One panel per value of a 0/1 term (e.g. cont_africa) against the one continuous term
-    (e.g. rugged), plus the loss curve. Without such terms: observed against predicted.
+
+def panels_for(
+    X: np.ndarray, terms: Sequence[str]
+) -> tuple[str, np.ndarray, list[tuple[str, np.ndarray]]]:
+    """How to lay out a regression: (x-axis name, x values, [(panel label, row mask)]).
+
+    One panel per value of a 0/1 term (e.g. cont_africa) against the one continuous main
+    effect (e.g. rugged); one panel against that term alone; else no x (name "").
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    design = build_design(frame, formula)
-    beta = np.stack([draws[t] for t in design.terms], axis=-1)  # (S, terms)
-    mean = beta @ design.X.T  # (S, rows)
-    rng = np.random.default_rng(seed)
-    obs = mean + draws["sigma"][:, None] * rng.standard_normal(mean.shape)
-    m_lo, m_mid, m_hi = np.quantile(mean, (0.05, 0.5, 0.95), axis=0)
-    o_lo, o_hi = np.quantile(obs, (0.05, 0.95), axis=0)
-
-    terms = list(design.terms)
-    binary = [t for j, t in enumerate(terms) if t != "Intercept" and _is_binary(design.X[:, j])]
+    terms = list(terms)
+    binary = [t for j, t in enumerate(terms) if t != "Intercept" and _is_binary(X[:, j])]
     continuous = [
         t for j, t in enumerate(terms)
-        if t != "Intercept" and ":" not in t and not _is_binary(design.X[:, j])
+        if t != "Intercept" and ":" not in t and not _is_binary(X[:, j])
     ]  # fmt: skip
-    groups: list[tuple[str, np.ndarray]]
-    if binary and len(continuous) == 1:
-        g = design.X[:, terms.index(binary[0])]
-        groups = [(f"{binary[0]} = 0", g == 0), (f"{binary[0]} = 1", g == 1)]
-        x_name = continuous[0]
-        x = design.X[:, terms.index(x_name)]
-    elif len(continuous) == 1:
-        x_name = continuous[0]
-        x = design.X[:, terms.index(x_name)]
-        groups = [("all rows", np.ones(len(x), dtype=bool))]
-    else:
-        x_name, x = "posterior mean prediction", m_mid
-        groups = [("all rows", np.ones(len(x), dtype=bool))]
+    every = np.ones(len(X), dtype=bool)
+    if len(continuous) != 1:
+        return "", np.zeros(len(X)), [("all rows", every)]
+    x = X[:, terms.index(continuous[0])]
+    if binary:
+        g = X[:, terms.index(binary[0])]
+        return continuous[0], x, [(f"{binary[0]} = 0", g == 0), (f"{binary[0]} = 1", g == 1)]
+    return continuous[0], x, [("all rows", every)]
 
-    fig, axes = plt.subplots(1, len(groups) + 1, figsize=(5.2 * (len(groups) + 1), 4.6))
+
+def plot_predictive(
+    X: np.ndarray,
+    terms: Sequence[str],
+    y: np.ndarray,
+    response: str,
+    mean_draws: np.ndarray,
+    obs_draws: np.ndarray,
+    path: str | Path,
+    title: str = "",
+    losses: Sequence[tuple[int, float]] | None = None,
+) -> Path:
+    """The Pyro tutorial's figure: data points, the posterior mean of the regression line with
+    its 90% band, and the 90% band of the posterior predictive (`obs`), one panel per group.
+
+    mean_draws and obs_draws are (num_samples, rows). With `losses`, a loss panel is added.
+    Without a single continuous term, predicted is plotted against observed.
+    """
+    plt = _pyplot()
+    m_lo, m_mid, m_hi = np.quantile(mean_draws, (0.05, 0.5, 0.95), axis=0)
+    o_lo, o_hi = np.quantile(obs_draws, (0.05, 0.95), axis=0)
+    x_name, x, groups = panels_for(X, terms)
+    if not x_name:
+        x_name, x = "posterior mean of the regression line", mean_draws.mean(axis=0)
+    extra = 1 if losses else 0
+    fig, axes = plt.subplots(
+        1, len(groups) + extra, figsize=(5.4 * (len(groups) + extra), 4.6), squeeze=False
+    )
+    axes = axes[0]
+    known = np.isfinite(y)
     for ax, (label, rows) in zip(axes, groups, strict=False):
-        order = np.argsort(x[rows])
+        order = np.argsort(x[rows], kind="stable")
         xs = x[rows][order]
         ax.fill_between(xs, o_lo[rows][order], o_hi[rows][order], color="tab:orange",
-                        alpha=0.25, label="90% predictive interval (obs)")  # fmt: skip
+                        alpha=0.25, label="90% posterior predictive (obs)")  # fmt: skip
         ax.fill_between(xs, m_lo[rows][order], m_hi[rows][order], color="tab:blue",
                         alpha=0.35, label="90% interval of the mean")  # fmt: skip
         ax.plot(xs, m_mid[rows][order], color="tab:blue", lw=2, label="posterior median of mean")
-        ax.scatter(x[rows], design.y[rows], s=12, color="black", alpha=0.7, label="data")
-        ax.set_title(label)
+        shown = rows & known
+        if shown.any():
+            ax.scatter(x[shown], y[shown], s=12, color="black", alpha=0.7, label="data")
+            inside = (y[shown] >= o_lo[shown]) & (y[shown] <= o_hi[shown])
+            label = f"{label}  ({inside.mean():.0%} of {shown.sum()} inside the obs band)"
+        ax.set_title(label, fontsize=10)
         ax.set_xlabel(x_name)
-        ax.set_ylabel(design.response)
-    axes[0].legend(fontsize=8, loc="lower left")
-    steps, values = zip(*losses, strict=True) if losses else ((), ())
-    axes[-1].plot(steps, values, lw=1)
-    axes[-1].set_title("ELBO loss")
-    axes[-1].set_xlabel("step")
+        ax.set_ylabel(response)
+    axes[0].legend(fontsize=8, loc="best")
+    if losses:
+        _loss_axes(axes[-1], losses)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
+
+
+def _loss_axes(ax: Any, losses: Sequence[tuple[int, float]]) -> None:
+    steps = np.array([s for s, _ in losses])
+    values = np.array([v for _, v in losses])
+    ax.plot(steps, values, lw=0.8, alpha=0.5, label="loss")
+    if len(values) >= 20:
+        k = max(len(values) // 50, 5)
+        smooth = np.convolve(values, np.ones(k) / k, mode="valid")
+        ax.plot(steps[k - 1 :], smooth, lw=1.8, color="tab:red", label=f"mean of {k} steps")
+        # The first steps dwarf the rest: show the settled part.
+        low, high = np.quantile(values, (0.0, 0.98))
+        ax.set_ylim(low - 0.05 * (high - low), high + 0.05 * (high - low))
+        ax.legend(fontsize=8)
+    ax.set_title("ELBO loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (negative ELBO)")
+
+
+def plot_loss(losses: Sequence[tuple[int, float]], path: str | Path, title: str = "") -> Path:
+    """The loss of every step, and its running mean."""
+    if not losses:
+        raise ValueError("no losses to plot")
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    _loss_axes(ax, losses)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_params(draws: Mapping[str, np.ndarray], path: str | Path, title: str = "") -> Path:
+    """A density (histogram) of each scalar latent site's posterior draws, with its 90% interval.
+
+    Sites with several values show their first 6 elements as separate panels.
+    """
+    panels: list[tuple[str, np.ndarray]] = []
+    for site, values in draws.items():
+        flat = np.asarray(values).reshape(len(values), -1)
+        if flat.shape[1] == 1:
+            panels.append((site, flat[:, 0]))
+        else:
+            panels.extend((f"{site}[{i}]", flat[:, i]) for i in range(min(flat.shape[1], 6)))
+    if not panels:
+        raise ValueError("no posterior draws to plot")
+    plt = _pyplot()
+    cols = min(3, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.3 * cols, 3.2 * rows), squeeze=False)
+    for ax, (name, values) in zip(axes.flat, panels, strict=False):
+        lo, hi = np.quantile(values, (0.05, 0.95))
+        ax.hist(values, bins=40, density=True, color="tab:blue", alpha=0.6)
+        ax.axvspan(lo, hi, color="tab:orange", alpha=0.15, label="90% interval")
+        ax.axvline(values.mean(), color="black", lw=1.2, label=f"mean {values.mean():.3g}")
+        ax.set_title(name, fontsize=10)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.set_visible(False)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path)

@@ -1,4 +1,4 @@
-"""Settings: one typed object read from KILN_* variables (and an optional kiln.toml); get_settings()."""
+"""Settings: one typed object read from KILN_* variables (and an optional kiln.toml)."""
 
 from __future__ import annotations
 
@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     max_steps: PositiveInt = 10_000_000
     max_attempts: PositiveInt = 3
     max_dataset_bytes: PositiveInt = 512 * 1024 * 1024
+    # A predict job stores num_samples x rows values per row site (mean, obs): cap both.
+    max_predict_samples: PositiveInt = 100_000
+    max_predict_values: PositiveInt = 20_000_000
 
     @classmethod
     def settings_customise_sources(
@@ -49,7 +52,7 @@ class Settings(BaseSettings):
 
     @property
     def db_url(self) -> str:
-        """The SQLAlchemy URL, with the driver made explicit (plain postgresql:// uses psycopg 3)."""
+        """The SQLAlchemy URL with the driver made explicit (plain postgresql:// uses psycopg 3)."""
         return normalise_db_url(self.database_url or f"sqlite:///{self.home / 'kiln.db'}")
 
     @property

@@ -30,6 +30,7 @@ class Design:
     rows_used: int
     rows_dropped: int
     row_index: np.ndarray  # positions (0-based) of the used rows in the original table
+    has_response: bool = True  # False: new rows to predict, `y` all NaN
 
 
 def read_csv_bytes(content: bytes, name: str = "data") -> pd.DataFrame:
@@ -68,8 +69,19 @@ def _column_list(columns: list[str], limit: int = 12) -> str:
     return shown + (f", ... ({len(columns)} in all)" if len(columns) > limit else "")
 
 
-def build_design(frame: pd.DataFrame, formula: str) -> Design:
+def build_design(
+    frame: pd.DataFrame,
+    formula: str,
+    *,
+    reference: pd.DataFrame | None = None,
+    require_response: bool = True,
+) -> Design:
     """Evaluate `formula` (formulaic syntax, `y ~ terms`) on `frame`.
+
+    With `reference` (the table a model was fitted on), the right-hand side is built with the
+    reference's encoding (same terms, same categorical levels, same column order), so new rows
+    line up with the fitted coefficients. With require_response=False the response column may be
+    absent; `y` is then all NaN and `has_response` False.
 
     Rows with a missing or non-finite value in a used column are dropped and counted.
     Raises SpecError for a formula that does not parse, DataError for a missing column or
@@ -87,46 +99,72 @@ def build_design(frame: pd.DataFrame, formula: str) -> Design:
             f"formula `{formula}` has no response; write it as `y ~ x1 + x2`", field="formula"
         )
     columns = [str(c) for c in frame.columns]
-    missing = sorted(
-        v for v in parsed.required_variables if v not in columns and v not in FORMULA_CONTEXT
-    )
+
+    def absent(variables: set[str]) -> list[str]:
+        return sorted(v for v in variables if v not in columns and v not in FORMULA_CONTEXT)
+
+    missing = absent(parsed.rhs.required_variables)
+    lhs_missing = absent(parsed.lhs.required_variables)
+    if require_response:
+        missing = sorted({*missing, *lhs_missing})
     if missing:
         raise DataError(
             f"column `{missing[0]}` not in data (have: {_column_list(columns)})", column=missing[0]
         )
-    positions = pd.RangeIndex(len(frame))
-    indexed = frame.set_axis(positions)
+    has_response = not lhs_missing
+    indexed = frame.set_axis(pd.RangeIndex(len(frame)))
     try:
-        matrices = formulaic.model_matrix(formula, indexed, context=FORMULA_CONTEXT)
+        if reference is None:
+            matrices = formulaic.model_matrix(formula, indexed, context=FORMULA_CONTEXT)
+            lhs, rhs = matrices.lhs, matrices.rhs
+        else:
+            fitted = formulaic.model_matrix(
+                formula, reference.set_axis(pd.RangeIndex(len(reference))), context=FORMULA_CONTEXT
+            )
+            rhs = fitted.rhs.model_spec.get_model_matrix(indexed, context=FORMULA_CONTEXT)
+            lhs = (
+                fitted.lhs.model_spec.get_model_matrix(indexed, context=FORMULA_CONTEXT)
+                if has_response
+                else None
+            )
     except FormulaicError as e:
         raise SpecError(
             f"formula `{formula}` cannot be evaluated: {_plain(e)}", field="formula"
         ) from e
-    lhs, rhs = matrices.lhs, matrices.rhs
-    if lhs.shape[1] != 1:
+    if lhs is not None and lhs.shape[1] != 1:
         raise SpecError(
             f"formula `{formula}` must have exactly one response column (got {lhs.shape[1]})",
             field="formula",
         )
     try:
-        y = np.asarray(lhs, dtype=np.float64)[:, 0]
-        X = np.asarray(rhs, dtype=np.float64)
+        X_frame = pd.DataFrame(np.asarray(rhs, dtype=np.float64), index=rhs.index)
+        if lhs is not None:
+            y_series = pd.Series(np.asarray(lhs, dtype=np.float64)[:, 0], index=lhs.index)
+        else:
+            y_series = pd.Series(np.nan, index=rhs.index)
     except (TypeError, ValueError) as e:
         raise DataError(f"formula `{formula}`: a used column is not numeric ({e})") from e
-    index = np.asarray(lhs.index, dtype=np.int64)
-    finite = np.isfinite(y) & np.isfinite(X).all(axis=1)
+    # formulaic drops rows with missing values on each side on its own: keep rows on both.
+    # To predict, a row needs its covariates only; an unknown response stays NaN.
+    index = rhs.index if not require_response else rhs.index.intersection(y_series.index)
+    X = X_frame.loc[index].to_numpy()
+    y = y_series.reindex(index).to_numpy()
+    index = np.asarray(index, dtype=np.int64)
+    finite = np.isfinite(X).all(axis=1) & (np.isfinite(y) if require_response else True)
     y, X, index = y[finite], X[finite], index[finite]
     if len(y) == 0:
         raise DataError(
             f"no rows left for `{formula}` after dropping rows with missing or non-finite values"
             f" ({len(frame)} rows in the data)"
         )
+    response = str(lhs.columns[0]) if lhs is not None else str(parsed.lhs)
     return Design(
         y=y,
         X=X,
-        response=str(lhs.columns[0]),
+        response=response,
         terms=tuple(str(c) for c in rhs.columns),
         rows_used=len(y),
         rows_dropped=len(frame) - len(y),
         row_index=index,
+        has_response=lhs is not None,
     )

@@ -1,4 +1,4 @@
-"""submit_fit(): validate everything, write the dataset and the job row in one commit, then send."""
+"""submit_fit() / submit_predict(): validate everything, write the rows in one commit, then send."""
 
 from __future__ import annotations
 
@@ -6,19 +6,21 @@ import logging
 import secrets
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.datasets import store_dataset
-from db.jobs import create_job
-from db.models import Dataset, Job
+from db.datasets import load_dataset, store_dataset
+from db.jobs import create_job, get_job, release_dependants
+from db.models import Dataset, Job, JobStatus
 from kiln.catalog import LINREG_RESERVED_SITES
 from kiln.errors import DataError, InfraError, SpecError
 from kiln.tables import build_design, read_csv_bytes
 from scheduler.routing import broker_priority, route
-from scheduler.spec import FitSpec
+from scheduler.spec import FitSpec, PredictSpec
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,42 @@ def check_fit(spec: FitSpec, content: bytes, data_name: str, max_steps: int) -> 
     }
 
 
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Caps from the settings that a submission is checked against."""
+
+    max_steps: int
+    max_attempts: int
+    max_predict_samples: int
+    max_predict_values: int
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> Limits:
+        return cls(
+            max_steps=settings.max_steps,
+            max_attempts=settings.max_attempts,
+            max_predict_samples=settings.max_predict_samples,
+            max_predict_values=settings.max_predict_values,
+        )
+
+
+def check_predict_size(num_samples: int, rows: int, limits: Limits) -> None:
+    """A predict job's draws must fit the configured caps (KILN_MAX_PREDICT_*)."""
+    if num_samples > limits.max_predict_samples:
+        raise SpecError(
+            f"spec.num_samples: at most {limits.max_predict_samples} (got {num_samples};"
+            " KILN_MAX_PREDICT_SAMPLES sets the cap)",
+            field="num_samples",
+        )
+    if num_samples * rows > limits.max_predict_values:
+        raise SpecError(
+            f"spec.num_samples: {num_samples} draws x {rows} rows is {num_samples * rows} values"
+            f" per site, above the cap of {limits.max_predict_values}"
+            " (KILN_MAX_PREDICT_VALUES); draw fewer samples or predict fewer rows",
+            field="num_samples",
+        )
+
+
 def submit_fit(
     sessions: sessionmaker[Session],
     spec: FitSpec,
@@ -74,19 +112,27 @@ def submit_fit(
     *,
     data_name: str,
     send: Sender,
-    max_steps: int,
-    max_attempts: int,
-) -> Job:
+    limits: Limits,
+    then_predict: int | None = None,
+) -> list[Job]:
     """Check the fit, store dataset + queued job in one transaction, then send its id.
 
+    With `then_predict`, a predict job of that many samples waiting for the fit is stored in
+    the same transaction (it is sent when the fit succeeds). Returns the jobs created.
+
     Bad input raises a UserError before anything is written. If the broker refuses the
-    message, the job row (and a dataset only it used) is removed again and InfraError raised.
+    message, the job rows (and a dataset only they used) are removed again and InfraError raised.
     """
-    facts = check_fit(spec, content, data_name, max_steps)
+    facts = check_fit(spec, content, data_name, limits.max_steps)
+    if then_predict is not None:
+        if then_predict <= 0:
+            raise SpecError(f"--then-predict: must be > 0 (got {then_predict})", "num_samples")
+        check_predict_size(then_predict, int(facts["rows_used"]), limits)  # type: ignore[call-overload]
     if spec.seed is None:  # record the seed so every fit can be reproduced later
         spec = spec.model_copy(update={"seed": secrets.randbelow(2**31)})
     queue = route(spec)
-    job_id = uuid.uuid4().hex[:16]
+    job_id = new_job_id()
+    created: list[Job] = []
     with sessions() as session:
         dataset_id = store_dataset(
             session,
@@ -106,23 +152,146 @@ def submit_fit(
             queue=queue,
             priority=spec.priority,
             total_steps=spec.steps,
-            max_attempts=max_attempts,
+            max_attempts=limits.max_attempts,
         )
         job.info = {"data": facts}
+        created.append(job)
+        if then_predict is not None:
+            predict = PredictSpec(
+                from_job=job_id, num_samples=then_predict,
+                seed=secrets.randbelow(2**31), device=spec.device, queue=spec.queue,
+                priority=spec.priority,
+            )  # fmt: skip
+            created.append(
+                _create_predict(
+                    session,
+                    predict,
+                    fit_model=spec.model,
+                    dataset_id=None,
+                    waiting=True,
+                    limits=limits,
+                    rows=facts["rows_used"],
+                )  # fmt: skip
+            )
         session.commit()
-    try:
-        send(job_id, queue, broker_priority(spec.priority))
-    except Exception as e:
-        _forget(sessions, job_id, dataset_id)
-        raise InfraError(f"job not submitted: the broker refused it ({e})") from e
+    _send_or_forget(sessions, [(job_id, queue, spec.priority)], created, send)
     log.info("job %s: queued on %s (priority %d)", job_id, queue, spec.priority)
+    return created
+
+
+def submit_predict(
+    sessions: sessionmaker[Session],
+    spec: PredictSpec,
+    content: bytes | None,
+    *,
+    data_name: str | None,
+    send: Sender,
+    limits: Limits,
+) -> Job:
+    """Check and store a predict job; send it now if its fit has succeeded, else it waits.
+
+    `content` is a CSV of new rows (None: the fit's own rows). Raises NotFound for an unknown
+    fit, SpecError for a job that is not a fit or a fit that failed, DataError for new data
+    that lacks a column the formula needs; nothing is written then.
+    """
+    with sessions() as session:
+        fit = get_job(session, spec.from_job)
+        if fit.kind != "fit":
+            raise SpecError(
+                f"--from {fit.id}: that is a {fit.kind} job; predict needs a fit job", "from_job"
+            )
+        if fit.status in (JobStatus.FAILED, JobStatus.CANCELLED):
+            raise SpecError(
+                f"--from {fit.id}: that fit {fit.status}; there is nothing to predict from",
+                field="from_job",
+            )
+        fit_content = load_dataset(session, fit.dataset_id or "").content if content else b""
+    formula = fit.spec["formula"]
+    if content is None:
+        rows = int((fit.info or {}).get("data", {}).get("rows_used") or 0)
+    else:
+        fit_frame = read_csv_bytes(fit_content)
+        frame = read_csv_bytes(content, data_name or "data")
+        design = build_design(frame, formula, reference=fit_frame, require_response=False)
+        rows = design.rows_used
+    check_predict_size(spec.num_samples, rows, limits)
+    if spec.seed is None:
+        spec = spec.model_copy(update={"seed": secrets.randbelow(2**31)})
+    spec = spec.model_copy(update={"from_job": fit.id})
+    with sessions() as session:
+        dataset_id = None
+        if content is not None:
+            dataset_id = store_dataset(
+                session, content, name=Path(data_name or "data.csv").name, format="csv",
+                columns=[str(c) for c in frame.columns], num_rows=len(frame),
+            )  # fmt: skip
+        job = _create_predict(
+            session, spec, fit_model=fit.model, dataset_id=dataset_id,
+            waiting=fit.status != JobStatus.SUCCEEDED, limits=limits, rows=rows,
+        )  # fmt: skip
+        session.commit()
+        if job.status == JobStatus.WAITING:
+            # The fit may have ended since we looked: settle now (exactly once, see db.jobs).
+            ready = [(r.id, r.queue, r.priority) for r in release_dependants(session, fit.id)]
+            session.refresh(job)
+        else:
+            ready = [(job.id, job.queue, job.priority)]
+    _send_or_forget(sessions, ready, [job], send)
+    log.info("job %s: predict from %s, %s", job.id, fit.id, job.status)
     return job
 
 
-def _forget(sessions: sessionmaker[Session], job_id: str, dataset_id: str) -> None:
-    """Undo a submission whose message could not be sent."""
+def _create_predict(
+    session: Session, spec: PredictSpec, *, fit_model: str, dataset_id: str | None,
+    waiting: bool, limits: Limits, rows: object,
+) -> Job:  # fmt: skip
+    job = create_job(
+        session,
+        status=JobStatus.WAITING if waiting else JobStatus.QUEUED,
+        id=new_job_id(),
+        kind=spec.kind,
+        spec=spec.model_dump(mode="json"),
+        model=fit_model,
+        dataset_id=dataset_id,
+        depends_on=spec.from_job,
+        queue=route(spec),
+        priority=spec.priority,
+        total_steps=1,
+        max_attempts=limits.max_attempts,
+    )
+    job.info = {"rows": rows, "new_data": dataset_id is not None}
+    return job
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+def _send_or_forget(
+    sessions: sessionmaker[Session],
+    messages: list[tuple[str, str, int]],
+    created: list[Job],
+    send: Sender,
+) -> None:
+    """Send each (job id, queue, priority); if the broker refuses, undo the submission."""
+    try:
+        for job_id, queue, priority in messages:
+            send(job_id, queue, broker_priority(priority))
+    except Exception as e:
+        _forget(sessions, [j.id for j in created])
+        raise InfraError(f"job not submitted: the broker refused it ({e})") from e
+
+
+def _forget(sessions: sessionmaker[Session], job_ids: list[str]) -> None:
+    """Undo a submission whose message could not be sent: its jobs, and datasets only they used."""
     with sessions() as session:
-        session.execute(delete(Job).where(Job.id == job_id))
-        if session.scalar(select(Job.id).where(Job.dataset_id == dataset_id).limit(1)) is None:
-            session.execute(delete(Dataset).where(Dataset.id == dataset_id))
+        datasets = set(session.scalars(select(Job.dataset_id).where(Job.id.in_(job_ids))).all()) - {
+            None
+        }
+        # dependants first (they reference the fit)
+        for job_id in reversed(job_ids):
+            session.execute(delete(Job).where(Job.id == job_id))
+        for dataset_id in datasets:
+            if session.scalar(select(Job.id).where(Job.dataset_id == dataset_id).limit(1)) is None:
+                session.execute(delete(Dataset).where(Dataset.id == dataset_id))
         session.commit()

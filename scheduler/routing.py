@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from scheduler.spec import FitSpec
+from scheduler.spec import JobSpec
 
 
-def route(spec: FitSpec) -> str:
+def route(spec: JobSpec) -> str:
     """The queue: as asked, else `gpu` for device=cuda and `cpu` otherwise."""
     if spec.queue is not None:
         return spec.queue

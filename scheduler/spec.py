@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -71,6 +71,25 @@ class FitSpec(BaseModel):
         return self
 
 
+class PredictSpec(BaseModel):
+    """Posterior predictive draws from a fit's stored state, for its rows or new ones."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: Literal["predict"] = "predict"
+    from_job: str = Field(min_length=4, max_length=32)
+    num_samples: PositiveInt = 800
+    seed: int | None = Field(default=None, ge=0, lt=2**32)
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    queue: QueueName | None = None
+    priority: int = Field(default=5, ge=0, le=9)
+
+
+JobSpec = FitSpec | PredictSpec
+
+
+Spec = TypeVar("Spec", FitSpec, PredictSpec)
+
+
 def _describe(error: dict[str, Any]) -> str:
     where = ".".join(str(p) for p in error["loc"] if not str(p).startswith("function-after"))
     message = error["msg"]
@@ -84,9 +103,18 @@ def _describe(error: dict[str, Any]) -> str:
 
 
 def parse_spec(raw: dict[str, Any]) -> FitSpec:
-    """Validate a spec; raise one SpecError listing every bad field."""
+    """Validate a fit spec; raise one SpecError listing every bad field."""
+    return _validate(FitSpec, raw)
+
+
+def parse_predict_spec(raw: dict[str, Any]) -> PredictSpec:
+    """Validate a predict spec; raise one SpecError listing every bad field."""
+    return _validate(PredictSpec, raw)
+
+
+def _validate(kind: type[Spec], raw: dict[str, Any]) -> Spec:
     try:
-        return FitSpec.model_validate(raw)
+        return kind.model_validate(raw)
     except ValidationError as e:
         problems = [_describe(err) for err in e.errors()]
         first = e.errors()[0]["loc"]

@@ -1,4 +1,4 @@
-"""execute_job(): claim a job, run its fit through inference, store what it produced."""
+"""execute_job(): claim a job, run its fit or prediction through inference, store the results."""
 
 from __future__ import annotations
 
@@ -6,14 +6,15 @@ import logging
 import os
 import time
 import traceback
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.exc import OperationalError
 
 from db.datasets import load_dataset
-from db.jobs import claim_job, finish_job, get_job
-from db.models import JobStatus
-from db.results import store_fit_results
+from db.jobs import Released, claim_job, finish_job, get_job, record_progress
+from db.models import Dataset, JobStatus
+from db.results import get_fitted_state, store_fit_results, store_predict_results
 from kiln.errors import Cancelled, InfraError, UserError
 from kiln.tables import read_csv_bytes
 from worker.runtime import Runtime
@@ -22,8 +23,16 @@ from worker.sink import Sink
 log = logging.getLogger(__name__)
 
 
-def execute_job(rt: Runtime, job_id: str) -> str:
-    """Run one job to its end; returns the status it ended in (or `skipped`).
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How a job ended (or `skipped`), and the jobs waiting for it that are now to be sent."""
+
+    status: str
+    released: list[Released] = field(default_factory=list)
+
+
+def execute_job(rt: Runtime, job_id: str) -> Outcome:
+    """Run one job to its end.
 
     User errors fail the job for good; infrastructure errors put it back to queued (the caller
     re-sends it) until it has used its attempts.
@@ -35,16 +44,19 @@ def execute_job(rt: Runtime, job_id: str) -> str:
         )  # fmt: skip
         if attempt is None:
             log.info("job %s: not claimable by %s (taken, finished or cancelled)", job_id, rt.name)
-            return "skipped"
+            return Outcome("skipped")
         job = get_job(session, job_id)
         dataset = load_dataset(session, job.dataset_id) if job.dataset_id else None
     log.info("job %s: claimed by %s (attempt %d)", job_id, rt.name, attempt)
     started = time.monotonic()
     info: dict[str, Any] = dict(job.info or {})
     try:
-        if dataset is None:
+        if job.kind == "predict":
+            _run_predict(rt, job_id, job.spec, dataset, info, started)
+        elif dataset is None:
             raise UserError(f"job {job_id} has no dataset")
-        _run_fit(rt, job_id, job.spec, dataset.content, dataset.name, info, started)
+        else:
+            _run_fit(rt, job_id, job.spec, dataset.content, dataset.name, info, started)
         return _finish(rt, job_id, attempt, JobStatus.SUCCEEDED)
     except Cancelled:
         log.info("job %s: cancelled", job_id)
@@ -66,13 +78,13 @@ def execute_job(rt: Runtime, job_id: str) -> str:
 def _finish(
     rt: Runtime, job_id: str, attempt: int, status: JobStatus, error: str | None = None,
     requeue: bool = False,
-) -> str:  # fmt: skip
+) -> Outcome:  # fmt: skip
     with rt.sessions() as session:
-        finish_job(
+        released = finish_job(
             session, job_id, worker=rt.name, attempt=attempt, status=status, error=error,
             requeue=requeue,
         )  # fmt: skip
-    return status.value
+    return Outcome(status.value, released)
 
 
 def _run_fit(
@@ -121,3 +133,51 @@ def _run_fit(
         job = get_job(session, job_id)
         job.info = info
         session.commit()
+
+
+def _run_predict(
+    rt: Runtime,
+    job_id: str,
+    spec: dict[str, Any],
+    new_data: Dataset | None,
+    info: dict[str, Any],
+    started: float,
+) -> None:
+    """Rebuild the fit's guide from its stored state and store predictive draws by site."""
+    from inference.posterior import summarize_draws
+    from inference.predict import predict
+    from inference.state import STATE_FORMAT
+
+    fit_id = spec["from_job"]
+    with rt.sessions() as session:
+        fit = get_job(session, fit_id)
+        if fit.status != JobStatus.SUCCEEDED:
+            raise UserError(f"its fit {fit_id} is {fit.status}, not succeeded")
+        state = get_fitted_state(session, fit_id)
+        if state is None:
+            raise UserError(f"fit {fit_id} stored no fitted state to predict from")
+        fit_data = load_dataset(session, fit.dataset_id or "")
+        fit_spec, content, state_bytes = dict(fit.spec), fit_data.content, state.content
+    if state.format != STATE_FORMAT:
+        raise UserError(f"fit {fit_id}: fitted state format {state.format!r} is not supported")
+    prediction = predict(
+        fit_spec["model"], read_csv_bytes(content, fit_data.name),
+        formula=fit_spec["formula"], guide=fit_spec["guide"], state=state_bytes,
+        num_samples=spec["num_samples"], seed=spec["seed"],
+        priors=fit_spec.get("priors") or {},
+        new_frame=read_csv_bytes(new_data.content, new_data.name) if new_data else None,
+        device=spec["device"],
+    )  # fmt: skip
+    info.update(prediction.info)
+    info.update(from_job=fit_id, num_samples=spec["num_samples"],
+                predict_seconds=round(time.monotonic() - started, 3))  # fmt: skip
+    params = [
+        summarize_draws(site, values)
+        for site, (kind, values) in prediction.sites.items()
+        if kind == "posterior"
+    ]
+    with rt.sessions() as session:
+        store_predict_results(session, job_id, prediction.sites, params)
+        session.flush()
+        record_progress(session, job_id, worker=rt.name, losses=[], lease_s=rt.settings.lease_s,
+                        info=info, step=1)  # fmt: skip

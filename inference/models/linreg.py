@@ -23,6 +23,7 @@ class LinReg:
     once here, and the model uses no Python branching on tensor values.
 
     Call as model(X, y=None): X is (rows, terms); y is (rows,) or None to predict.
+    With record_mean the regression line X @ beta is kept as the deterministic site `mean`.
     """
 
     def __init__(
@@ -31,6 +32,7 @@ class LinReg:
         priors: Mapping[str, Mapping[str, float]] | None = None,
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
+        record_mean: bool = False,
     ) -> None:
         priors = dict(priors or {})
         unknown = sorted(set(priors) - set(terms) - {"sigma"})
@@ -40,6 +42,7 @@ class LinReg:
                 field="priors",
             )
         self.terms = tuple(terms)
+        self.record_mean = record_mean
         locs, scales = [], []
         for term in self.terms:
             default = DEFAULT_INTERCEPT_PRIOR if term == "Intercept" else DEFAULT_SLOPE_PRIOR
@@ -58,6 +61,9 @@ class LinReg:
     @property
     def latent_sites(self) -> tuple[str, ...]:
         return (*self.terms, "sigma")
+
+    # Sites with one value per data row: the regression line (recorded when predicting) and y.
+    row_sites = ("mean", "obs")
 
     def initial_values(self, X: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         """A start near the optimum: least-squares coefficients and the residual sd.
@@ -83,4 +89,6 @@ class LinReg:
             mean = mean + coef * X[:, j]
         sigma = pyro.sample("sigma", dist.Uniform(self.sigma_low, self.sigma_high))
         with pyro.plate("data", X.shape[0]):
+            if self.record_mean:  # off while fitting: a deterministic site costs every step
+                pyro.deterministic("mean", mean)
             return pyro.sample("obs", dist.Normal(mean, sigma), obs=y)

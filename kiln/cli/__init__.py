@@ -11,7 +11,7 @@ import click
 
 from kiln.errors import InfraError, KilnError, NotFound, UserError
 from kiln.logs import configure_logging
-from kiln.settings import Settings, get_settings, redact_url
+from kiln.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
@@ -38,25 +38,10 @@ class App:
 
     @cached_property
     def sessions(self) -> sessionmaker[Session]:
-        from sqlalchemy.exc import OperationalError
+        from kiln.connect import open_database
 
-        from db.migrate import current_revision, head_revision, upgrade_to_head
-        from db.session import make_engine, make_sessionmaker
-
-        url = self.settings.db_url
-        engine = self.engine = make_engine(url)
-        try:
-            current = current_revision(engine)
-        except OperationalError as e:
-            raise InfraError(f"database {redact_url(url)} unreachable: {e.orig}") from e
-        if current != head_revision():
-            if engine.dialect.name != "sqlite":
-                self.abort(
-                    f"database {redact_url(url)} is not at the current schema; run `jobs db upgrade`",
-                    UNAVAILABLE,
-                )
-            upgrade_to_head(url)  # the embedded single-user database migrates itself
-        return make_sessionmaker(engine)
+        self.engine, sessions = open_database(self.settings)
+        return sessions
 
     @cached_property
     def celery(self) -> Any:
@@ -129,7 +114,7 @@ def jobs(ctx: click.Context, verbose: int, log_json: bool) -> None:
 
 def get_cli() -> click.Group:
     """The `jobs` group with every command registered."""
-    from kiln.cli import control, demo, results, submit, watch  # noqa: F401  (registers commands)
+    from kiln.cli import control, demo, outputs, results, submit, watch  # noqa: F401  (registers)
 
     return jobs
 

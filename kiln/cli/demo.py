@@ -35,15 +35,14 @@ def default_rugged_path() -> Path | None:
 @click.option("-o", "--output", default="kiln-demo.png", show_default=True, help="PNG to write.")
 @click.pass_obj
 def demo(app: App, data_path: str | None, guide: str, steps: int, seed: int, output: str) -> None:
-    """Fit the Pyro tutorial's rugged regression through a real worker and show the result."""
-    from db.datasets import load_dataset
+    """Fit the Pyro tutorial's rugged regression through a real worker, predict 800 draws,
+    and show the result: a table of the posterior and the tutorial's figure (PNG)."""
     from db.jobs import get_job
-    from db.results import get_draws, get_losses
     from kiln.cli.results import exit_for, params
     from kiln.cli.watch import wait_for_job
-    from kiln.plots import plot_regression_fit
-    from kiln.tables import read_csv_bytes
-    from scheduler.enqueue import read_data_file, submit_fit
+    from kiln.export import load_results
+    from kiln.plots import plot_predictive
+    from scheduler.enqueue import Limits, read_data_file, submit_fit
     from scheduler.spec import parse_spec
     from worker.app import Sender
 
@@ -64,13 +63,17 @@ def demo(app: App, data_path: str | None, guide: str, steps: int, seed: int, out
         )  # fmt: skip
     app.say(f"kiln demo: started worker pid {worker.pid} (log: {log_path})")
     try:
-        job = submit_fit(app.sessions, spec, content, data_name=str(path), send=sender,
-                         max_steps=app.settings.max_steps,
-                         max_attempts=app.settings.max_attempts)  # fmt: skip
+        job, predict = submit_fit(
+            app.sessions, spec, content, data_name=str(path), send=sender,
+            limits=Limits.from_settings(app.settings), then_predict=800,
+        )  # fmt: skip
         app.say(
-            f"kiln demo: submitted job {job.id}: linreg {RUGGED_FORMULA}, {guide}, {steps} steps"
+            f"kiln demo: submitted fit {job.id}: linreg {RUGGED_FORMULA}, {guide}, {steps} steps,"
+            f" and predict {predict.id} (800 draws) that waits for it"
         )
         final = wait_for_job(app, job.id, timeout=600)
+        if final.status == "succeeded":
+            final = wait_for_job(app, predict.id, timeout=300)
     finally:
         worker.send_signal(signal.SIGTERM)
         try:
@@ -80,24 +83,32 @@ def demo(app: App, data_path: str | None, guide: str, steps: int, seed: int, out
     if final.status != "succeeded":
         app.abort(f"job {final.id} {final.status}: {final.error}", exit_for(final.status))
     ctx = click.get_current_context()
-    ctx.invoke(params, job_id=final.id, fmt="table")
+    ctx.invoke(params, job_id=job.id, fmt="table")
     with app.sessions() as session:
-        job = get_job(session, final.id)
-        frame = read_csv_bytes(load_dataset(session, job.dataset_id or "").content)
-        draws = get_draws(session, job.id)
-        losses = get_losses(session, job.id)
-    info = job.info or {}
+        results = load_results(session, predict.id)
+        fit_info = get_job(session, job.id).info or {}
+    losses = results.losses
     tail = [loss for _, loss in losses[-100:]]
     app.emit(
-        f"job {job.id}: {len(losses)} steps, mean loss over the last 100 steps "
-        f"{sum(tail) / max(len(tail), 1):.1f}, {info.get('elbo')}, "
-        f"{info.get('data', {}).get('rows_used')} rows used "
-        f"({info.get('data', {}).get('rows_dropped')} dropped)"
+        f"fit {job.id}: {len(losses)} steps, mean loss over the last 100 steps "
+        f"{sum(tail) / max(len(tail), 1):.1f}, {fit_info.get('elbo')}, "
+        f"{fit_info.get('data', {}).get('rows_used')} rows used "
+        f"({fit_info.get('data', {}).get('rows_dropped')} dropped)"
     )
-    if not draws:
-        app.abort(f"job {job.id} stored no posterior draws", JOB_FAILED)
-    written = plot_regression_fit(
-        frame, RUGGED_FORMULA, draws, losses, output,
-        title=f"Kiln job {job.id}: {RUGGED_FORMULA} ({guide})",
+    coverage = results.info.get("coverage_90")
+    app.emit(
+        f"predict {predict.id}: 800 draws of obs for {results.info.get('rows')} rows;"
+        f" {coverage:.1%} of observed log GDP values inside the 90% interval"
+    )
+    if not {"mean", "obs"} <= set(results.row_sites) or results.X is None or results.y is None:
+        app.abort(f"job {predict.id} stored no predictive draws", JOB_FAILED)
+    written = plot_predictive(
+        results.X, results.terms, results.y, results.response, results.row_sites["mean"],
+        results.row_sites["obs"], output, losses=losses,
+        title=f"Kiln fit {job.id} + predict {predict.id}: {RUGGED_FORMULA} ({guide})",
     )  # fmt: skip
     app.emit(f"wrote {written}")
+    app.emit(
+        f"next: `jobs samples {predict.id} --site obs`, `jobs export {predict.id} -o rugged.nc`,"
+        f" `jobs plot {predict.id} --kind params -o params.png`"
+    )

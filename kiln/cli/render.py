@@ -36,6 +36,7 @@ def job_to_dict(job: Any, attempts: Sequence[Any] = ()) -> dict[str, Any]:
         "worker": job.worker,
         "error": job.error,
         "dataset_id": job.dataset_id,
+        "depends_on": job.depends_on,
         "spec": job.spec,
         "info": job.info,
         "attempt_log": [

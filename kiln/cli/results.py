@@ -8,7 +8,7 @@ from kiln.cli import JOB_FAILED, OK, App, jobs
 from kiln.cli.render import FORMAT, JSON, emit_rows, job_to_dict
 from kiln.records import STATS as STAT_KEYS
 
-STATUSES = ["queued", "running", "succeeded", "failed", "cancelled"]
+STATUSES = ["waiting", "queued", "running", "succeeded", "failed", "cancelled"]
 
 
 def exit_for(status: str) -> int:
@@ -32,10 +32,11 @@ def list_(app: App, status: str | None, limit: int, as_json: bool) -> None:
         app.emit([job_to_dict(j) for j in rows], as_json=True)
         return
     emit_rows(
-        ["id", "status", "model", "queue", "progress", "last loss", "created"],
+        ["id", "kind", "status", "model", "queue", "progress", "last loss", "created"],
         [
             [
                 j.id,
+                j.kind,
                 j.status,
                 j.model,
                 j.queue,
@@ -72,7 +73,18 @@ def show_job(app: App, job_id: str, as_json: bool) -> None:
         + (f" ({doc['duration_s']} s)" if doc["duration_s"] is not None else ""),
         f"final loss {job.last_loss:.6g}" if job.last_loss is not None else "final loss -",
     ]
-    data = (job.info or {}).get("data")
+    info = job.info or {}
+    if job.kind == "predict":
+        lines.insert(1, f"from       fit {job.depends_on}")
+        if info.get("coverage_90") is not None:
+            lines.append(
+                f"predicted  {info.get('rows')} rows x {info.get('num_samples')} draws;"
+                f" {info['coverage_90']:.1%} of {info.get('observed')} observed values inside"
+                " the 90% interval of obs"
+            )
+        elif "num_samples" in info:
+            lines.append(f"predicted  {info.get('rows')} rows x {info.get('num_samples')} draws")
+    data = info.get("data")
     if data:
         lines.append(f"data       {data['rows_used']} rows used, {data['rows_dropped']} dropped")
     if (job.info or {}).get("elbo"):
@@ -115,7 +127,10 @@ def losses(app: App, job_id: str, fmt: str) -> None:
 @FORMAT
 @click.pass_obj
 def params(app: App, job_id: str, fmt: str) -> None:
-    """Posterior of each latent site (constrained): mean, sd, q05, q50, q95, shape."""
+    """Posterior of each latent site (constrained): mean, sd, q05, q50, q95, shape.
+
+    For a predict job: the summaries of the posterior draws it made.
+    """
     from db.jobs import get_job
     from db.results import get_params
 

@@ -1,0 +1,118 @@
+"""`jobs samples/export/plot`: stored draws as tables, files others can open, and figures."""
+
+from __future__ import annotations
+
+import click
+
+from kiln.cli import BAD_INPUT, App, jobs
+from kiln.records import STATS
+
+
+@jobs.command()
+@click.argument("job_id")
+@click.option("--site", default=None, help="Only this site (e.g. obs, mean, sigma).")
+@click.option("--raw", is_flag=True, help="The draws themselves, one row per draw.")
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "csv", "json"]), default=None,
+    help="Output format [default: table; csv with --raw].",
+)  # fmt: skip
+@click.pass_obj
+def samples(app: App, job_id: str, site: str | None, raw: bool, fmt: str | None) -> None:
+    """Stored draws of a fit or predict job: per site (and element) mean, sd, q05, q50, q95.
+
+    Kinds: posterior (latent sites), deterministic (the regression `mean`), predictive (`obs`).
+    """
+    from db.jobs import get_job
+    from db.results import get_draws, get_sample_summaries
+    from kiln.cli.render import emit_rows
+    from kiln.export import DATA_SITES, draws_table, summary_rows
+
+    fmt = fmt or ("csv" if raw else "table")
+    if raw and fmt == "table":
+        app.abort("--raw draws are a wide table; use --format csv or json", BAD_INPUT)
+    with app.sessions() as session:
+        job = get_job(session, job_id)
+        stored = [s for s in get_sample_summaries(session, job.id) if s.site not in DATA_SITES]
+        if not stored:
+            app.abort(
+                f"job {job.id} has no stored samples (status {job.status})",
+                BAD_INPUT if job.status == "succeeded" else 1,
+            )
+        names = [s.site for s in stored]
+        if site is not None and site not in names:
+            app.abort(f"job {job.id} has no site `{site}` (sites: {', '.join(names)})", BAD_INPUT)
+        chosen = [s for s in stored if site is None or s.site == site]
+        draws = get_draws(session, job.id, kind=None, sites=[s.site for s in chosen]) if raw else {}
+    if raw:
+        if fmt == "json":
+            app.emit({name: values.tolist() for name, values in draws.items()}, as_json=True)
+            return
+        columns, matrix = draws_table(draws)
+        emit_rows(columns, [[int(r[0]), *r[1:].tolist()] for r in matrix], "csv")
+        return
+    rows = []
+    for s in chosen:
+        if s.stats is not None:
+            rows.extend(summary_rows(s.site, s.kind, s.stats, s.shape))
+    title = f"samples of job {job.id} ({chosen[0].num_samples} draws)" if fmt == "table" else None
+    emit_rows(["site", "kind", *STATS], rows, fmt, title=title)
+
+
+@jobs.command()
+@click.argument("job_id")
+@click.option(
+    "--format", "fmt", type=click.Choice(["netcdf", "csv", "json"]), default="netcdf",
+    show_default=True,
+    help="netcdf: ArviZ InferenceData (arviz.from_netcdf); csv: one row per draw; json: all.",
+)  # fmt: skip
+@click.option("-o", "--output", required=True, help="File to write.")
+@click.pass_obj
+def export(app: App, job_id: str, fmt: str, output: str) -> None:
+    """Write a job's results to a file: posterior, predictive draws, observed data, losses."""
+    from kiln.export import load_results, write_export
+
+    with app.sessions() as session:
+        results = load_results(session, job_id)
+    written = write_export(results, fmt, output)
+    app.say(f"wrote {written} ({fmt}, job {results.job_id})")
+
+
+@jobs.command()
+@click.argument("job_id")
+@click.option(
+    "--kind", type=click.Choice(["loss", "params", "predictive"]), default="predictive",
+    show_default=True,
+    help="loss: the fit's loss curve; params: posterior densities; predictive: data with "
+    "the 90% bands of the regression line and of obs (needs a predict job).",
+)  # fmt: skip
+@click.option("-o", "--output", required=True, help="PNG file to write.")
+@click.pass_obj
+def plot(app: App, job_id: str, kind: str, output: str) -> None:
+    """Draw a figure of a job's stored results (PNG)."""
+    from kiln.export import load_results
+    from kiln.plots import plot_loss, plot_params, plot_predictive
+
+    if not output.lower().endswith(".png"):
+        app.abort(f"-o {output}: give a .png file name", BAD_INPUT)
+    with app.sessions() as session:
+        r = load_results(session, job_id)
+    spec = r.fit_spec
+    title = f"job {r.job_id}: {spec.get('formula')} ({spec.get('guide')})"
+    if kind == "loss":
+        if not r.losses:
+            app.abort(f"job {r.job_id}'s fit {r.fit_id} stored no losses", BAD_INPUT)
+        written = plot_loss(r.losses, output, title=f"fit {r.fit_id}: ELBO loss")
+    elif kind == "params":
+        written = plot_params(r.posterior, output, title=title)
+    else:
+        if not {"mean", "obs"} <= set(r.row_sites) or r.X is None or r.y is None:
+            app.abort(
+                f"job {r.job_id} is a {r.kind} job without predictive draws; run"
+                f" `jobs submit predict --from {r.fit_id} --wait` and plot that job",
+                BAD_INPUT,
+            )
+        written = plot_predictive(
+            r.X, r.terms, r.y, r.response, r.row_sites["mean"], r.row_sites["obs"], output,
+            title=title + (" - new data" if r.new_data else ""),
+        )  # fmt: skip
+    app.say(f"wrote {written}")

@@ -1,0 +1,231 @@
+"""kiln.Client: Kiln from Python (notebooks, scripts), on the same database and broker as `jobs`.
+
+from kiln import Client
+
+with Client() as kiln:                      # KILN_* settings, or database_url=/broker_url=
+    fit = kiln.submit_fit("rugged_data.csv", "log(rgdppc_2000) ~ cont_africa * rugged")
+    pred = kiln.predict(fit, num_samples=800)  # waits for the fit on the worker side
+    kiln.wait(pred)
+    kiln.params(fit)                       # DataFrame: mean, sd, q05, q50, q95 by site
+    kiln.samples(pred, site="obs")         # DataFrame of per-row summaries
+    idata = kiln.inference_data(pred)      # arviz.InferenceData
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from kiln.errors import InfraError
+from kiln.records import STATS
+from kiln.settings import Settings
+
+if TYPE_CHECKING:
+    import arviz
+
+Data = str | Path | pd.DataFrame
+
+
+class Client:
+    """Submit jobs, wait for them, and read their results as pandas and ArviZ objects.
+
+    Nothing runs here: jobs run on `jobs worker` processes. Errors are Kiln's own
+    (kiln.errors: SpecError/DataError for bad input, NotFound, InfraError).
+    """
+
+    def __init__(
+        self,
+        database_url: str | None = None,
+        broker_url: str | None = None,
+        home: str | Path | None = None,
+        **settings: Any,
+    ) -> None:
+        given = {"database_url": database_url, "broker_url": broker_url, "home": home}
+        self.settings = Settings(**{k: v for k, v in given.items() if v is not None}, **settings)
+        self._engine: Any = None
+        self._sessions: Any = None
+        self._celery: Any = None
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _sessionmaker(self) -> Any:
+        if self._sessions is None:
+            from kiln.connect import open_database
+
+            self._engine, self._sessions = open_database(self.settings)
+        return self._sessions
+
+    def _session(self) -> Any:
+        return self._sessionmaker()()
+
+    def _send(self, job_id: str, queue: str, priority: int) -> None:
+        from worker.app import Sender, make_app
+
+        if self._celery is None:
+            self._celery = make_app(self.settings)
+        Sender(self._celery)(job_id, queue, priority)
+
+    def close(self) -> None:
+        """Release database connections."""
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = self._sessions = None
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- submitting -------------------------------------------------------------------------
+
+    def submit_fit(self, data: Data, formula: str, model: str = "linreg", **options: Any) -> str:
+        """Queue a fit; returns its job id. Options as `jobs submit fit` (guide, steps, lr,
+        seed, elbo, optim, num_samples, init, priors={"rugged": {"dist": "normal", ...}},
+        device, queue, priority)."""
+        from scheduler.enqueue import Limits, submit_fit
+        from scheduler.spec import parse_spec
+
+        spec = parse_spec({"kind": "fit", "model": model, "formula": formula, **options})
+        content, name = _data_bytes(data, self.settings.max_dataset_bytes)
+        (job,) = submit_fit(
+            self._sessionmaker(), spec, content, data_name=name, send=self._send,
+            limits=Limits.from_settings(self.settings),
+        )  # fmt: skip
+        return str(job.id)
+
+    def predict(
+        self, from_job: str, num_samples: int = 800, data: Data | None = None, **options: Any
+    ) -> str:
+        """Queue a predict job from a fit (which may still be running); returns its id."""
+        from scheduler.enqueue import Limits, submit_predict
+        from scheduler.spec import parse_predict_spec
+
+        spec = parse_predict_spec(
+            {"kind": "predict", "from_job": from_job, "num_samples": num_samples, **options}
+        )
+        content, name = (
+            _data_bytes(data, self.settings.max_dataset_bytes) if data is not None else (None, None)
+        )
+        job = submit_predict(
+            self._sessionmaker(), spec, content, data_name=name, send=self._send,
+            limits=Limits.from_settings(self.settings),
+        )  # fmt: skip
+        return str(job.id)
+
+    def cancel(self, job_id: str) -> str:
+        """Cancel a job; returns its status after the request."""
+        from db.jobs import request_cancel
+
+        with self._session() as session:
+            return request_cancel(session, job_id)
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        """The job as a dict (the same document as `jobs show --json`)."""
+        from db.jobs import attempts_of, get_job
+        from kiln.cli.render import job_to_dict
+
+        with self._session() as session:
+            job = get_job(session, job_id)
+            return job_to_dict(job, attempts_of(session, job.id))
+
+    def wait(self, job_id: str, timeout: float | None = None) -> dict[str, Any]:
+        """Block until the job has ended; returns it. Raises InfraError after `timeout` s."""
+        started = time.monotonic()
+        while True:
+            job = self.job(job_id)
+            if job["status"] in ("succeeded", "failed", "cancelled"):
+                return job
+            if timeout is not None and time.monotonic() - started > timeout:
+                raise InfraError(f"job {job['id']} still {job['status']} after {timeout:g} s")
+            time.sleep(self.settings.poll_interval_s)
+
+    def jobs(self, status: str | None = None, limit: int = 20) -> pd.DataFrame:
+        """Recent jobs, newest first."""
+        from db.jobs import list_jobs
+        from kiln.cli.render import job_to_dict
+
+        with self._session() as session:
+            rows = [job_to_dict(j) for j in list_jobs(session, status, limit)]
+        columns = ["id", "kind", "status", "model", "queue", "last_loss", "created_at", "error"]
+        return pd.DataFrame([{k: r[k] for k in columns} for r in rows], columns=columns)
+
+    def losses(self, job_id: str) -> pd.DataFrame:
+        """One row per step: step, loss."""
+        from db.jobs import get_job
+        from db.results import get_losses
+
+        with self._session() as session:
+            rows = get_losses(session, get_job(session, job_id).id)
+        return pd.DataFrame(rows, columns=["step", "loss"])
+
+    def params(self, job_id: str) -> pd.DataFrame:
+        """Posterior summary of each latent site, indexed by site (elements as `site[i]`)."""
+        from db.jobs import get_job
+        from db.results import get_params
+        from kiln.export import summary_rows
+
+        with self._session() as session:
+            sites = get_params(session, get_job(session, job_id).id)
+        rows = []
+        for s in sites:
+            stats = np.stack([np.asarray(getattr(s, k)) for k in STATS])
+            rows.extend(summary_rows(s.site, "posterior", stats, s.shape))
+        frame = pd.DataFrame(rows, columns=["site", "kind", *STATS]).drop(columns="kind")
+        return frame.set_index("site")
+
+    def samples(
+        self, job_id: str, site: str | None = None, raw: bool = False
+    ) -> pd.DataFrame | dict[str, np.ndarray] | np.ndarray:
+        """Summaries by site element (a DataFrame), or with raw=True the draws themselves:
+        one site's array (num_samples, *shape), or a dict of every site's."""
+        from db.jobs import get_job
+        from db.results import get_draws, get_sample_summaries
+        from kiln.export import DATA_SITES, summary_rows
+
+        with self._session() as session:
+            job = get_job(session, job_id)
+            if raw:
+                draws = get_draws(session, job.id, kind=None, sites=[site] if site else None)
+                draws = {k: v for k, v in draws.items() if k not in DATA_SITES}
+                if site is not None and site not in draws:
+                    raise KeyError(f"job {job.id} has no site `{site}`")
+                return draws[site] if site is not None else draws
+            summaries = get_sample_summaries(session, job.id, site)
+        rows = []
+        for s in summaries:
+            if s.stats is not None:
+                rows.extend(summary_rows(s.site, s.kind, s.stats, s.shape))
+        if site is not None and not rows:
+            raise KeyError(f"job {job.id} has no site `{site}`")
+        return pd.DataFrame(rows, columns=["site", "kind", *STATS]).set_index("site")
+
+    def inference_data(self, job_id: str) -> arviz.InferenceData:
+        """The job's results as ArviZ InferenceData (as `jobs export --format netcdf` writes)."""
+        from kiln.export import load_results, to_inference_data
+
+        with self._session() as session:
+            return to_inference_data(load_results(session, job_id))
+
+    def export(self, job_id: str, path: str | Path, fmt: str = "netcdf") -> Path:
+        """Write the job's results to `path` (netcdf, csv or json)."""
+        from kiln.export import load_results, write_export
+
+        with self._session() as session:
+            results = load_results(session, job_id)
+        return write_export(results, fmt, path)
+
+
+def _data_bytes(data: Data, max_bytes: int) -> tuple[bytes, str]:
+    """CSV bytes and a name, from a path or a DataFrame."""
+    if isinstance(data, pd.DataFrame):
+        return data.to_csv(index=False).encode(), "dataframe.csv"
+    from scheduler.enqueue import read_data_file
+
+    return read_data_file(data, max_bytes), str(data)

@@ -1,0 +1,252 @@
+"""Stored results of a job, gathered in one place, and their exports: ArviZ, CSV, JSON.
+
+Reads through db (no torch): a fit's posterior draws and losses, a predict job's draws of every
+site and the rows it predicted for. Used by `jobs samples/export/plot` and by kiln.Client.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from kiln.errors import SpecError
+from kiln.records import STATS
+
+if TYPE_CHECKING:
+    import arviz
+    from sqlalchemy.orm import Session
+
+EXPORT_FORMATS = ("netcdf", "csv", "json")
+DATA_SITES = ("__X__", "__y__", "__row__")
+
+
+@dataclass
+class JobResults:
+    """What a fit or predict job stored, in numpy form."""
+
+    job_id: str
+    kind: str
+    status: str
+    fit_id: str
+    fit_spec: dict[str, Any]
+    info: dict[str, Any]
+    losses: list[tuple[int, float]]
+    posterior: dict[str, np.ndarray]  # latent site -> (num_samples, *shape)
+    row_sites: dict[str, np.ndarray] = field(default_factory=dict)  # mean, obs: (S, rows)
+    kinds: dict[str, str] = field(default_factory=dict)  # site -> stored kind
+    X: np.ndarray | None = None  # (rows, terms)
+    y: np.ndarray | None = None  # (rows,), NaN where unknown
+    rows: np.ndarray | None = None  # positions in the data table
+    terms: tuple[str, ...] = ()
+    response: str = "y"
+    new_data: bool = False
+
+    @property
+    def num_samples(self) -> int:
+        first = next(iter(self.posterior.values()), None)
+        return 0 if first is None else len(first)
+
+
+def load_results(session: Session, job_id: str) -> JobResults:
+    """Gather a job's stored results. Raises SpecError (exit 2) for a job without results."""
+    from db.datasets import load_dataset
+    from db.jobs import get_job
+    from db.results import get_draws, get_losses, get_sample_summaries
+    from kiln.tables import build_design, read_csv_bytes
+
+    job = get_job(session, job_id)
+    if job.status != "succeeded":
+        raise SpecError(f"job {job.id} is {job.status}; it has no results to read (yet)")
+    fit = get_job(session, job.spec["from_job"]) if job.kind == "predict" else job
+    kinds = {s.site: s.kind for s in get_sample_summaries(session, job.id)}
+    draws = get_draws(session, job.id, kind=None)
+    results = JobResults(
+        job_id=job.id, kind=job.kind, status=job.status, fit_id=fit.id,
+        fit_spec=dict(fit.spec), info=dict(job.info or {}), losses=get_losses(session, fit.id),
+        posterior={s: d for s, d in draws.items() if kinds.get(s) == "posterior"},
+        row_sites={
+            s: d for s, d in draws.items() if kinds.get(s) in ("deterministic", "predictive")
+        },
+        kinds=kinds,
+    )  # fmt: skip
+    if job.kind == "predict":
+        results.X, results.y, results.rows = (draws[s][0] for s in DATA_SITES)
+        results.terms = tuple(results.info.get("terms", ()))
+        results.response = str(results.info.get("response", "y"))
+        results.new_data = job.dataset_id is not None
+    elif fit.dataset_id:
+        design = build_design(
+            read_csv_bytes(load_dataset(session, fit.dataset_id).content), fit.spec["formula"]
+        )
+        results.X, results.y, results.rows = design.X, design.y, design.row_index
+        results.terms, results.response = design.terms, design.response
+    return results
+
+
+def import_arviz() -> Any:
+    """arviz, without its import-time notice about a coming refactor."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        import arviz
+
+    return arviz
+
+
+def to_inference_data(r: JobResults) -> arviz.InferenceData:
+    """ArviZ InferenceData: posterior (chain 0), posterior_predictive or predictions (obs and
+    the regression `mean`, by data row), observed_data, constant_data (the design matrix), and
+    a `loss` group (the fit's loss by step)."""
+    import pyro  # noqa: F401  (only for the version attribute below; no model is run)
+    import xarray as xr
+
+    az = import_arviz()
+    draws = np.arange(r.num_samples)
+
+    def by_draw(values: np.ndarray, extra: tuple[str, ...]) -> tuple[tuple[str, ...], np.ndarray]:
+        dims = ("chain", "draw", *extra)
+        return dims, np.asarray(values)[None, ...]
+
+    posterior_vars = {}
+    for site, values in r.posterior.items():
+        extra = tuple(f"{site}_dim_{i}" for i in range(values.ndim - 1))
+        posterior_vars[site] = by_draw(values, extra)
+    groups: dict[str, Any] = {
+        "posterior": xr.Dataset(posterior_vars, coords={"chain": [0], "draw": draws})
+    }
+    rows = np.asarray(r.rows) if r.rows is not None else None
+    if r.row_sites and rows is not None:
+        name = "predictions" if r.new_data else "posterior_predictive"
+        groups[name] = xr.Dataset(
+            {site: by_draw(values, ("row",)) for site, values in r.row_sites.items()},
+            coords={"chain": [0], "draw": draws, "row": rows},
+        )
+    if r.X is not None and rows is not None:
+        constant = xr.Dataset(
+            {"X": (("row", "term"), r.X)}, coords={"row": rows, "term": list(r.terms)}
+        )
+        known = r.y is not None and bool(np.isfinite(r.y).all())
+        if r.new_data:
+            if r.y is not None and np.isfinite(r.y).any():
+                constant["y_observed"] = ("row", r.y)
+            groups["predictions_constant_data"] = constant
+        else:
+            groups["constant_data"] = constant
+            if known:
+                groups["observed_data"] = xr.Dataset({"obs": ("row", r.y)}, coords={"row": rows})
+    if r.losses:
+        steps, values = zip(*r.losses, strict=True)
+        groups["loss"] = xr.Dataset(
+            {"loss": ("step", np.asarray(values))}, coords={"step": np.asarray(steps)}
+        )
+    attrs = {
+        "kiln_job_id": r.job_id,
+        "kiln_fit_id": r.fit_id,
+        "kiln_job_kind": r.kind,
+        "model": str(r.fit_spec.get("model")),
+        "formula": str(r.fit_spec.get("formula")),
+        "guide": str(r.fit_spec.get("guide")),
+        "response": r.response,
+        "inference_library": "pyro",
+        "inference_library_version": pyro.__version__,
+    }
+    for group in groups.values():
+        group.attrs.update(attrs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # `loss` is not one of ArviZ's own groups
+        return az.InferenceData(**groups)
+
+
+def flat_columns(site: str, values: np.ndarray) -> dict[str, np.ndarray]:
+    """{column name: values by draw}: `site` for a scalar site, `site[i,j]` for each element."""
+    values = np.asarray(values)
+    if values.ndim == 1:
+        return {site: values}
+    flat = values.reshape(len(values), -1)
+    names = [",".join(map(str, ix)) for ix in np.ndindex(*values.shape[1:])]
+    return {f"{site}[{n}]": flat[:, i] for i, n in enumerate(names)}
+
+
+def draws_table(sites: Mapping[str, np.ndarray]) -> tuple[list[str], np.ndarray]:
+    """Wide table of draws: column `draw`, then one column per site element."""
+    columns: dict[str, np.ndarray] = {}
+    for site, values in sites.items():
+        columns.update(flat_columns(site, values))
+    length = len(next(iter(columns.values()))) if columns else 0
+    matrix = (
+        np.column_stack([np.arange(length), *columns.values()]) if columns else np.empty((0, 1))
+    )
+    return ["draw", *columns], matrix
+
+
+def summary_rows(
+    site: str, kind: str, stats: np.ndarray, shape: tuple[int, ...]
+) -> list[list[Any]]:
+    """Rows of (site[index], kind, mean, sd, q05, q50, q95) for one site's (5, *shape) stats."""
+    if not shape:
+        return [[site, kind, *(float(stats[i]) for i in range(len(STATS)))]]
+    out = []
+    for index in np.ndindex(*shape):
+        name = f"{site}[{','.join(map(str, index))}]"
+        out.append([name, kind, *(float(stats[(i, *index)]) for i in range(len(STATS)))])
+    return out
+
+
+def write_export(r: JobResults, fmt: str, path: str | Path) -> Path:
+    """Write `r` as netcdf (ArviZ), csv (one row per draw) or json (summaries and draws)."""
+    path = Path(path)
+    if fmt not in EXPORT_FORMATS:
+        raise SpecError(f"--format: must be one of {', '.join(EXPORT_FORMATS)} (got {fmt!r})")
+    if path.is_dir():
+        raise SpecError(f"-o {path}: is a directory; give a file name")
+    if not path.parent.exists():
+        raise SpecError(f"-o {path}: folder {path.parent} does not exist")
+    tmp = path.with_name(f".{path.name}.partial")
+    try:
+        if fmt == "netcdf":
+            to_inference_data(r).to_netcdf(str(tmp), engine="h5netcdf")
+        elif fmt == "csv":
+            columns, matrix = draws_table({**r.posterior, **r.row_sites})
+            header = ",".join(f'"{c}"' if "," in c else c for c in columns)
+            np.savetxt(tmp, matrix, delimiter=",", header=header, comments="", fmt="%.9g")
+        else:
+            tmp.write_text(json.dumps(_as_json(r), allow_nan=False))
+        tmp.replace(path)  # never a half-written export under the asked-for name
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _as_json(r: JobResults) -> dict[str, Any]:
+    def lists(values: np.ndarray | None) -> Any:
+        """Nested lists, NaN as null (JSON has no NaN)."""
+        if values is None:
+            return None
+        values = np.asarray(values)
+        if values.dtype.kind == "f":
+            return np.where(np.isfinite(values), values, None).tolist()
+        return values.tolist()
+
+    return {
+        "job_id": r.job_id,
+        "kind": r.kind,
+        "fit_id": r.fit_id,
+        "fit_spec": r.fit_spec,
+        "info": r.info,
+        "losses": [{"step": s, "loss": v} for s, v in r.losses],
+        "posterior": {s: lists(v) for s, v in r.posterior.items()},
+        "predictive": {s: lists(v) for s, v in r.row_sites.items()},
+        "data": {
+            "terms": list(r.terms),
+            "response": r.response,
+            "rows": lists(r.rows),
+            "X": lists(r.X),
+            "y": lists(r.y),
+            "new_data": r.new_data,
+        },
+    }
