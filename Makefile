@@ -25,6 +25,7 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/bench_fit_overhead.py
+	$(PY) bench/bench_predict.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -50,6 +50,21 @@ def list_jobs(session: Session, status: str | None = None, limit: int = 20) -> S
     return session.scalars(query).all()
 
 
+def latest_prediction(session: Session, fit_id: str) -> str | None:
+    """The id of the fit's most recent succeeded predict job for its own rows, if any."""
+    return session.scalar(
+        select(Job.id)
+        .where(
+            Job.depends_on == fit_id,
+            Job.kind == "predict",
+            Job.status == JobStatus.SUCCEEDED.value,
+            Job.dataset_id.is_(None),
+        )
+        .order_by(Job.finished_at.desc())
+        .limit(1)
+    )
+
+
 def claim_job(
     session: Session, job_id: str, *, worker: str, host: str, pid: int, device: str, lease_s: float
 ) -> int | None:

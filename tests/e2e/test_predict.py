@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import pytest
 
-from tests.conftest import RUGGED, RUGGED_FORMULA, run_cli
+from tests.conftest import EMBEDDED_AND_FLEET, RUGGED, RUGGED_FORMULA, run_cli
 
 
 def submit(stack, *args: str):  # type: ignore[no-untyped-def]
@@ -85,6 +85,7 @@ def test_fit_then_predict_800_covers_90_percent_and_exports(stack, start_worker,
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
 
 
+@EMBEDDED_AND_FLEET
 def test_predict_submitted_while_the_fit_is_queued_waits_for_it(stack, start_worker) -> None:
     fit, _ = submit(stack, *fit_args("--steps", "200", "--seed", "1"))
     predict, _ = submit(stack, "predict", "--from", fit["id"], "--samples", "100", "--seed", "2")
@@ -98,10 +99,13 @@ def test_predict_submitted_while_the_fit_is_queued_waits_for_it(stack, start_wor
     assert shown["started_at"] >= fit_shown["finished_at"]
 
 
+@EMBEDDED_AND_FLEET
 def test_out_of_sample_rows_and_seeded_repeat(stack, start_worker, tmp_path) -> None:
-    start_worker("w1")
+    fitter = start_worker("w1")
     fit, out = submit(stack, *fit_args("--steps", "300", "--seed", "4", "--wait"))
     assert out.returncode == 0, out.stderr
+    fitter.stop()  # the fitting process is gone: predictions come from the stored state only
+    start_worker("w2")
     new = tmp_path / "new.csv"
     new.write_text("country,cont_africa,rugged\nA,1,0.5\nB,1,4.0\nC,0,0.5\nD,0,\n")
     runs = [
@@ -110,6 +114,7 @@ def test_out_of_sample_rows_and_seeded_repeat(stack, start_worker, tmp_path) -> 
         for _ in range(2)
     ]  # fmt: skip
     assert all(r["status"] == "succeeded" for r in runs)
+    assert {a["worker"] for r in runs for a in r["attempt_log"]} == {"w2"}
     assert runs[0]["info"]["rows"] == 3 and runs[0]["info"]["rows_dropped"] == 1
     assert runs[0]["info"]["coverage_90"] is None  # no response in the new rows
     a, b = (

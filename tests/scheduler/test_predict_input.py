@@ -10,8 +10,10 @@ from db.models import Dataset, Job
 from kiln.cli import get_cli
 from scheduler.enqueue import Limits, submit_fit
 from scheduler.spec import parse_spec
-from tests.conftest import RUGGED, RUGGED_FORMULA
+from tests.conftest import EMBEDDED_AND_FLEET, RUGGED, RUGGED_FORMULA
 from tests.scheduler.test_bad_input import queued_messages
+
+pytestmark = EMBEDDED_AND_FLEET
 
 
 def stored_fit(stack, status: str = "succeeded") -> str:  # type: ignore[no-untyped-def]
