@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from db.models import TERMINAL, Attempt, Job, JobStatus, Loss, Worker, utcnow
@@ -305,3 +305,75 @@ def live_workers(session: Session, queue: str | None, alive_s: float) -> list[Wo
         select(Worker).where(Worker.last_heartbeat >= since, Worker.stopped_at.is_(None))
     ).all()
     return [w for w in rows if queue is None or queue in w.queues]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerView:
+    """A worker row, whether it is alive, and the job it is running (if any)."""
+
+    name: str
+    host: str
+    pid: int
+    queues: list[str]
+    device: str
+    started_at: datetime
+    last_heartbeat: datetime
+    alive: bool
+    running: str | None
+    progress: str | None
+
+
+def worker_views(session: Session, alive_s: float, include_dead: bool = False) -> list[WorkerView]:
+    """Workers (alive ones, or all) with the job each is running, newest heartbeat first."""
+    since = utcnow() - timedelta(seconds=alive_s)
+    running = {
+        row.worker: row
+        for row in session.execute(
+            select(Job.worker, Job.id, Job.step, Job.total_steps).where(
+                Job.status == JobStatus.RUNNING.value
+            )
+        ).all()
+    }
+    views = []
+    for w in session.scalars(select(Worker).order_by(Worker.last_heartbeat.desc())).all():
+        beat = as_utc(w.last_heartbeat)
+        alive = w.stopped_at is None and beat is not None and beat >= since
+        if not alive and not include_dead:
+            continue
+        job = running.get(w.name) if alive else None
+        views.append(
+            WorkerView(
+                name=w.name,
+                host=w.host,
+                pid=w.pid,
+                queues=list(w.queues),
+                device=w.device,
+                started_at=as_utc(w.started_at),
+                last_heartbeat=beat,
+                alive=alive,
+                running=job.id if job else None,
+                progress=f"{job.step}/{job.total_steps}" if job else None,
+            )  # fmt: skip
+        )
+    return views
+
+
+def job_counts(session: Session) -> dict[str, dict[str, int]]:
+    """{queue: {status: count}} over every job."""
+    counts: dict[str, dict[str, int]] = {}
+    rows = session.execute(
+        select(Job.queue, Job.status, func.count()).group_by(Job.queue, Job.status)
+    ).all()
+    for queue, status, count in rows:
+        counts.setdefault(queue, {})[status] = int(count)
+    return counts
+
+
+def oldest_queued(session: Session) -> dict[str, datetime]:
+    """{queue: creation time of its oldest queued job}."""
+    rows = session.execute(
+        select(Job.queue, func.min(Job.created_at))
+        .where(Job.status == JobStatus.QUEUED.value)
+        .group_by(Job.queue)
+    ).all()
+    return {queue: as_utc(moment) for queue, moment in rows if moment is not None}

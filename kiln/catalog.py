@@ -24,4 +24,4 @@ OPTIMS: tuple[str, ...] = get_args(OptimName)
 QUEUES: tuple[str, ...] = get_args(QueueName)
 
 # Names a linreg model uses for its own sites; a formula term may not take them.
-LINREG_RESERVED_SITES = ("sigma", "obs", "mean")
+LINREG_RESERVED_SITES = ("sigma", "obs", "mean", "__X__", "__y__", "__row__")

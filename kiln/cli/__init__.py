@@ -114,7 +114,15 @@ def jobs(ctx: click.Context, verbose: int, log_json: bool) -> None:
 
 def get_cli() -> click.Group:
     """The `jobs` group with every command registered."""
-    from kiln.cli import control, demo, outputs, results, submit, watch  # noqa: F401  (registers)
+    from kiln.cli import (  # noqa: F401  (registers the commands)
+        control,
+        demo,
+        fleet,
+        outputs,
+        results,
+        submit,
+        watch,
+    )  # fmt: skip
 
     return jobs
 

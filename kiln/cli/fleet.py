@@ -1,0 +1,84 @@
+"""`jobs workers` and `jobs stats`: who is alive and what the queues hold."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import click
+
+from kiln.cli import App, jobs
+from kiln.cli.render import JSON, emit_rows
+
+STATUSES = ("waiting", "queued", "running", "succeeded", "failed", "cancelled")
+
+
+def _ago(moment: datetime | None) -> str:
+    if moment is None:
+        return "-"
+    seconds = (datetime.now(UTC) - moment).total_seconds()
+    if seconds < 120:
+        return f"{seconds:.0f} s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min ago"
+    return f"{seconds / 3600:.1f} h ago"
+
+
+@jobs.command()
+@click.option("--all", "include_dead", is_flag=True, help="Also workers that stopped or died.")
+@JSON
+@click.pass_obj
+def workers(app: App, include_dead: bool, as_json: bool) -> None:
+    """Workers: alive or not, queues, device, last heartbeat, and the job each runs."""
+    from db.jobs import worker_views
+
+    with app.sessions() as session:
+        views = worker_views(session, app.settings.worker_alive_s, include_dead)
+    if as_json:
+        app.emit([_view_dict(v) for v in views], as_json=True)
+        return
+    if not views:
+        app.say("no live worker; start one with `jobs worker --queues cpu`")
+    emit_rows(
+        ["name", "alive", "queues", "device", "host", "pid", "last heartbeat", "running", "step"],
+        [[v.name, "yes" if v.alive else "no", ",".join(v.queues), v.device, v.host, v.pid,
+          _ago(v.last_heartbeat), v.running or "-", v.progress or "-"] for v in views],
+        "table",
+    )  # fmt: skip
+
+
+def _view_dict(v: object) -> dict[str, object]:
+    out = {}
+    for key in v.__slots__:  # type: ignore[attr-defined]
+        value = getattr(v, key)
+        out[key] = value.isoformat() if isinstance(value, datetime) else value
+    return out
+
+
+@jobs.command()
+@JSON
+@click.pass_obj
+def stats(app: App, as_json: bool) -> None:
+    """Jobs by queue and status, live workers per queue, and the oldest queued job's age."""
+    from db.jobs import job_counts, oldest_queued, worker_views
+
+    with app.sessions() as session:
+        counts = job_counts(session)
+        oldest = oldest_queued(session)
+        alive = worker_views(session, app.settings.worker_alive_s)
+    queues = sorted({*counts, *(q for v in alive for q in v.queues)})
+    live = {q: sum(q in v.queues for v in alive) for q in queues}
+    if as_json:
+        app.emit(
+            {q: {"jobs": {s: counts.get(q, {}).get(s, 0) for s in STATUSES},
+                 "live_workers": live[q],
+                 "oldest_queued": oldest[q].isoformat() if q in oldest else None}
+             for q in queues},
+            as_json=True,
+        )  # fmt: skip
+        return
+    emit_rows(
+        ["queue", *STATUSES, "live workers", "oldest queued"],
+        [[q, *(counts.get(q, {}).get(s, 0) for s in STATUSES), live[q],
+          _ago(oldest.get(q))] for q in queues],
+        "table",
+    )  # fmt: skip
