@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from db.models import TERMINAL, Attempt, Job, JobStatus, Loss, Worker, utcnow
+from db.models import TERMINAL, Attempt, Checkpoint, Job, JobStatus, Loss, Worker, utcnow
 from kiln.errors import InfraError, NotFound
 
 
@@ -23,7 +23,8 @@ def as_utc(moment: datetime | None) -> datetime | None:
 
 def create_job(session: Session, *, status: JobStatus = JobStatus.QUEUED, **fields: Any) -> Job:
     """Add a job row, queued (or waiting for the job in `depends_on`). Does not commit."""
-    job = Job(status=status.value, step=0, attempts=0, info={}, **fields)
+    queued_at = utcnow() if status == JobStatus.QUEUED else None
+    job = Job(status=status.value, step=0, attempts=0, info={}, queued_at=queued_at, **fields)
     session.add(job)
     session.flush()
     return job
@@ -71,7 +72,10 @@ def claim_job(
     """Take the job for `worker` if it is queued (or its lease expired); commit.
 
     The conditional UPDATE makes two claimers race safely: exactly one sees rowcount 1.
-    Returns the attempt number, or None when someone else holds it or it is finished.
+    A job taken over from a worker that died goes on from its checkpoint: the previous
+    attempt is closed as `lost`, and loss rows after the checkpoint's step are deleted (the
+    new attempt replays those steps). Returns the attempt number, or None when someone else
+    holds it or it is finished.
     """
     now = utcnow()
     result = session.execute(
@@ -98,11 +102,36 @@ def claim_job(
         return None
     number = session.scalar(select(Job.attempts).where(Job.id == job_id))
     assert number is not None
+    _close_open_attempts(session, job_id, now, "lost", "its worker stopped renewing the lease")
+    if number > 1:
+        resume_at = session.scalar(select(Checkpoint.step).where(Checkpoint.job_id == job_id)) or 0
+        session.execute(delete(Loss).where(Loss.job_id == job_id, Loss.step >= resume_at))
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(step=resume_at)
+            .execution_options(synchronize_session=False)
+        )
     session.add(
         Attempt(job_id=job_id, number=number, worker=worker, host=host, pid=pid, device=device)
     )
     session.commit()
     return number
+
+
+def _close_open_attempts(
+    session: Session, job_id: str, now: datetime, outcome: str, error: str
+) -> None:
+    session.execute(
+        update(Attempt)
+        .where(Attempt.job_id == job_id, Attempt.ended_at.is_(None))
+        .values(ended_at=now, outcome=outcome, error=error)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def get_checkpoint(session: Session, job_id: str) -> Checkpoint | None:
+    return session.get(Checkpoint, job_id)
 
 
 def record_progress(
@@ -114,8 +143,10 @@ def record_progress(
     lease_s: float,
     info: dict[str, Any] | None = None,
     step: int | None = None,
+    checkpoint: tuple[int, str, bytes] | None = None,
 ) -> bool:
-    """Store a batch of loss rows, move progress on and renew the lease, in one transaction.
+    """Store a batch of loss rows, move progress on and renew the lease, in one transaction,
+    with the checkpoint (step, format, bytes) taken after the last of those losses, if any.
 
     Returns True when the user asked to cancel. Raises InfraError if this worker no longer
     holds the job (its lease expired and another worker took it).
@@ -142,9 +173,25 @@ def record_progress(
             Loss.__table__.insert(),
             [{"job_id": job_id, "step": step, "loss": loss} for step, loss in losses],
         )
+    if checkpoint is not None:
+        at, fmt, content = checkpoint
+        session.execute(delete(Checkpoint).where(Checkpoint.job_id == job_id))
+        session.add(Checkpoint(job_id=job_id, step=at, format=fmt, content=content))
     cancel = session.scalar(select(Job.cancel_requested).where(Job.id == job_id))
     session.commit()
     return bool(cancel)
+
+
+def renew_lease(session: Session, job_id: str, *, worker: str, lease_s: float) -> bool:
+    """Push the lease of a job this worker runs forward; commit. False if it no longer holds it."""
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.worker == worker, Job.status == JobStatus.RUNNING.value)
+        .values(lease_expires_at=utcnow() + timedelta(seconds=lease_s))
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    return result.rowcount == 1  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +221,7 @@ def finish_job(
     now = utcnow()
     job_values: dict[str, Any] = {"lease_expires_at": None}
     if requeue:
-        job_values.update(status=JobStatus.QUEUED.value, worker=None, error=error)
+        job_values.update(status=JobStatus.QUEUED.value, worker=None, error=error, queued_at=now)
     else:
         job_values.update(status=status.value, finished_at=now, error=error)
     session.execute(
@@ -189,6 +236,8 @@ def finish_job(
         .values(ended_at=now, outcome="requeued" if requeue else status.value, error=error)
         .execution_options(synchronize_session=False)
     )
+    if status == JobStatus.SUCCEEDED:  # the fitted state is stored; the checkpoint is spent
+        session.execute(delete(Checkpoint).where(Checkpoint.job_id == job_id))
     released = [] if requeue else _settle_dependants(session, job_id)
     session.commit()
     return released
@@ -221,7 +270,7 @@ def _settle_dependants(session: Session, job_id: str) -> list[Released]:
     released = []
     for child in waiting:
         if parent.status == JobStatus.SUCCEEDED.value:
-            values: dict[str, Any] = {"status": JobStatus.QUEUED.value}
+            values: dict[str, Any] = {"status": JobStatus.QUEUED.value, "queued_at": utcnow()}
         else:
             reason = (parent.error or "").strip().splitlines()
             values = {
@@ -264,6 +313,84 @@ def request_cancel(session: Session, job_id: str) -> str:
     session.commit()
     session.refresh(job)
     return job.status
+
+
+@dataclass(frozen=True, slots=True)
+class Reaped:
+    """What one reaper pass did: jobs put back to queued (to send) and jobs failed for good."""
+
+    requeued: list[Released]
+    failed: list[str]
+
+
+def reap_expired(session: Session) -> Reaped:
+    """Running jobs whose lease expired (their worker died or hangs): back to queued, their
+    attempt closed as `lost`; a job that used all its attempts fails with that reason. Commit.
+
+    Each change is a conditional UPDATE on the expired lease, so reapers on several workers,
+    and a worker renewing at the same moment, never both win.
+    """
+    now = utcnow()
+    expired = session.execute(
+        select(Job.id, Job.queue, Job.priority, Job.attempts, Job.max_attempts, Job.worker).where(
+            Job.status == JobStatus.RUNNING.value, Job.lease_expires_at < now
+        )
+    ).all()
+    requeued, failed = [], []
+    for job in expired:
+        why = f"worker {job.worker} stopped renewing its lease (killed, out of memory or lost)"
+        give_up = job.attempts >= job.max_attempts
+        values: dict[str, Any] = {"lease_expires_at": None}
+        if give_up:
+            values.update(status=JobStatus.FAILED.value, finished_at=now,
+                          error=f"gave up after {job.attempts} attempts: {why}")  # fmt: skip
+        else:
+            values.update(status=JobStatus.QUEUED.value, worker=None, queued_at=now, error=why)
+        result = session.execute(
+            update(Job)
+            .where(
+                Job.id == job.id,
+                Job.status == JobStatus.RUNNING.value,
+                Job.worker == job.worker,
+                Job.lease_expires_at < now,
+            )  # fmt: skip
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            continue
+        _close_open_attempts(session, job.id, now, "lost", why)
+        if give_up:
+            failed.append(job.id)
+            _settle_dependants(session, job.id)
+        else:
+            requeued.append(Released(job.id, job.queue, job.priority))
+    session.commit()
+    return Reaped(requeued, failed)
+
+
+def queued_since(session: Session, older_than_s: float) -> list[Released]:
+    """Queued jobs that became queued more than `older_than_s` seconds ago."""
+    since = utcnow() - timedelta(seconds=older_than_s)
+    rows = session.execute(
+        select(Job.id, Job.queue, Job.priority).where(
+            Job.status == JobStatus.QUEUED.value,
+            or_(Job.queued_at.is_(None), Job.queued_at < since),
+        )
+    ).all()
+    return [Released(r.id, r.queue, r.priority) for r in rows]
+
+
+def mark_resent(session: Session, job_ids: Sequence[str]) -> None:
+    """Restart the clock of queued jobs just sent again; commit."""
+    if job_ids:
+        session.execute(
+            update(Job)
+            .where(Job.id.in_(list(job_ids)), Job.status == JobStatus.QUEUED.value)
+            .values(queued_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+    session.commit()
 
 
 def attempts_of(session: Session, job_id: str) -> Sequence[Attempt]:

@@ -1,4 +1,5 @@
-"""Mapped tables: datasets, jobs, attempts, workers, losses, params, samples, fitted state."""
+"""Mapped tables: datasets, jobs, attempts, workers, losses, params, samples, fitted state,
+checkpoints."""
 
 from __future__ import annotations
 
@@ -88,6 +89,9 @@ class Job(Base):
     total_steps: Mapped[int] = mapped_column(Integer)
     last_loss: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # When it last became queued (submitted, released, put back): the reaper re-sends a queued
+    # job that the broker lost only once it has been queued for a while.
+    queued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -112,6 +116,7 @@ class Attempt(Base):
     device: Mapped[str] = mapped_column(String(32))
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # succeeded, failed, cancelled, requeued (infrastructure error), lost (its worker died)
     outcome: Mapped[str | None] = mapped_column(String(16))
     error: Mapped[str | None] = mapped_column(Text)
 
@@ -198,6 +203,17 @@ class FittedState(Base):
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
     format: Mapped[str] = mapped_column(String(64))
     guide: Mapped[str] = mapped_column(String(64))
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Checkpoint(Base):
+    """A running fit's latest resumable state; a new attempt goes on from `step`."""
+
+    __tablename__ = "checkpoints"
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    step: Mapped[int] = mapped_column(Integer)
+    format: Mapped[str] = mapped_column(String(64))
     content: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 

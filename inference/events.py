@@ -1,4 +1,4 @@
-"""Progress events that runners yield: Started, Step, Finished (frozen dataclasses)."""
+"""Progress events that runners yield: Started, Step, Checkpoint, Finished (frozen dataclasses)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ class Started:
     device: str
     total: int
     note: str = ""
+    first_step: int = 0  # above 0 when resumed from a checkpoint
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +26,17 @@ class Step:
 
 
 @dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """Resumable state after `step` steps (the next step to take is `step`), as bytes."""
+
+    step: int
+    content: bytes
+
+    def __repr__(self) -> str:
+        return f"Checkpoint(step={self.step}, {len(self.content)} bytes)"
+
+
+@dataclass(frozen=True, slots=True)
 class Finished:
     """The last step is done."""
 
@@ -32,4 +44,4 @@ class Finished:
     final_loss: float
 
 
-Event = Started | Step | Finished
+Event = Started | Step | Checkpoint | Finished

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pyro
 import pyro.infer
 import pyro.optim
+import pyro.poutine
+import pyro.util
+import torch
 
-from inference.events import Event, Finished, Started, Step
+from inference import checkpoint
+from inference.events import Checkpoint, Event, Finished, Started, Step
 from kiln.errors import KilnError, ModelError, SpecError
 
 _ELBOS: dict[str, type[pyro.infer.ELBO]] = {
@@ -43,6 +48,39 @@ def _first_lines(error: BaseException, lines: int = 6) -> str:
     return "\n".join(text[:lines]) if text else type(error).__name__
 
 
+def _due(done: int, steps: int, every_steps: int, every_s: float, since: float) -> bool:
+    if done >= steps:
+        return False  # the end stores the fitted state instead
+    by_steps = every_steps > 0 and done % every_steps == 0
+    return by_steps or (every_s > 0 and time.monotonic() - since >= every_s)
+
+
+def _restore(
+    resume: bytes, svi: pyro.infer.SVI, loss_fn: pyro.infer.ELBO, args: tuple[Any, ...],
+    kwargs: dict[str, Any], device: str,
+) -> int:  # fmt: skip
+    """Put a checkpoint's state back; returns the step to take next.
+
+    Order matters for same-seed equality: the guide's parameters are bound to the stored
+    values and a traced ELBO is compiled first (both draw random numbers), then the
+    optimiser state and the RNG state are put back, so the next step draws what the
+    uninterrupted run drew.
+    """
+    state = checkpoint.load(resume, map_location=device)
+    pyro.clear_param_store()
+    pyro.get_param_store().set_state(state.param_store)
+    if isinstance(loss_fn, pyro.infer.JitTrace_ELBO):
+        loss_fn.loss_and_surrogate_loss(svi.model, svi.guide, *args, **kwargs)
+    elif isinstance(loss_fn, pyro.infer.JitTraceMeanField_ELBO):
+        loss_fn.differentiable_loss(svi.model, svi.guide, *args, **kwargs)
+    else:
+        with torch.no_grad(), pyro.poutine.block():
+            svi.guide(*args, **kwargs)
+    svi.optim.set_state(state.optim)
+    pyro.util.set_rng_state(state.rng)
+    return state.step
+
+
 def run_svi(
     model: Callable[..., Any],
     guide: Callable[..., Any],
@@ -54,18 +92,26 @@ def run_svi(
     optim: str = "Adam",
     elbo: str = "Trace_ELBO",
     device: str = "cpu",
+    resume: bytes | None = None,
+    checkpoint_every_steps: int = 0,
+    checkpoint_every_s: float = 0.0,
 ) -> Iterator[Event]:
-    """Run `steps` SVI steps of `model`/`guide` on `args`, yielding Started, Step..., Finished.
+    """Run `steps` SVI steps of `model`/`guide` on `args`, yielding Started, Step...,
+    Checkpoint (every `checkpoint_every_steps` steps or `checkpoint_every_s` seconds, 0: never)
+    and Finished.
 
-    The caller sets the seed and clears the param store first. Raises ModelError (never
+    The caller sets the seed and clears the param store first. `resume` (bytes of a
+    Checkpoint event) goes on from where that checkpoint was taken. Raises ModelError (never
     retried) when the model raises or the loss is not finite.
     """
     kwargs = kwargs or {}
     loss_fn = _ELBOS[elbo](ignore_jit_warnings=True) if elbo.startswith("Jit") else _ELBOS[elbo]()
     svi = pyro.infer.SVI(model, guide, make_optim(optim, lr), loss=loss_fn)
-    yield Started(elbo=elbo, device=device, total=steps)
+    first = _restore(resume, svi, loss_fn, args, kwargs, device) if resume else 0
+    yield Started(elbo=elbo, device=device, total=steps, first_step=first)
     loss = math.nan
-    for step in range(steps):
+    since = time.monotonic()
+    for step in range(first, steps):
         try:
             loss = svi.step(*args, **kwargs)
         except KilnError:
@@ -80,4 +126,7 @@ def run_svi(
                 step=step,
             )
         yield Step(step=step, total=steps, loss=loss)
+        if _due(step + 1, steps, checkpoint_every_steps, checkpoint_every_s, since):
+            yield Checkpoint(step + 1, checkpoint.capture(step + 1, svi.optim))
+            since = time.monotonic()
     yield Finished(steps=steps, final_loss=loss)

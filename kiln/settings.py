@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, PositiveFloat, PositiveInt
+from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 EMBEDDED = "embedded"
@@ -30,6 +30,17 @@ class Settings(BaseSettings):
     poll_interval_s: PositiveFloat = 0.5
     flush_every_s: PositiveFloat = 1.0
     visibility_timeout_s: PositiveInt = 12 * 3600
+    # A running fit saves resumable state this often (a job's spec may say otherwise).
+    checkpoint_every: NonNegativeInt = 1000
+    checkpoint_every_s: NonNegativeFloat = 30.0
+    # The reaper (a thread in every worker, and `jobs scheduler`): every reaper_interval_s it
+    # puts jobs with expired leases back to queued and re-sends queued jobs missing from the
+    # broker for resend_after_s (a Redis restart or a lost message).
+    reaper_interval_s: PositiveFloat = 5.0
+    resend_after_s: PositiveFloat = 30.0
+    # How long a worker keeps retrying a database that does not answer before it gives the
+    # job back (the steps it ran stay in memory meanwhile).
+    db_retry_s: PositiveFloat = 30.0
     max_steps: PositiveInt = 10_000_000
     max_attempts: PositiveInt = 3
     max_dataset_bytes: PositiveInt = 512 * 1024 * 1024

@@ -61,6 +61,9 @@ class FitSpec(BaseModel):
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     queue: QueueName | None = None
     priority: int = Field(default=5, ge=0, le=9)
+    # Resumable state every N steps and/or T seconds; None: the worker's KILN_CHECKPOINT_*.
+    checkpoint_every: int | None = Field(default=None, ge=0)
+    checkpoint_every_s: float | None = Field(default=None, ge=0)
 
     @model_validator(mode="after")
     def _sigma_prior_is_uniform(self) -> FitSpec:

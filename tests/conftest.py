@@ -12,7 +12,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -131,7 +131,7 @@ class Stack:
         env = {k: v for k, v in os.environ.items() if not k.startswith("KILN_")}
         env.update(KILN_HOME=str(self.home), KILN_DATABASE_URL=self.db_url,
                    KILN_BROKER_URL=self.broker_url, KILN_POLL_INTERVAL_S="0.1",
-                   KILN_HEARTBEAT_S="1", KILN_FLUSH_EVERY_S="0.2")  # fmt: skip
+                   KILN_HEARTBEAT_S="1", KILN_FLUSH_EVERY_S="0.2", **self.extra)  # fmt: skip
         return env
 
     def settings(self):  # type: ignore[no-untyped-def]
@@ -148,6 +148,11 @@ class Stack:
         return make_sessionmaker(self.engine)
 
     engine: object = None
+    extra: dict[str, str] = field(default_factory=dict)  # more KILN_* for CLI calls and workers
+
+
+# Fleet tests: leases short enough to expire in a test, a reaper pass twice a second.
+FAST_FLEET = {"KILN_LEASE_S": "3", "KILN_REAPER_INTERVAL_S": "0.5", "KILN_RESEND_AFTER_S": "2"}
 
 
 @pytest.fixture
@@ -184,6 +189,12 @@ class WorkerProcess:
                 break
             time.sleep(0.2)
         raise RuntimeError(f"worker {name} did not start:\n{self.log.read_text()[-3000:]}")
+
+    def kill(self) -> None:
+        """SIGKILL the worker and everything it started: no cleanup, no acks, no goodbye."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
 
     def stop(self) -> None:
         if self.proc.poll() is None:

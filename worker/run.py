@@ -12,11 +12,12 @@ from typing import Any
 from sqlalchemy.exc import OperationalError
 
 from db.datasets import load_dataset
-from db.jobs import Released, claim_job, finish_job, get_job, record_progress
+from db.jobs import Released, claim_job, finish_job, get_checkpoint, get_job, record_progress
 from db.models import Dataset, JobStatus
 from db.results import get_fitted_state, store_fit_results, store_predict_results
 from kiln.errors import Cancelled, InfraError, UserError
 from kiln.tables import read_csv_bytes
+from worker.lease import LeaseKeeper
 from worker.runtime import Runtime
 from worker.sink import Sink
 
@@ -50,13 +51,15 @@ def execute_job(rt: Runtime, job_id: str) -> Outcome:
     log.info("job %s: claimed by %s (attempt %d)", job_id, rt.name, attempt)
     started = time.monotonic()
     info: dict[str, Any] = dict(job.info or {})
+    keeper = LeaseKeeper(rt.sessions, job_id, worker=rt.name, lease_s=rt.settings.lease_s)
     try:
-        if job.kind == "predict":
-            _run_predict(rt, job_id, job.spec, dataset, info, started)
-        elif dataset is None:
-            raise UserError(f"job {job_id} has no dataset")
-        else:
-            _run_fit(rt, job_id, job.spec, dataset.content, dataset.name, info, started)
+        with keeper:
+            if job.kind == "predict":
+                _run_predict(rt, job_id, job.spec, dataset, info, started)
+            elif dataset is None:
+                raise UserError(f"job {job_id} has no dataset")
+            else:
+                _run_fit(rt, job_id, job.spec, dataset.content, dataset.name, info, started)
         return _finish(rt, job_id, attempt, JobStatus.SUCCEEDED)
     except Cancelled:
         log.info("job %s: cancelled", job_id)
@@ -96,6 +99,7 @@ def _run_fit(
     info: dict[str, Any],
     started: float,
 ) -> None:
+    from inference.checkpoint import CHECKPOINT_FORMAT
     from inference.fit import prepare_fit
     from inference.posterior import summarize_posterior
     from inference.state import STATE_FORMAT, dump_state, param_values
@@ -108,13 +112,25 @@ def _run_fit(
         init=spec.get("init", "auto"),
     )  # fmt: skip
     elbo = resolve_elbo(spec["elbo"], problem.jit_safe)
+    with rt.sessions() as session:
+        saved = get_checkpoint(session, job_id)
+        resume = saved.content if saved is not None else None
+        if saved is not None and saved.format != CHECKPOINT_FORMAT:
+            log.warning("job %s: checkpoint format %s unknown; starting over", job_id, saved.format)
+            resume = None
+    if resume is not None:
+        log.info("job %s: resuming from its checkpoint at step %d", job_id, saved.step)
     sink = Sink(
         rt.sessions, job_id, worker=rt.name, lease_s=rt.settings.lease_s,
-        flush_every_s=rt.settings.flush_every_s, info=info,
+        flush_every_s=rt.settings.flush_every_s, info=info, db_retry_s=rt.settings.db_retry_s,
     )  # fmt: skip
+    every = spec.get("checkpoint_every")
+    every_s = spec.get("checkpoint_every_s")
     events = run_svi(
         problem.model, problem.guide, problem.args, problem.kwargs, steps=spec["steps"],
-        lr=spec["lr"], optim=spec["optim"], elbo=elbo, device=problem.device,
+        lr=spec["lr"], optim=spec["optim"], elbo=elbo, device=problem.device, resume=resume,
+        checkpoint_every_steps=rt.settings.checkpoint_every if every is None else every,
+        checkpoint_every_s=rt.settings.checkpoint_every_s if every_s is None else every_s,
     )  # fmt: skip
     for event in events:
         sink.add(event)

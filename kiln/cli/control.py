@@ -95,6 +95,12 @@ def worker(app: App, queues: str, concurrency: int, name: str | None, loglevel: 
                 click.echo(f"worker {name}: heartbeat failed: {e}", err=True)
 
     threading.Thread(target=beat, name="kiln-heartbeat", daemon=True).start()
+    from worker.reaping import reaper_loop
+
+    threading.Thread(
+        target=reaper_loop, args=(stop, sessions, app.celery, app.settings),
+        name="kiln-reaper", daemon=True,
+    ).start()  # fmt: skip
     app.say(f"worker {name}: queues {','.join(wanted)}, device {device}, concurrency {concurrency}")
     try:
         app.celery.worker_main([

@@ -53,6 +53,14 @@ def submit() -> None:
 @click.option("--queue", type=click.Choice(QUEUES), default=None, help="Default: by device.")
 @click.option("--priority", type=int, default=5, show_default=True, help="0-9, higher runs sooner.")
 @click.option(
+    "--checkpoint-every", type=int, default=None, metavar="STEPS",
+    help="Save resumable state every STEPS steps [default: KILN_CHECKPOINT_EVERY, 1000].",
+)  # fmt: skip
+@click.option(
+    "--checkpoint-every-s", type=float, default=None, metavar="SECONDS",
+    help="...and every SECONDS seconds [default: KILN_CHECKPOINT_EVERY_S, 30]; 0: never.",
+)  # fmt: skip
+@click.option(
     "--then-predict", "then_predict", type=int, default=None, metavar="SAMPLES",
     help="Also submit a predict job of SAMPLES draws that runs when the fit succeeds.",
 )  # fmt: skip

@@ -1,0 +1,37 @@
+"""Helpers for fleet tests: poll the database, read jobs and their attempts."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from tests.conftest import RUGGED, RUGGED_FORMULA, run_cli
+
+
+def until(what: str, check: Callable[[], Any], timeout: float = 120, every: float = 0.1) -> Any:
+    """Poll `check` until it returns something truthy; fail naming `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def submit_fit(stack, *extra: str) -> str:  # type: ignore[no-untyped-def]
+    done = run_cli("submit", "fit", "--model", "linreg", "--data", str(RUGGED), "--formula",
+                   RUGGED_FORMULA, "--json", *extra, env=stack.env)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)["id"]
+
+
+def job_row(stack, job_id: str) -> Any:  # type: ignore[no-untyped-def]
+    from db.models import Job
+
+    with stack.sessions()() as session:
+        job = session.get(Job, job_id)
+        session.expunge(job)
+        return job
