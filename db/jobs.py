@@ -434,6 +434,12 @@ def live_workers(session: Session, queue: str | None, alive_s: float) -> list[Wo
     return [w for w in rows if queue is None or queue in w.queues]
 
 
+def idle_gpu_workers(session: Session, alive_s: float) -> int:
+    """Live workers that serve the gpu queue and run no job now."""
+    busy = set(session.scalars(select(Job.worker).where(Job.status == JobStatus.RUNNING.value)))
+    return sum(w.name not in busy for w in live_workers(session, "gpu", alive_s))
+
+
 @dataclass(frozen=True, slots=True)
 class WorkerView:
     """A worker row, whether it is alive, and the job it is running (if any)."""

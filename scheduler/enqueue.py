@@ -14,7 +14,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.datasets import load_dataset, store_dataset
-from db.jobs import create_job, get_job, release_dependants
+from db.jobs import create_job, get_job, idle_gpu_workers, release_dependants
 from db.models import Dataset, Job, JobStatus
 from kiln.catalog import LINREG_RESERVED_SITES
 from kiln.errors import DataError, InfraError, SpecError
@@ -77,6 +77,7 @@ class Limits:
     max_attempts: int
     max_predict_samples: int
     max_predict_values: int
+    worker_alive_s: float = 20.0  # for routing device=auto to a GPU worker that is free
 
     @classmethod
     def from_settings(cls, settings: Any) -> Limits:
@@ -85,6 +86,7 @@ class Limits:
             max_attempts=settings.max_attempts,
             max_predict_samples=settings.max_predict_samples,
             max_predict_values=settings.max_predict_values,
+            worker_alive_s=settings.worker_alive_s,
         )
 
 
@@ -130,7 +132,7 @@ def submit_fit(
         check_predict_size(then_predict, int(facts["rows_used"]), limits)  # type: ignore[call-overload]
     if spec.seed is None:  # record the seed so every fit can be reproduced later
         spec = spec.model_copy(update={"seed": secrets.randbelow(2**31)})
-    queue = route(spec)
+    queue = route(spec, lambda: _gpu_free(sessions, limits))
     job_id = new_job_id()
     created: list[Job] = []
     with sessions() as session:
@@ -254,7 +256,7 @@ def _create_predict(
         model=fit_model,
         dataset_id=dataset_id,
         depends_on=spec.from_job,
-        queue=route(spec),
+        queue=route(spec, lambda: idle_gpu_workers(session, limits.worker_alive_s) > 0),
         priority=spec.priority,
         total_steps=1,
         max_attempts=limits.max_attempts,
@@ -265,6 +267,11 @@ def _create_predict(
 
 def new_job_id() -> str:
     return uuid.uuid4().hex[:16]
+
+
+def _gpu_free(sessions: sessionmaker[Session], limits: Limits) -> bool:
+    with sessions() as session:
+        return idle_gpu_workers(session, limits.worker_alive_s) > 0
 
 
 def _send_or_forget(

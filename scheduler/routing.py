@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from scheduler.spec import JobSpec
 
 
-def route(spec: JobSpec) -> str:
-    """The queue: as asked, else `gpu` for device=cuda and `cpu` otherwise."""
+def route(spec: JobSpec, gpu_free: Callable[[], bool] = lambda: False) -> str:
+    """The queue: as asked, else `gpu` for device=cuda, `gpu` for device=auto when a live GPU
+    worker is idle right now, and `cpu` otherwise."""
     if spec.queue is not None:
         return spec.queue
-    return "gpu" if spec.device == "cuda" else "cpu"
+    if spec.device == "cuda":
+        return "gpu"
+    if spec.device == "auto" and gpu_free():
+        return "gpu"
+    return "cpu"
 
 
 def broker_priority(priority: int) -> int:

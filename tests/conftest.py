@@ -131,7 +131,8 @@ class Stack:
         env = {k: v for k, v in os.environ.items() if not k.startswith("KILN_")}
         env.update(KILN_HOME=str(self.home), KILN_DATABASE_URL=self.db_url,
                    KILN_BROKER_URL=self.broker_url, KILN_POLL_INTERVAL_S="0.1",
-                   KILN_HEARTBEAT_S="1", KILN_FLUSH_EVERY_S="0.2", **self.extra)  # fmt: skip
+                   KILN_HEARTBEAT_S="1", KILN_FLUSH_EVERY_S="0.2")  # fmt: skip
+        env.update(self.extra)
         return env
 
     def settings(self):  # type: ignore[no-untyped-def]
