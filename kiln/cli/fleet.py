@@ -82,3 +82,55 @@ def stats(app: App, as_json: bool) -> None:
           _ago(oldest.get(q))] for q in queues],
         "table",
     )  # fmt: skip
+
+
+@jobs.command()
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=9464, show_default=True,
+              help="Prometheus metrics at http://HOST:PORT/metrics; 0: a free port.")  # fmt: skip
+@click.option("--metrics-host", default="127.0.0.1", show_default=True,
+              help="Address to serve metrics on (0.0.0.0 inside a container).")  # fmt: skip
+@click.option("--no-metrics", is_flag=True, help="Run the reaper only.")
+@click.option("--once", is_flag=True, help="One reaper pass, print what it did, and exit.")
+@click.pass_obj
+def scheduler(app: App, metrics_port: int, metrics_host: str, no_metrics: bool,
+              once: bool) -> None:  # fmt: skip
+    """Run the reaper and the Prometheus metrics endpoint [env: KILN_DATABASE_URL, KILN_BROKER_URL].
+
+    Every worker runs the reaper too (one pass at a time fleet-wide), so this process is
+    optional: it adds the metrics endpoint and keeps jobs moving when no worker is up.
+    """
+    import threading
+
+    from worker.broker import BrokerView
+    from worker.reaping import make_reaper, reaper_loop
+
+    sessions = app.sessions
+    if once:
+        report = make_reaper(sessions, app.celery, app.settings).run_once()
+        app.emit({"requeued": report.requeued, "failed": report.failed, "resent": report.resent,
+                  "errors": report.errors}, as_json=True)  # fmt: skip
+        return
+    server = None
+    if not no_metrics:
+        from kiln.metrics import start_metrics_server
+
+        broker = BrokerView(app.celery)
+        try:
+            server = start_metrics_server(
+                sessions, port=metrics_port, host=metrics_host,
+                alive_s=app.settings.worker_alive_s,
+                broker_depths=lambda: broker.depths(["cpu", "gpu"]),
+            )  # fmt: skip
+        except OSError as e:
+            app.abort(f"--metrics-port {metrics_port}: cannot listen on {metrics_host}: {e}", 2)
+        app.say(f"metrics: http://{metrics_host}:{server.port}/metrics")
+    app.say(f"scheduler: reaper every {app.settings.reaper_interval_s:g} s; Ctrl-C stops it")
+    stop = threading.Event()
+    try:
+        reaper_loop(stop, sessions, app.celery, app.settings)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop.set()
+        if server is not None:
+            server.close()
