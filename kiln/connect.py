@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from kiln.errors import InfraError
-from kiln.settings import Settings, redact_url
+from kiln.errors import InfraError, SpecError
+from kiln.redact import redact
+from kiln.settings import Settings
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
@@ -16,23 +17,26 @@ def open_database(settings: Settings) -> tuple[Any, sessionmaker[Session]]:
 
     Raises InfraError (exit 4 in the CLI) when the database is unreachable or behind.
     """
-    from sqlalchemy.exc import OperationalError
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
     from db.migrate import current_revision, head_revision, upgrade_to_head
     from db.session import make_engine, make_sessionmaker
 
     url = settings.db_url
-    engine = make_engine(url)
+    try:
+        engine = make_engine(url)
+    except (ArgumentError, NoSuchModuleError, ValueError) as e:
+        raise SpecError(f"KILN_DATABASE_URL {redact(url)} is not usable: {redact(str(e))}") from e
     try:
         current = current_revision(engine)
     except OperationalError as e:
         engine.dispose()
-        raise InfraError(f"database {redact_url(url)} unreachable: {e.orig}") from e
+        raise InfraError(f"database {redact(url)} unreachable: {e.orig}") from e
     if current != head_revision():
         if engine.dialect.name != "sqlite":
             engine.dispose()
             raise InfraError(
-                f"database {redact_url(url)} is at schema {current or 'none'}, not"
+                f"database {redact(url)} is at schema {current or 'none'}, not"
                 f" {head_revision()}; run `jobs db upgrade`"
             )
         upgrade_to_head(url)  # the embedded single-user database migrates itself

@@ -59,7 +59,8 @@ class Reaper:
             reaped = reap_expired(session)
         report.failed = reaped.failed
         for job_id in reaped.failed:
-            log.warning("job %s: lost its worker on its last attempt; failed", job_id)
+            log.warning("job %s: lost its worker on its last attempt; failed", job_id,
+                        extra={"job_id": job_id})  # fmt: skip
         report.requeued = self._send(reaped.requeued, report, "lease expired; sent again")
         if self.broker_job_ids is None:
             return report
@@ -86,8 +87,9 @@ class Reaper:
                 self.send(job.id, job.queue, broker_priority(job.priority))
             except Exception as e:  # stays queued; the next pass finds it missing and resends
                 report.errors.append(f"job {job.id}: send failed: {e}")
-                log.warning("job %s: %s, but the send failed: %s", job.id, why, e)
+                log.warning("job %s: %s, but the send failed: %s", job.id, why, e,
+                            extra={"job_id": job.id})  # fmt: skip
                 continue
-            log.info("job %s: %s (queue %s)", job.id, why, job.queue)
+            log.info("job %s: %s (queue %s)", job.id, why, job.queue, extra={"job_id": job.id})
             sent.append(job.id)
         return sent

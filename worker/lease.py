@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 
@@ -26,7 +27,11 @@ class LeaseKeeper:
         self.lease_s = lease_s
         self.lost = threading.Event()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"lease-{job_id}", daemon=True)
+        # The thread's log lines carry the job id of the context it was made in.
+        self._thread = threading.Thread(
+            target=contextvars.copy_context().run, args=(self._run,), name=f"lease-{job_id}",
+            daemon=True,
+        )  # fmt: skip
 
     def __enter__(self) -> LeaseKeeper:
         self._thread.start()

@@ -6,6 +6,7 @@ import logging
 
 from celery import shared_task
 
+from kiln.logs import job_context
 from scheduler.routing import broker_priority
 from worker.app import Sender
 from worker.run import execute_job
@@ -18,13 +19,14 @@ log = logging.getLogger(__name__)
 def run_job(self, job_id: str) -> str:  # type: ignore[no-untyped-def]
     """Claim, run and store one job; a job put back to queued is sent again, and so are the
     jobs that were waiting for this one (predict jobs of a fit that succeeded)."""
-    outcome = execute_job(runtime(), job_id)
-    if outcome.status == "queued":
-        self.app.send_task(
-            "kiln.run_job", args=[job_id], queue=self.request.delivery_info.get("routing_key")
-        )
-    sender = Sender(self.app)
-    for job in outcome.released:
-        sender(job.id, job.queue, broker_priority(job.priority))
-        log.info("job %s: released by %s, sent to %s", job.id, job_id, job.queue)
-    return outcome.status
+    with job_context(job_id):  # every line logged while this job runs carries its id
+        outcome = execute_job(runtime(), job_id)
+        if outcome.status == "queued":
+            self.app.send_task(
+                "kiln.run_job", args=[job_id], queue=self.request.delivery_info.get("routing_key")
+            )
+        sender = Sender(self.app)
+        for job in outcome.released:
+            sender(job.id, job.queue, broker_priority(job.priority))
+            log.info("job %s: released by %s, sent to %s", job.id, job_id, job.queue)
+        return outcome.status

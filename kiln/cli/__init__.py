@@ -11,6 +11,7 @@ import click
 
 from kiln.errors import InfraError, KilnError, NotFound, UserError
 from kiln.logs import configure_logging
+from kiln.redact import redact
 from kiln.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -61,8 +62,7 @@ class App:
         click.echo(message, err=True)
 
     def abort(self, message: str, code: int) -> NoReturn:
-        click.echo(f"error: {message}", err=True)
-        sys.exit(code)
+        _fail(message, code)
 
 
 class JobsGroup(click.Group):
@@ -78,21 +78,15 @@ class JobsGroup(click.Group):
         except NotFound as e:
             _fail(str(e), NOT_FOUND)
         except (InfraError, OperationalError) as e:
-            _fail(f"unavailable: {_redacted(e)}", UNAVAILABLE)
+            _fail(f"unavailable: {e}", UNAVAILABLE)
         except KilnError as e:
             _fail(str(e), JOB_FAILED)
         except KeyboardInterrupt:
             _fail("interrupted", INTERRUPTED)
 
 
-def _redacted(error: Exception) -> str:
-    import re
-
-    return re.sub(r"://([^:/@\s]*):[^@\s]*@", r"://\1:***@", str(error))
-
-
 def _fail(message: str, code: int) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
+    click.echo(f"error: {redact(message)}", err=True)  # errors may quote a URL
     sys.exit(code)
 
 

@@ -10,7 +10,9 @@ import threading
 import click
 
 from kiln.cli import UNAVAILABLE, App, jobs
-from kiln.settings import redact_url
+from kiln.redact import redact
+
+log = logging.getLogger(__name__)
 
 
 @jobs.command()
@@ -44,7 +46,7 @@ def upgrade(app: App) -> None:
     from db.migrate import upgrade_to_head
 
     upgrade_to_head(app.settings.db_url)
-    app.say(f"database {redact_url(app.settings.db_url)} is at the current schema")
+    app.say(f"database {redact(app.settings.db_url)} is at the current schema")
 
 
 @jobs.command()
@@ -80,7 +82,12 @@ def worker(app: App, queues: str, concurrency: int, name: str | None, loglevel: 
     import inference.fit  # noqa: F401
     import inference.svi  # noqa: F401
 
-    sessions = app.sessions
+    sessions = app.sessions  # the database first: unreachable or behind is a clear error
+    try:  # then the broker: fail now, clearly, rather than have Celery retry it forever
+        with app.celery.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=2, interval_start=0.5)
+    except Exception as e:
+        app.abort(f"broker {redact(app.celery.conf.broker_url)} unreachable: {e}", UNAVAILABLE)
     with sessions() as session:
         register_worker(session, name=name, host=host, pid=os.getpid(), queues=wanted,
                         device=device)  # fmt: skip
@@ -92,7 +99,7 @@ def worker(app: App, queues: str, concurrency: int, name: str | None, loglevel: 
                 with sessions() as session:
                     heartbeat_worker(session, name)
             except Exception as e:  # the database may blink; the next beat retries
-                click.echo(f"worker {name}: heartbeat failed: {e}", err=True)
+                log.warning("worker %s: heartbeat failed: %s", name, e)
 
     threading.Thread(target=beat, name="kiln-heartbeat", daemon=True).start()
     from worker.reaping import reaper_loop
