@@ -47,8 +47,9 @@ def container_argv(service: dict[str, Any]) -> list[str]:
 
 
 def test_compose_has_the_whole_stack() -> None:
-    assert {"redis", "postgres", "migrate", "worker-cpu", "worker-gpu", "flower"} <= set(SERVICES)
-    assert OURS == ["flower", "migrate", "worker-cpu", "worker-gpu"]
+    assert {"redis", "postgres", "migrate", "worker-cpu", "worker-gpu", "scheduler",
+            "flower"} <= set(SERVICES)  # fmt: skip
+    assert OURS == ["flower", "migrate", "scheduler", "worker-cpu", "worker-gpu"]
 
 
 def test_gpu_worker_reserves_an_nvidia_device() -> None:
@@ -59,7 +60,7 @@ def test_gpu_worker_reserves_an_nvidia_device() -> None:
 def test_workers_start_after_migrations_and_a_healthy_redis() -> None:
     assert SERVICES["migrate"]["depends_on"] == {"postgres": {"condition": "service_healthy"}}
     assert SERVICES["migrate"]["restart"] == "no"
-    for name in ["worker-cpu", "worker-gpu"]:
+    for name in ["worker-cpu", "worker-gpu", "scheduler"]:
         assert SERVICES[name]["depends_on"] == {
             "migrate": {"condition": "service_completed_successfully"},
             "redis": {"condition": "service_healthy"},
