@@ -122,8 +122,10 @@ def test_cancel_stops_a_running_fit_within_seconds(stack, start_worker) -> None:
         with stack.sessions()() as session:
             status = session.get(Job, job["id"]).status
         time.sleep(0.05)
+    latency = time.monotonic() - asked
+    print(f"\ncancel: status cancelled {latency:.2f} s after `jobs cancel` returned")
     assert status == "cancelled"
-    assert time.monotonic() - asked < 5
+    assert latency < 5
     kept = json.loads(run_cli("losses", job["id"], "--format", "json", env=stack.env).stdout)
     assert len(kept) > 0  # what it had done is kept
 
