@@ -69,6 +69,17 @@ class Dataset(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class ModelSource(Base):
+    """A user's model file, content-addressed: workers load it from here, never from disk."""
+
+    __tablename__ = "model_sources"
+    id: Mapped[str] = mapped_column(String(80), primary_key=True)  # sha256:<hex>
+    filename: Mapped[str] = mapped_column(String(255))
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    content: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class Job(Base):
     """One unit of work (a fit); its row is the source of truth for its state."""
 
@@ -79,6 +90,7 @@ class Job(Base):
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     model: Mapped[str] = mapped_column(String(255))
     dataset_id: Mapped[str | None] = mapped_column(ForeignKey("datasets.id"))
+    source_id: Mapped[str | None] = mapped_column(ForeignKey("model_sources.id"))
     # A predict job's fit: the job waits until it succeeded (and fails if it did not).
     depends_on: Mapped[str | None] = mapped_column(
         ForeignKey("jobs.id", ondelete="CASCADE"), index=True
@@ -162,6 +174,12 @@ class Param(Base):
     q50: Mapped[float | None] = mapped_column(Float)
     q95: Mapped[float | None] = mapped_column(Float)
     stats: Mapped[bytes] = mapped_column(LargeBinary)
+    # MCMC only: split rank-normalised R-hat, bulk and tail ESS (scalars for scalar sites) and
+    # their codec-encoded (3, *shape) array for sites of any shape.
+    r_hat: Mapped[float | None] = mapped_column(Float)
+    ess_bulk: Mapped[float | None] = mapped_column(Float)
+    ess_tail: Mapped[float | None] = mapped_column(Float)
+    diagnostics: Mapped[bytes | None] = mapped_column(LargeBinary)
 
 
 class GuideParam(Base):
@@ -180,8 +198,11 @@ class Sample(Base):
 
     kind: `posterior` (latent sites), `deterministic` (e.g. the regression `mean`),
     `predictive` (`obs` under the posterior predictive) or `data` (the rows predicted for:
-    `__X__` covariates, `__y__` observed response, `__row__` row positions in the table).
-    `stats` holds the (5, *shape) summary (mean, sd, q05, q50, q95) so listing reads no draws.
+    `__X__` covariates, `__y__` observed response, `__row__` row positions in the table), and
+    for MCMC jobs `sample_stats` (per draw: diverging, step_size, tree_depth, energy, ...).
+    An MCMC job's draws are chain-major, (chains * draws, *shape); jobs.info["chains"] says
+    how many chains. `stats` holds the (5, *shape) summary (mean, sd, q05, q50, q95) so
+    listing reads no draws.
     """
 
     __tablename__ = "samples"

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from db.codec import decode_array, encode_array
 from db.models import FittedState, GuideParam, Loss, Param, Sample
-from kiln.records import STATS, SiteStats
+from kiln.records import DIAGNOSTICS, STATS, SiteStats
 
 
 def store_fit_results(
@@ -43,11 +43,26 @@ def store_fit_results(
     session.add(FittedState(job_id=job_id, format=state_format, guide=guide, content=state))
 
 
-def add_params(session: Session, job_id: str, sites: Sequence[SiteStats]) -> None:
-    """One Param row per latent site (scalar columns filled for scalar sites). No commit."""
+def add_params(
+    session: Session,
+    job_id: str,
+    sites: Sequence[SiteStats],
+    diagnostics: Mapping[str, np.ndarray] | None = None,
+) -> None:
+    """One Param row per latent site (scalar columns filled for scalar sites). No commit.
+
+    `diagnostics` ({site: (3, *shape) r_hat, ess_bulk, ess_tail}) is for MCMC jobs.
+    """
     for position, s in enumerate(sites):
         stacked = np.stack([np.asarray(getattr(s, k), dtype=np.float64) for k in STATS])
         scalar = {k: float(stacked[i].reshape(-1)[0]) for i, k in enumerate(STATS)}
+        extra: dict[str, object] = {}
+        diag = (diagnostics or {}).get(s.site)
+        if diag is not None:
+            diag = np.asarray(diag, dtype=np.float64)
+            extra["diagnostics"] = encode_array(diag)
+            if diag[0].size == 1:
+                extra.update({k: float(diag[i].reshape(-1)[0]) for i, k in enumerate(DIAGNOSTICS)})
         session.add(
             Param(
                 job_id=job_id,
@@ -56,8 +71,35 @@ def add_params(session: Session, job_id: str, sites: Sequence[SiteStats]) -> Non
                 shape=list(s.shape),
                 stats=encode_array(stacked),
                 **(scalar if stacked[0].size == 1 else dict.fromkeys(STATS)),
+                **extra,
             )
         )
+
+
+def store_mcmc_results(
+    session: Session,
+    job_id: str,
+    *,
+    sites: Sequence[SiteStats],
+    diagnostics: Mapping[str, np.ndarray],
+    draws: Mapping[str, tuple[str, np.ndarray]],
+) -> None:
+    """Replace an MCMC job's params (with diagnostics) and draws ({site: (kind, chain-major
+    draws)}, sample stats included). No commit."""
+    for table in (Param, Sample, GuideParam, FittedState):
+        session.execute(delete(table).where(table.job_id == job_id))
+    add_params(session, job_id, sites, diagnostics)
+    add_samples(session, job_id, draws)
+
+
+def get_diagnostics(session: Session, job_id: str) -> dict[str, np.ndarray]:
+    """{site: (3, *shape) r_hat, ess_bulk, ess_tail} of an MCMC job's sites (empty for SVI)."""
+    rows = session.execute(
+        select(Param.site, Param.diagnostics)
+        .where(Param.job_id == job_id, Param.diagnostics.is_not(None))
+        .order_by(Param.position)
+    ).all()
+    return {row.site: decode_array(row.diagnostics) for row in rows}
 
 
 def store_predict_results(

@@ -1,8 +1,11 @@
-"""Progress events that runners yield: Started, Step, Checkpoint, Finished (frozen dataclasses)."""
+"""Progress events that runners yield: SVI's Started, Step, Checkpoint, Finished and MCMC's
+McmcStarted, ChainProgress, McmcFinished (frozen dataclasses)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import numpy as np
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,4 +47,51 @@ class Finished:
     final_loss: float
 
 
-Event = Started | Step | Checkpoint | Finished
+@dataclass(frozen=True, slots=True)
+class McmcStarted:
+    """MCMC chains are starting: the kernel (`nuts`/`hmc`), device, sizes per chain, whether
+    jit_compile is tried, and how chains run (`processes` in parallel, or `sequential`)."""
+
+    method: str
+    device: str
+    chains: int
+    warmup: int
+    samples: int
+    jit: bool
+    parallel: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChainProgress:
+    """One chain's iterations so far: `done` of `total` (warmup + samples), whether it is
+    still warming up, and its divergent transitions after warmup."""
+
+    chain: int
+    done: int
+    total: int
+    warmup: bool
+    divergences: int
+
+
+@dataclass(frozen=True, slots=True)
+class McmcFinished:
+    """Every chain is done. `draws[site]` is (chains, samples, *site_shape) for latent and
+    deterministic sites; `stats[name]` is (chains, samples). `jit` is False when any chain ran
+    without jit_compile (`note` says why); `deterministic` names the pyro.deterministic sites."""
+
+    draws: dict[str, np.ndarray]
+    stats: dict[str, np.ndarray]
+    chain_seconds: tuple[float, ...]
+    jit: bool
+    note: str = ""
+    deterministic: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:
+        shapes = ", ".join(f"{k}{tuple(v.shape)}" for k, v in self.draws.items())
+        return (
+            f"McmcFinished({len(self.chain_seconds)} chains, draws: {shapes}; "
+            f"stats: {', '.join(self.stats)}; jit={self.jit})"
+        )
+
+
+Event = Started | Step | Checkpoint | Finished | McmcStarted | ChainProgress | McmcFinished

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from kiln.errors import InfraError
-from kiln.records import STATS
+from kiln.records import DIAGNOSTICS, STATS
 from kiln.settings import Settings
 
 if TYPE_CHECKING:
@@ -97,6 +97,55 @@ class Client:
             limits=Limits.from_settings(self.settings),
         )  # fmt: skip
         return str(job.id)
+
+    def submit_model(
+        self, model: str | Path, data: Data | dict[str, Any], function: str = "model",
+        method: str = "svi", **options: Any,
+    ) -> str:  # fmt: skip
+        """Queue a fit of your own Pyro model file; returns its job id.
+
+        `data`: a JSON or CSV path, a DataFrame (columns become arrays) or a dict of names to
+        numbers and lists. `method`: svi (options guide, guide_function, steps, lr, ...) or
+        nuts/hmc (warmup, samples, chains, target_accept, max_tree_depth, jit, ...).
+        """
+        import json
+
+        from scheduler.enqueue import Limits, submit_user_fit
+        from scheduler.spec import parse_user_spec
+        from scheduler.usermodel import read_source_file
+
+        path = Path(model)
+        spec = parse_user_spec({
+            "kind": "fit", "source": "user", "model": f"{path.name}:{function}",
+            "model_file": path.name, "model_function": function, "method": method, **options,
+        })  # fmt: skip
+        source = read_source_file(path, self.settings.max_source_bytes)
+        if isinstance(data, dict):
+            content, name = json.dumps(data).encode(), "data.json"
+        else:
+            content, name = _data_bytes(data, self.settings.max_dataset_bytes)
+        job = submit_user_fit(
+            self._sessionmaker(), spec, source, content, data_name=name, send=self._send,
+            limits=Limits.from_settings(self.settings),
+        )  # fmt: skip
+        return str(job.id)
+
+    def diagnostics(self, job_id: str) -> pd.DataFrame:
+        """An MCMC job's per-site r_hat, ess_bulk and ess_tail (one row per site element)."""
+        from db.jobs import get_job
+        from db.results import get_diagnostics
+
+        with self._session() as session:
+            job_id = get_job(session, job_id).id
+            diags = get_diagnostics(session, job_id)
+        rows = []
+        for site, values in diags.items():
+            shape = values.shape[1:]
+            for index in np.ndindex(*shape) if shape else [()]:
+                name = f"{site}[{','.join(map(str, index))}]" if shape else site
+                row = {k: float(values[(i, *index)]) for i, k in enumerate(DIAGNOSTICS)}
+                rows.append({"site": name, **row})
+        return pd.DataFrame(rows)
 
     def predict(
         self, from_job: str, num_samples: int = 800, data: Data | None = None, **options: Any

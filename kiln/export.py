@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 EXPORT_FORMATS = ("netcdf", "csv", "json")
 DATA_SITES = ("__X__", "__y__", "__row__")
+# Kiln's per-draw MCMC statistics under ArviZ's names for them.
+ARVIZ_STATS = {"accept_prob": "acceptance_rate"}
 
 
 @dataclass
@@ -46,11 +48,15 @@ class JobResults:
     terms: tuple[str, ...] = ()
     response: str = "y"
     new_data: bool = False
+    chains: int = 1  # MCMC: draws are chain-major, (chains * draws, *shape)
+    sample_stats: dict[str, np.ndarray] = field(default_factory=dict)  # MCMC, per draw
+    user_data: dict[str, Any] = field(default_factory=dict)  # a user model's data, as given
 
     @property
     def num_samples(self) -> int:
+        """Draws per chain."""
         first = next(iter(self.posterior.values()), None)
-        return 0 if first is None else len(first)
+        return 0 if first is None else len(first) // self.chains
 
 
 def load_results(session: Session, job_id: str) -> JobResults:
@@ -66,6 +72,21 @@ def load_results(session: Session, job_id: str) -> JobResults:
     fit = get_job(session, job.spec["from_job"]) if job.kind == "predict" else job
     kinds = {s.site: s.kind for s in get_sample_summaries(session, job.id)}
     draws = get_draws(session, job.id, kind=None)
+    if fit.spec.get("source") == "user":
+        from kiln.userdata import parse_user_data
+
+        dataset = load_dataset(session, fit.dataset_id) if fit.dataset_id else None
+        return JobResults(
+            job_id=job.id, kind=job.kind, status=job.status, fit_id=fit.id,
+            fit_spec=dict(fit.spec), info=dict(job.info or {}),
+            losses=get_losses(session, fit.id),
+            posterior={
+                s: d for s, d in draws.items() if kinds.get(s) in ("posterior", "deterministic")
+            },
+            kinds=kinds, chains=int((job.info or {}).get("chains") or 1),
+            sample_stats={s: d for s, d in draws.items() if kinds.get(s) == "sample_stats"},
+            user_data=parse_user_data(dataset.content, dataset.name)[1] if dataset else {},
+        )  # fmt: skip
     results = JobResults(
         job_id=job.id, kind=job.kind, status=job.status, fit_id=fit.id,
         fit_spec=dict(fit.spec), info=dict(job.info or {}), losses=get_losses(session, fit.id),
@@ -107,24 +128,38 @@ def to_inference_data(r: JobResults) -> arviz.InferenceData:
 
     az = import_arviz()
     draws = np.arange(r.num_samples)
+    chains = np.arange(r.chains)
 
     def by_draw(values: np.ndarray, extra: tuple[str, ...]) -> tuple[tuple[str, ...], np.ndarray]:
         dims = ("chain", "draw", *extra)
-        return dims, np.asarray(values)[None, ...]
+        values = np.asarray(values)
+        return dims, values.reshape(r.chains, len(values) // r.chains, *values.shape[1:])
 
     posterior_vars = {}
     for site, values in r.posterior.items():
         extra = tuple(f"{site}_dim_{i}" for i in range(values.ndim - 1))
         posterior_vars[site] = by_draw(values, extra)
     groups: dict[str, Any] = {
-        "posterior": xr.Dataset(posterior_vars, coords={"chain": [0], "draw": draws})
+        "posterior": xr.Dataset(posterior_vars, coords={"chain": chains, "draw": draws})
     }
+    if r.sample_stats:
+        groups["sample_stats"] = xr.Dataset(
+            {ARVIZ_STATS.get(name, name): by_draw(values, ())
+             for name, values in r.sample_stats.items()},
+            coords={"chain": chains, "draw": draws},
+        )  # fmt: skip
+    if r.user_data:
+        constant_vars = {}
+        for name, value in r.user_data.items():
+            array = np.asarray(value)
+            constant_vars[name] = (tuple(f"{name}_dim_{i}" for i in range(array.ndim)), array)
+        groups["constant_data"] = xr.Dataset(constant_vars)
     rows = np.asarray(r.rows) if r.rows is not None else None
     if r.row_sites and rows is not None:
         name = "predictions" if r.new_data else "posterior_predictive"
         groups[name] = xr.Dataset(
             {site: by_draw(values, ("row",)) for site, values in r.row_sites.items()},
-            coords={"chain": [0], "draw": draws, "row": rows},
+            coords={"chain": chains, "draw": draws, "row": rows},
         )
     if r.X is not None and rows is not None:
         constant = xr.Dataset(
@@ -139,7 +174,7 @@ def to_inference_data(r: JobResults) -> arviz.InferenceData:
             groups["constant_data"] = constant
             if known:
                 groups["observed_data"] = xr.Dataset({"obs": ("row", r.y)}, coords={"row": rows})
-    if r.losses:
+    if r.losses and not r.sample_stats:
         steps, values = zip(*r.losses, strict=True)
         groups["loss"] = xr.Dataset(
             {"loss": ("step", np.asarray(values))}, coords={"step": np.asarray(steps)}
@@ -150,7 +185,8 @@ def to_inference_data(r: JobResults) -> arviz.InferenceData:
         "kiln_job_kind": r.kind,
         "model": str(r.fit_spec.get("model")),
         "formula": str(r.fit_spec.get("formula")),
-        "guide": str(r.fit_spec.get("guide")),
+        "guide": str(r.fit_spec.get("guide_function") or r.fit_spec.get("guide")),
+        "method": str(r.fit_spec.get("method", "svi")),
         "response": r.response,
         "inference_library": "pyro",
         "inference_library_version": pyro.__version__,
@@ -211,7 +247,12 @@ def write_export(r: JobResults, fmt: str, path: str | Path) -> Path:
         if fmt == "netcdf":
             to_inference_data(r).to_netcdf(str(tmp), engine="h5netcdf")
         elif fmt == "csv":
-            columns, matrix = draws_table({**r.posterior, **r.row_sites})
+            columns, matrix = draws_table({**r.posterior, **r.row_sites, **r.sample_stats})
+            if r.chains > 1:  # chain-major: `chain`, then `draw` within the chain
+                per_chain = len(matrix) // r.chains
+                matrix[:, 0] = np.tile(np.arange(per_chain), r.chains)
+                matrix = np.column_stack([np.repeat(np.arange(r.chains), per_chain), matrix])
+                columns = ["chain", *columns]
             header = ",".join(f'"{c}"' if "," in c else c for c in columns)
             np.savetxt(tmp, matrix, delimiter=",", header=header, comments="", fmt="%.9g")
         else:
@@ -239,7 +280,9 @@ def _as_json(r: JobResults) -> dict[str, Any]:
         "fit_spec": r.fit_spec,
         "info": r.info,
         "losses": [{"step": s, "loss": v} for s, v in r.losses],
+        "chains": r.chains,
         "posterior": {s: lists(v) for s, v in r.posterior.items()},
+        "sample_stats": {s: lists(v) for s, v in r.sample_stats.items()},
         "predictive": {s: lists(v) for s, v in r.row_sites.items()},
         "data": {
             "terms": list(r.terms),

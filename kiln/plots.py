@@ -169,3 +169,33 @@ def plot_params(draws: Mapping[str, np.ndarray], path: str | Path, title: str = 
         fig.suptitle(title)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def plot_trace(
+    draws: Mapping[str, np.ndarray], chains: int, path: str | Path, title: str = ""
+) -> Path:
+    """MCMC traces: each scalar site (first 6 elements of the others) by draw, one line per
+    chain, beside its density per chain. Draws are chain-major, (chains * draws, *shape)."""
+    panels: list[tuple[str, np.ndarray]] = []
+    for site, values in draws.items():
+        flat = np.asarray(values).reshape(chains, len(values) // chains, -1)
+        names = [site] if flat.shape[2] == 1 else [f"{site}[{i}]" for i in range(flat.shape[2])]
+        panels.extend((name, flat[:, :, i]) for i, name in enumerate(names[:6]))
+    if not panels:
+        raise ValueError("no posterior draws to plot")
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(panels), 2, figsize=(11, 1.9 * len(panels)), squeeze=False,
+                             gridspec_kw={"width_ratios": [3, 1]})  # fmt: skip
+    for (trace_ax, density_ax), (name, values) in zip(axes, panels, strict=True):
+        for chain in range(chains):
+            trace_ax.plot(values[chain], lw=0.5, alpha=0.7, label=f"chain {chain}")
+            density_ax.hist(values[chain], bins=40, density=True, histtype="step", lw=1)
+        trace_ax.set_ylabel(name, fontsize=9)
+        density_ax.set_yticks([])
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper right", fontsize=8, ncol=min(chains, 8), frameon=False)
+    axes[-1][0].set_xlabel("draw")
+    if title:
+        fig.suptitle(title, x=0.02, ha="left")
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))
+    return _save(fig, path)

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 
 STATS = ("mean", "sd", "q05", "q50", "q95")
+# MCMC convergence diagnostics stored per site, in this order (kiln.diagnostics computes them).
+DIAGNOSTICS = ("r_hat", "ess_bulk", "ess_tail")
 
 
 @dataclass(frozen=True, slots=True)

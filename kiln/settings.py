@@ -46,6 +46,12 @@ class Settings(BaseSettings):
     # A predict job stores num_samples x rows values per row site (mean, obs): cap both.
     max_predict_samples: PositiveInt = 100_000
     max_predict_values: PositiveInt = 20_000_000
+    # Whether this worker runs users' own model files (jobs submitted with --model FILE.py).
+    # Unset: on for the embedded single-user setup (SQLite database), off for a fleet on a
+    # shared database, where it must be turned on on purpose: whoever may submit jobs may then
+    # run code on the workers.
+    allow_user_code: bool | None = None
+    max_source_bytes: PositiveInt = 1_000_000
 
     @classmethod
     def settings_customise_sources(
@@ -64,6 +70,12 @@ class Settings(BaseSettings):
     def db_url(self) -> str:
         """The SQLAlchemy URL with the driver made explicit (plain postgresql:// uses psycopg 3)."""
         return normalise_db_url(self.database_url or f"sqlite:///{self.home / 'kiln.db'}")
+
+    @property
+    def runs_user_code(self) -> bool:
+        if self.allow_user_code is not None:
+            return self.allow_user_code
+        return self.db_url.startswith("sqlite")
 
     @property
     def is_embedded_broker(self) -> bool:

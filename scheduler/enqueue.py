@@ -15,12 +15,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db.datasets import load_dataset, store_dataset
 from db.jobs import create_job, get_job, idle_gpu_workers, release_dependants
-from db.models import Dataset, Job, JobStatus
+from db.models import Dataset, Job, JobStatus, ModelSource
+from db.sources import store_source
 from kiln.catalog import LINREG_RESERVED_SITES
 from kiln.errors import DataError, InfraError, SpecError
 from kiln.tables import build_design, read_csv_bytes
+from kiln.userdata import describe, parse_user_data
 from scheduler.routing import broker_priority, route
-from scheduler.spec import FitSpec, PredictSpec
+from scheduler.spec import FitSpec, PredictSpec, UserFitSpec, is_user_spec
+from scheduler.usermodel import check_data_names, check_source
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +184,66 @@ def submit_fit(
     return created
 
 
+def submit_user_fit(
+    sessions: sessionmaker[Session],
+    spec: UserFitSpec,
+    source: str,
+    content: bytes,
+    *,
+    data_name: str,
+    send: Sender,
+    limits: Limits,
+) -> Job:
+    """Check a user's model file against its data, store source + data + job, then send.
+
+    The file is parsed, not run (scheduler.usermodel): a syntax error, a missing function and
+    data names the model does not take are refused here, before anything is written.
+    """
+    if spec.total_steps > limits.max_steps:
+        raise SpecError(
+            f"spec: {spec.total_steps} steps (chains x (warmup + samples) for MCMC); at most"
+            f" {limits.max_steps}",
+            field="steps",
+        )
+    if spec.device == "cuda" and spec.queue == "cpu":
+        raise SpecError("device cuda needs the gpu queue (got --queue cpu)", field="queue")
+    if spec.is_mcmc and spec.guide_function:
+        raise SpecError(f"--guide is for SVI; method {spec.method} needs no guide", "guide")
+    functions = [spec.model_function, *([spec.guide_function] if spec.guide_function else [])]
+    signatures = check_source(source, spec.model_file, functions)
+    data_format, data = parse_user_data(content, Path(data_name).name)
+    for signature in signatures.values():
+        check_data_names(signature, data, Path(data_name).name)
+    updates: dict[str, object] = {}
+    if spec.seed is None:
+        updates["seed"] = secrets.randbelow(2**31)
+    queue = route(spec, lambda: _gpu_free(sessions, limits))
+    job_id = new_job_id()
+    with sessions() as session:
+        updates["model_source"] = store_source(session, source, filename=spec.model_file)
+        spec = spec.model_copy(update=updates)
+        dataset_id = store_dataset(
+            session, content, name=Path(data_name).name, format=data_format,
+            columns=list(data), num_rows=_rows(data),
+        )  # fmt: skip
+        job = create_job(
+            session, id=job_id, kind=spec.kind, spec=spec.model_dump(mode="json"),
+            model=spec.model, dataset_id=dataset_id, source_id=spec.model_source, queue=queue,
+            priority=spec.priority, total_steps=spec.total_steps,
+            max_attempts=limits.max_attempts,
+        )  # fmt: skip
+        job.info = {"data": {"format": data_format, "shapes": describe(data)}}
+        session.commit()
+    _send_or_forget(sessions, [(job_id, queue, spec.priority)], [job], send)
+    log.info("job %s: %s of %s queued on %s", job_id, spec.method, spec.model, queue)
+    return job
+
+
+def _rows(data: dict[str, object]) -> int:
+    """The length of the longest list in the data (a CSV's row count)."""
+    return max((len(v) for v in data.values() if isinstance(v, list)), default=1)
+
+
 def submit_predict(
     sessions: sessionmaker[Session],
     spec: PredictSpec,
@@ -201,6 +264,12 @@ def submit_predict(
         if fit.kind != "fit":
             raise SpecError(
                 f"--from {fit.id}: that is a {fit.kind} job; predict needs a fit job", "from_job"
+            )
+        if is_user_spec(fit.spec):
+            raise SpecError(
+                f"--from {fit.id}: a fit of a user model ({fit.model}); predict jobs support"
+                " built-in models so far (an MCMC or SVI fit's draws are in `jobs samples`)",
+                field="from_job",
             )
         if fit.status in (JobStatus.FAILED, JobStatus.CANCELLED):
             raise SpecError(
@@ -292,13 +361,18 @@ def _send_or_forget(
 def _forget(sessions: sessionmaker[Session], job_ids: list[str]) -> None:
     """Undo a submission whose message could not be sent: its jobs, and datasets only they used."""
     with sessions() as session:
-        datasets = set(session.scalars(select(Job.dataset_id).where(Job.id.in_(job_ids))).all()) - {
-            None
-        }
+        rows = session.execute(
+            select(Job.dataset_id, Job.source_id).where(Job.id.in_(job_ids))
+        ).all()
+        datasets = {r.dataset_id for r in rows} - {None}
+        sources = {r.source_id for r in rows} - {None}
         # dependants first (they reference the fit)
         for job_id in reversed(job_ids):
             session.execute(delete(Job).where(Job.id == job_id))
         for dataset_id in datasets:
             if session.scalar(select(Job.id).where(Job.dataset_id == dataset_id).limit(1)) is None:
                 session.execute(delete(Dataset).where(Dataset.id == dataset_id))
+        for source_id in sources:
+            if session.scalar(select(Job.id).where(Job.source_id == source_id).limit(1)) is None:
+                session.execute(delete(ModelSource).where(ModelSource.id == source_id))
         session.commit()

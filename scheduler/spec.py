@@ -74,6 +74,50 @@ class FitSpec(BaseModel):
         return self
 
 
+class UserFitSpec(BaseModel):
+    """A user's own Pyro model (its source stored in the database), fitted by SVI or MCMC."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: Literal["fit"] = "fit"
+    source: Literal["user"] = "user"
+    model: str = Field(min_length=1, max_length=255)  # as given: `eight_schools.py:model`
+    model_file: str = Field(min_length=1, max_length=255)
+    model_function: str = "model"
+    model_source: str | None = None  # sha256:<hex> of the stored source, set when stored
+    method: Literal["svi", "nuts", "hmc"] = "svi"
+    # SVI: an autoguide name, or a function of the model file (`guide_function`).
+    guide: GuideName = "AutoNormal"
+    guide_function: str | None = None
+    elbo: ElboName = "auto"
+    optim: OptimName = "Adam"
+    steps: PositiveInt = 1000
+    lr: PositiveFloat = 0.01
+    num_samples: PositiveInt = Field(default=1000, le=100_000)
+    # MCMC: per chain, `warmup` adaptation iterations then `samples` kept draws.
+    warmup: int = Field(default=1000, ge=0, le=1_000_000)
+    samples: PositiveInt = Field(default=1000, le=1_000_000)
+    chains: PositiveInt = Field(default=4, le=64)
+    target_accept: float = Field(default=0.8, gt=0.0, lt=1.0)
+    max_tree_depth: PositiveInt = Field(default=10, le=20)
+    num_steps: PositiveInt | None = Field(default=None, le=10_000)  # HMC leapfrog steps
+    jit: Literal["auto", "off"] = "auto"  # auto: jit_compile, falling back where tracing fails
+    seed: int | None = Field(default=None, ge=0, lt=2**32)
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    queue: QueueName | None = None
+    priority: int = Field(default=5, ge=0, le=9)
+    checkpoint_every: int | None = Field(default=None, ge=0)
+    checkpoint_every_s: float | None = Field(default=None, ge=0)
+
+    @property
+    def is_mcmc(self) -> bool:
+        return self.method != "svi"
+
+    @property
+    def total_steps(self) -> int:
+        """Progress units: SVI steps, or warmup + draws summed over the chains."""
+        return self.chains * (self.warmup + self.samples) if self.is_mcmc else self.steps
+
+
 class PredictSpec(BaseModel):
     """Posterior predictive draws from a fit's stored state, for its rows or new ones."""
 
@@ -87,10 +131,10 @@ class PredictSpec(BaseModel):
     priority: int = Field(default=5, ge=0, le=9)
 
 
-JobSpec = FitSpec | PredictSpec
+JobSpec = FitSpec | UserFitSpec | PredictSpec
 
 
-Spec = TypeVar("Spec", FitSpec, PredictSpec)
+Spec = TypeVar("Spec", FitSpec, UserFitSpec, PredictSpec)
 
 
 def _describe(error: dict[str, Any]) -> str:
@@ -108,6 +152,16 @@ def _describe(error: dict[str, Any]) -> str:
 def parse_spec(raw: dict[str, Any]) -> FitSpec:
     """Validate a fit spec; raise one SpecError listing every bad field."""
     return _validate(FitSpec, raw)
+
+
+def parse_user_spec(raw: dict[str, Any]) -> UserFitSpec:
+    """Validate a user-model fit spec; raise one SpecError listing every bad field."""
+    return _validate(UserFitSpec, raw)
+
+
+def is_user_spec(spec: dict[str, Any]) -> bool:
+    """Whether a stored fit spec is a user model's (it names its source)."""
+    return spec.get("source") == "user"
 
 
 def parse_predict_spec(raw: dict[str, Any]) -> PredictSpec:

@@ -22,6 +22,7 @@ SERVICES: dict[str, Any] = yaml.safe_load(COMPOSE_TEXT)["services"]
 OURS = sorted(name for name, service in SERVICES.items() if "build" in service)
 # `${VAR:?message}`: compose refuses to start while VAR is unset or empty.
 REQUIRED_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*):\?[^}]*\}")
+DEFAULTED_VAR = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*:-([^}]*)\}")  # compose: the default
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN", re.I)
 URL_PASSWORD = re.compile(r"^[a-z][\w+.-]*://[^:/@]*:(.+)@[^@]*$")  # greedy: up to the last @
 
@@ -101,7 +102,10 @@ def test_each_kiln_service_runs_a_command_that_exists(name: str, tmp_path: Path)
     service = SERVICES[name]
     argv = container_argv(service)
     # The service's own environment, with a stand-in for each required variable.
-    env = {k: REQUIRED_VAR.sub("stand-in", v) for k, v in environment(service).items()}
+    env = {
+        k: DEFAULTED_VAR.sub(r"\1", REQUIRED_VAR.sub("stand-in", v))
+        for k, v in environment(service).items()
+    }
     env = {**os.environ, **env, "KILN_HOME": str(tmp_path)}
     if argv[0] == "jobs":
         # `--help` after the real arguments: click still rejects an unknown command or option.

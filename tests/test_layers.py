@@ -18,6 +18,12 @@ RULES = [
     ("kiln.export", ["torch", "celery", "sqlalchemy", "inference", "worker"]),
     ("kiln.plots", ["torch", "pyro", "celery", "sqlalchemy", "inference"]),
     ("kiln", ["torch", "pyro", "celery", "sqlalchemy", "pandas"]),
+    ("inference.mcmc", ["celery", "sqlalchemy", "redis", "db", "worker", "scheduler"]),
+    ("inference.userfit", ["celery", "sqlalchemy", "redis", "db", "worker", "scheduler"]),
+    ("scheduler.usermodel", ["torch", "pyro", "inference", "worker", "celery"]),
+    ("kiln.userdata", ["torch", "pyro", "celery", "sqlalchemy", "db"]),
+    ("kiln.diagnostics", ["torch", "pyro", "celery", "sqlalchemy", "inference"]),
+    ("db.sources", ["torch", "pyro", "celery", "inference", "worker"]),
 ]
 
 

@@ -6,6 +6,7 @@ import logging
 import os
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,7 @@ from db.models import Dataset, JobStatus
 from db.results import get_fitted_state, store_fit_results, store_predict_results
 from kiln.errors import Cancelled, InfraError, UserError
 from kiln.tables import read_csv_bytes
+from scheduler.spec import is_user_spec
 from worker.lease import LeaseKeeper
 from worker.runtime import Runtime
 from worker.sink import Sink
@@ -56,6 +58,10 @@ def execute_job(rt: Runtime, job_id: str) -> Outcome:
         with keeper:
             if job.kind == "predict":
                 _run_predict(rt, job_id, job.spec, dataset, info, started)
+            elif is_user_spec(job.spec):
+                from worker.userjobs import run_user_job
+
+                run_user_job(rt, job_id, job.spec, job.source_id, dataset, info, started)
             elif dataset is None:
                 raise UserError(f"job {job_id} has no dataset")
             else:
@@ -99,11 +105,8 @@ def _run_fit(
     info: dict[str, Any],
     started: float,
 ) -> None:
-    from inference.checkpoint import CHECKPOINT_FORMAT
     from inference.fit import prepare_fit
     from inference.posterior import summarize_posterior
-    from inference.state import STATE_FORMAT, dump_state, param_values
-    from inference.svi import resolve_elbo, run_svi
 
     frame = read_csv_bytes(content, data_name)
     problem = prepare_fit(
@@ -111,6 +114,31 @@ def _run_fit(
         priors={k: v for k, v in spec.get("priors", {}).items()}, device=spec["device"],
         init=spec.get("init", "auto"),
     )  # fmt: skip
+
+    def summarize() -> tuple[list[Any], dict[str, Any]]:
+        return summarize_posterior(
+            problem.model, problem.guide, problem.args, problem.kwargs, problem.latent_sites,
+            num_samples=spec["num_samples"],
+        )  # fmt: skip
+
+    run_svi_job(rt, job_id, spec, problem, info, started, summarize)
+
+
+def run_svi_job(
+    rt: Runtime,
+    job_id: str,
+    spec: dict[str, Any],
+    problem: Any,
+    info: dict[str, Any],
+    started: float,
+    summarize: Callable[[], tuple[list[Any], dict[str, Any]]],
+) -> None:
+    """SVI steps (resuming from a checkpoint if there is one), then the fitted state, guide
+    parameters and posterior summaries; `summarize` draws from the fitted guide."""
+    from inference.checkpoint import CHECKPOINT_FORMAT
+    from inference.state import STATE_FORMAT, dump_state, param_values
+    from inference.svi import resolve_elbo, run_svi
+
     elbo = resolve_elbo(spec["elbo"], problem.jit_safe)
     with rt.sessions() as session:
         saved = get_checkpoint(session, job_id)
@@ -136,15 +164,12 @@ def _run_fit(
         sink.add(event)
     state = dump_state()  # right away: saving after the guide ran again can fail
     guide_params = param_values()
-    sites, draws = summarize_posterior(
-        problem.model, problem.guide, problem.args, problem.kwargs, problem.latent_sites,
-        num_samples=spec["num_samples"],
-    )  # fmt: skip
+    sites, draws = summarize()
     info.update(final_loss=sink.final_loss, fit_seconds=round(time.monotonic() - started, 3))
     with rt.sessions() as session:
         store_fit_results(
             session, job_id, sites=sites, draws=draws, guide_params=guide_params, state=state,
-            state_format=STATE_FORMAT, guide=spec["guide"],
+            state_format=STATE_FORMAT, guide=spec.get("guide_function") or spec["guide"],
         )  # fmt: skip
         job = get_job(session, job_id)
         job.info = info

@@ -12,7 +12,16 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db.jobs import record_progress
 from inference.checkpoint import CHECKPOINT_FORMAT
-from inference.events import Checkpoint, Event, Finished, Started, Step
+from inference.events import (
+    ChainProgress,
+    Checkpoint,
+    Event,
+    Finished,
+    McmcFinished,
+    McmcStarted,
+    Started,
+    Step,
+)
 from kiln.errors import Cancelled, InfraError
 
 log = logging.getLogger(__name__)
@@ -44,6 +53,8 @@ class Sink:
         self.checkpoint: tuple[int, str, bytes] | None = None
         self.last_flush = self.last_ok = time.monotonic()
         self.final_loss: float | None = None
+        self.chain_done: dict[int, int] = {}  # MCMC: iterations done by chain
+        self.step: int | None = None
 
     def add(self, event: Event) -> None:
         if isinstance(event, Step):
@@ -63,6 +74,19 @@ class Sink:
         elif isinstance(event, Finished):
             self.final_loss = event.final_loss
             self.flush(must=True)
+        elif isinstance(event, ChainProgress):
+            self.chain_done[event.chain] = event.done
+            self.step = sum(self.chain_done.values())
+            if time.monotonic() - self.last_flush >= self.flush_every_s:
+                self.flush()
+        elif isinstance(event, McmcStarted):
+            self.info.update(
+                method=event.method, device=event.device, chains=event.chains,
+                jit=event.jit, parallel=event.parallel,
+            )  # fmt: skip
+            self.flush(info=True, must=True)
+        elif isinstance(event, McmcFinished):
+            self.flush(must=True)
 
     def flush(self, info: bool = False, must: bool = False) -> None:
         """Write pending losses (and checkpoint), renew the lease; raise Cancelled if the user
@@ -76,7 +100,7 @@ class Sink:
                     cancel = record_progress(
                         session, self.job_id, worker=self.worker, losses=self.pending,
                         lease_s=self.lease_s, info=dict(self.info) if info else None,
-                        checkpoint=self.checkpoint,
+                        checkpoint=self.checkpoint, step=self.step,
                     )  # fmt: skip
                 break
             except DBAPIError as e:

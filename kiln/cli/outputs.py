@@ -80,17 +80,18 @@ def export(app: App, job_id: str, fmt: str, output: str) -> None:
 @jobs.command()
 @click.argument("job_id")
 @click.option(
-    "--kind", type=click.Choice(["loss", "params", "predictive"]), default="predictive",
-    show_default=True,
+    "--kind", type=click.Choice(["loss", "params", "predictive", "trace"]),
+    default="predictive", show_default=True,
     help="loss: the fit's loss curve; params: posterior densities; predictive: data with "
-    "the 90% bands of the regression line and of obs (needs a predict job).",
+    "the 90% bands of the regression line and of obs (needs a predict job); trace: MCMC "
+    "draws by chain.",
 )  # fmt: skip
 @click.option("-o", "--output", required=True, help="PNG file to write.")
 @click.pass_obj
 def plot(app: App, job_id: str, kind: str, output: str) -> None:
     """Draw a figure of a job's stored results (PNG)."""
     from kiln.export import load_results
-    from kiln.plots import plot_loss, plot_params, plot_predictive
+    from kiln.plots import plot_loss, plot_params, plot_predictive, plot_trace
 
     if not output.lower().endswith(".png"):
         app.abort(f"-o {output}: give a .png file name", BAD_INPUT)
@@ -106,7 +107,21 @@ def plot(app: App, job_id: str, kind: str, output: str) -> None:
                 r = load_results(session, latest)
     spec = r.fit_spec
     title = f"job {r.job_id}: {spec.get('formula')} ({spec.get('guide')})"
-    if kind == "loss":
+    if spec.get("source") == "user":
+        how = spec.get("guide_function") or spec.get("guide")
+        if spec.get("method", "svi") != "svi":
+            how = f"{spec['method'].upper()}, {r.chains} chains"
+        title = f"job {r.job_id}: {spec.get('model')} ({how})"
+    if kind == "trace":
+        if not r.sample_stats:
+            app.abort(f"job {r.job_id} is not an MCMC fit; it has no chains to trace", BAD_INPUT)
+        written = plot_trace(r.posterior, r.chains, output, title=title)
+    elif kind == "loss":
+        if r.sample_stats:
+            app.abort(
+                f"job {r.job_id} is an MCMC fit: it has no loss; try --kind trace or params",
+                BAD_INPUT,
+            )
         if not r.losses:
             app.abort(f"job {r.job_id}'s fit {r.fit_id} stored no losses", BAD_INPUT)
         written = plot_loss(r.losses, output, title=f"fit {r.fit_id}: ELBO loss")

@@ -71,8 +71,11 @@ def show_job(app: App, job_id: str, as_json: bool) -> None:
         f"started    {doc['started_at'] or '-'}",
         f"finished   {doc['finished_at'] or '-'}"
         + (f" ({doc['duration_s']} s)" if doc["duration_s"] is not None else ""),
-        f"final loss {job.last_loss:.6g}" if job.last_loss is not None else "final loss -",
     ]
+    if job.spec.get("method", "svi") == "svi" and job.kind == "fit":
+        lines.append(
+            f"final loss {job.last_loss:.6g}" if job.last_loss is not None else "final loss -"
+        )
     info = job.info or {}
     if job.kind == "predict":
         lines.insert(1, f"from       fit {job.depends_on}")
@@ -85,10 +88,20 @@ def show_job(app: App, job_id: str, as_json: bool) -> None:
         elif "num_samples" in info:
             lines.append(f"predicted  {info.get('rows')} rows x {info.get('num_samples')} draws")
     data = info.get("data")
-    if data:
+    if data and "rows_used" in data:
         lines.append(f"data       {data['rows_used']} rows used, {data['rows_dropped']} dropped")
     if (job.info or {}).get("elbo"):
         lines.append(f"inference  {job.info['elbo']} on {job.info.get('device', '?')}")
+    if info.get("method") in ("nuts", "hmc"):
+        lines.append(
+            f"inference  {info['method'].upper()} on {info.get('device', '?')},"
+            f" {info.get('chains')} chains ({info.get('parallel', '?')}),"
+            f" jit {'on' if info.get('jit') else 'off'}"
+            + (f"; {info.get('divergences')} divergences, max r_hat {info['max_r_hat']:.4f}"
+               if info.get("max_r_hat") is not None else "")
+        )  # fmt: skip
+    if info.get("note"):
+        lines.append(f"note       {info['note']}")
     for a in attempts:
         lines.append(
             f"attempt {a.number}  {a.worker} on {a.host} ({a.device}) {a.outcome or 'running'}"
@@ -157,3 +170,80 @@ def _indices(shape: tuple[int, ...]) -> list:  # type: ignore[type-arg]
     import numpy as np
 
     return list(np.indices(shape))
+
+
+@jobs.command()
+@click.argument("job_id")
+@JSON
+@click.pass_obj
+def diagnostics(app: App, job_id: str, as_json: bool) -> None:
+    """MCMC diagnostics: per site mean, sd, quantiles, r_hat, ess_bulk, ess_tail; per chain
+    divergences, step size, tree depth, acceptance and time."""
+    from db.jobs import get_job
+    from db.results import get_diagnostics, get_params
+    from kiln.cli import BAD_INPUT
+    from kiln.records import DIAGNOSTICS
+
+    with app.sessions() as session:
+        job = get_job(session, job_id)
+        sites = get_params(session, job.id)
+        diags = get_diagnostics(session, job.id)
+    info = job.info or {}
+    if job.kind != "fit" or job.spec.get("method", "svi") == "svi":
+        app.abort(
+            f"job {job.id} is not an MCMC fit (no chains to diagnose); `jobs params {job.id}`"
+            " shows its posterior",
+            BAD_INPUT,
+        )
+    if not diags:
+        app.abort(f"job {job.id} has no diagnostics yet (status {job.status})", JOB_FAILED)
+    rows = []
+    for s in sites:
+        diag = diags.get(s.site)
+        for name, index in _elements(s.site, s.mean.shape):
+            stats = [float(getattr(s, k)[index]) for k in STAT_KEYS]
+            extra = [float(diag[i][index]) if diag is not None else None for i in range(3)]
+            rows.append([name, *stats, *extra])
+    per_chain = info.get("per_chain") or []
+    if as_json:
+        app.emit(
+            {
+                "id": job.id, "method": job.spec.get("method"), "chains": info.get("chains"),
+                "warmup": info.get("warmup"), "samples": info.get("samples"),
+                "jit": info.get("jit"), "note": info.get("note"),
+                "divergences": info.get("divergences"), "max_r_hat": info.get("max_r_hat"),
+                "sites": [dict(zip(["site", *STAT_KEYS, *DIAGNOSTICS], r, strict=True))
+                          for r in rows],
+                "per_chain": per_chain,
+            },
+            as_json=True,
+        )  # fmt: skip
+        return
+    title = (
+        f"{str(job.spec.get('method')).upper()} job {job.id}: {info.get('chains')} chains x"
+        f" {info.get('samples')} draws after {info.get('warmup')} warmup,"
+        f" jit {'on' if info.get('jit') else 'off'}, {info.get('divergences', 0)} divergences"
+    )
+
+    def short(x: float | None, digits: int = 4) -> float | None:
+        return None if x is None or x != x else float(f"{x:.{digits}g}")
+
+    shown = [[r[0], *(short(v) for v in r[1:6]), short(r[6], 5), *(round(v) if v == v else v
+              for v in r[7:9])] for r in rows]  # fmt: skip
+    emit_rows(["site", *STAT_KEYS, *DIAGNOSTICS], shown, "table", title=title)
+    if per_chain:
+        keys = ["chain", "seconds", "divergences", "step_size", "tree_depth_mean",
+                "tree_depth_max", "accept_prob"]  # fmt: skip
+        keys = [k for k in keys if any(k in c for c in per_chain)]
+        emit_rows(keys, [[c.get(k) for k in keys] for c in per_chain], "table", title="chains")
+    if info.get("note"):
+        app.say(f"note: {info['note']}")
+
+
+def _elements(site: str, shape: tuple[int, ...]) -> list[tuple[str, tuple[int, ...]]]:
+    """(display name, index) of each element of a site: `tau` or `theta[0]`, `theta[1]`..."""
+    import numpy as np
+
+    if int(np.prod(shape)) == 1:
+        return [(site, tuple(0 for _ in shape))]
+    return [(f"{site}[{','.join(map(str, i))}]", i) for i in np.ndindex(*shape)]

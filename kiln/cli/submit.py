@@ -9,6 +9,7 @@ import click
 
 from kiln.catalog import ELBOS, GUIDES, MODELS, OPTIMS, QUEUES
 from kiln.cli import App, jobs
+from kiln.errors import SpecError
 
 WAIT = click.option("--wait", is_flag=True, help="Wait for the job to end; exit 1 if it failed.")
 TIMEOUT = click.option(
@@ -23,12 +24,46 @@ def submit() -> None:
 
 
 @submit.command()
-@click.option("--model", required=True, type=click.Choice(MODELS), help="Built-in model.")
-@click.option("--data", "data_path", required=True, help="CSV file with the data.")
-@click.option("--formula", required=True, help='e.g. "log(rgdppc_2000) ~ cont_africa * rugged".')
-@click.option("--guide", type=click.Choice(GUIDES), default="AutoNormal", show_default=True)
+@click.option(
+    "--model", required=True, metavar="NAME|FILE.py[:FUNCTION]",
+    help=f"A built-in model ({', '.join(MODELS)}) or your own: a Python file and the function"
+    " in it taking the data as keyword arguments [default function: model].",
+)  # fmt: skip
+@click.option(
+    "--data", "data_path", required=True,
+    help="CSV file (built-in models; for your own, its columns become arrays) or a JSON object"
+    " of names to numbers and lists.",
+)  # fmt: skip
+@click.option(
+    "--formula", default=None,
+    help='Built-in models: e.g. "log(rgdppc_2000) ~ cont_africa * rugged".',
+)  # fmt: skip
+@click.option(
+    "--guide", default="AutoNormal", show_default=True, metavar="AUTOGUIDE|FILE.py:FUNCTION",
+    help=f"SVI guide: {', '.join(GUIDES)}; or a guide function in your model's file.",
+)  # fmt: skip
+@click.option(
+    "--method", type=click.Choice(["svi", "nuts", "hmc"]), default="svi", show_default=True,
+    help="nuts/hmc: MCMC (your own models).",
+)  # fmt: skip
 @click.option("--steps", type=int, default=1000, show_default=True, help="SVI steps.")
-@click.option("--lr", type=float, default=0.02, show_default=True, help="Learning rate.")
+@click.option(
+    "--lr", type=float, default=None, help="SVI learning rate [default: 0.02 built-in, 0.01 own]."
+)
+@click.option("--warmup", type=int, default=None, help="MCMC warmup per chain [default: 1000].")
+@click.option(
+    "--samples", type=int, default=None, help="MCMC draws kept per chain [default: 1000]."
+)
+@click.option("--chains", type=int, default=None, help="MCMC chains, run in parallel [default: 4].")
+@click.option(
+    "--target-accept", type=float, default=None, help="NUTS/HMC step size target [default: 0.8]."
+)
+@click.option("--max-tree-depth", type=int, default=None, help="NUTS [default: 10].")
+@click.option("--num-steps", type=int, default=None, help="HMC leapfrog steps per draw.")
+@click.option(
+    "--jit", type=click.Choice(["auto", "off"]), default=None,
+    help="MCMC: auto compiles the model (falls back where tracing fails) [default: auto].",
+)  # fmt: skip
 @click.option("--seed", type=int, default=None, help="RNG seed (default: random, recorded).")
 @click.option(
     "--elbo", type=click.Choice(ELBOS), default="auto", show_default=True,
@@ -70,11 +105,39 @@ def submit() -> None:
 @click.pass_obj
 def fit(app: App, data_path: str, priors: tuple[str, ...], wait: bool, timeout: float | None,
         as_json: bool, then_predict: int | None, **options: Any) -> None:  # fmt: skip
-    """Fit a built-in model by SVI on a CSV file."""
+    """Fit a model: a built-in one by SVI on a CSV file, or your own Pyro model file by SVI
+    (autoguide or your guide) or by MCMC (NUTS/HMC, chains in parallel).
+
+    \b
+    jobs submit fit --model linreg --data rugged.csv --formula "y ~ x"
+    jobs submit fit --model eight_schools.py:model --data schools.json --method nuts
+    jobs submit fit --model eight_schools.py --data schools.json --guide AutoMultivariateNormal
+    """
     from scheduler.enqueue import Limits, read_data_file, submit_fit
     from scheduler.spec import parse_prior_option, parse_spec
     from worker.app import Sender
 
+    mcmc_options = ("warmup", "samples", "chains", "target_accept", "max_tree_depth", "num_steps",
+                    "jit")  # fmt: skip
+    if options["model"] not in MODELS:
+        _submit_user_fit(app, data_path, priors, wait, timeout, as_json, then_predict, options,
+                         mcmc_options)  # fmt: skip
+        return
+    given = [f"--{o.replace('_', '-')}" for o in mcmc_options if options[o] is not None]
+    if options["method"] != "svi" or given:
+        raise SpecError(
+            f"{given[0] if given else '--method ' + options['method']}: MCMC runs your own"
+            " model files (--model FILE.py); built-in models are fitted by SVI",
+            field="method",
+        )
+    if options["formula"] is None:
+        raise SpecError(f"--formula is required for the built-in model {options['model']}")
+    if options["guide"] not in GUIDES:
+        raise SpecError(f"--guide {options['guide']!r}: built-in models take {', '.join(GUIDES)}")
+    for option in (*mcmc_options, "method"):
+        options.pop(option)
+    if options["lr"] is None:
+        options.pop("lr")
     raw = {"kind": "fit", **options, "priors": dict(parse_prior_option(p) for p in priors)}
     spec = parse_spec(raw)
     content = read_data_file(data_path, app.settings.max_dataset_bytes)
@@ -84,6 +147,68 @@ def fit(app: App, data_path: str, priors: tuple[str, ...], wait: bool, timeout: 
         limits=Limits.from_settings(app.settings), then_predict=then_predict,
     )  # fmt: skip
     _report(app, created, wait, timeout, as_json)
+
+
+def _submit_user_fit(
+    app: App, data_path: str, priors: tuple[str, ...], wait: bool, timeout: float | None,
+    as_json: bool, then_predict: int | None, options: dict[str, Any],
+    mcmc_options: tuple[str, ...],
+) -> None:  # fmt: skip
+    from pathlib import Path
+
+    from scheduler.enqueue import Limits, read_data_file, submit_user_fit
+    from scheduler.spec import parse_user_spec
+    from scheduler.usermodel import parse_model_option, read_source_file
+    from worker.app import Sender
+
+    if ":" not in options["model"] and not options["model"].endswith(".py"):
+        raise SpecError(
+            f"--model {options['model']!r}: not a built-in model ({', '.join(MODELS)}) nor a"
+            " FILE.py[:FUNCTION]",
+            field="model",
+        )
+    path, function = parse_model_option(options["model"])
+    for flag, value in (
+        ("--formula", options["formula"]),
+        ("--prior", priors or None),
+        ("--then-predict", then_predict),
+        ("--init", None if options["init"] == "auto" else options["init"]),
+    ):
+        if value is not None:
+            raise SpecError(f"{flag} is for built-in models; {path} is your own model", "model")
+    guide, guide_function = options["guide"], None
+    if guide not in GUIDES:
+        guide_path, guide_function = parse_model_option(guide)
+        if ":" not in guide:
+            raise SpecError(f"--guide {guide!r}: an autoguide name or FILE.py:FUNCTION", "guide")
+        if Path(guide_path).resolve() != Path(path).resolve():
+            raise SpecError(
+                f"--guide {guide!r}: the guide function must be in the model's file ({path})",
+                field="guide",
+            )
+        guide = "AutoNormal"
+    raw: dict[str, Any] = {
+        "kind": "fit", "source": "user", "model": options["model"],
+        "model_file": Path(path).name, "model_function": function, "method": options["method"],
+        "guide": guide, "guide_function": guide_function,
+    }  # fmt: skip
+    for key in ("elbo", "optim", "steps", "lr", "num_samples", "seed", "device", "queue",
+                "priority", "checkpoint_every", "checkpoint_every_s", *mcmc_options):  # fmt: skip
+        if options.get(key) is not None:
+            raw[key] = options[key]
+    if options["method"] == "svi":
+        given = [o for o in mcmc_options if options[o] is not None]
+        if given:
+            raise SpecError(f"--{given[0].replace('_', '-')} is for --method nuts or hmc")
+    spec = parse_user_spec(raw)
+    source = read_source_file(path, app.settings.max_source_bytes)
+    content = read_data_file(data_path, app.settings.max_dataset_bytes)
+    job = submit_user_fit(
+        app.sessions, spec, source, content, data_name=data_path,
+        send=lambda *message: Sender(app.celery)(*message),
+        limits=Limits.from_settings(app.settings),
+    )  # fmt: skip
+    _report(app, [job], wait, timeout, as_json)
 
 
 @submit.command()

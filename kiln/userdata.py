@@ -1,0 +1,95 @@
+"""Data for users' own models: a JSON object or a CSV file -> {name: number or (nested) list}.
+
+The JSON layout is Stan's and posteriordb's: names to numbers and rectangular nested lists. A
+CSV's columns become lists. Pure Python + pandas (no torch): the scheduler checks a submission
+with it and the worker reads the same values before making tensors.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from kiln.errors import DataError
+from kiln.tables import read_csv_bytes
+
+Value = int | float | bool | list[Any]
+
+
+def parse_user_data(content: bytes, name: str) -> tuple[str, dict[str, Value]]:
+    """(format, data): `json` for a .json file or anything that starts like JSON, else `csv`."""
+    looks_json = content.lstrip()[:1] in (b"{", b"[")
+    if name.lower().endswith(".json") or looks_json:
+        return "json", _from_json(content, name)
+    return "csv", _from_csv(content, name)
+
+
+def _from_json(content: bytes, name: str) -> dict[str, Value]:
+    try:
+        raw = json.loads(content.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"{name}: not a readable JSON file ({e})") from None
+    if not isinstance(raw, dict):
+        raise DataError(
+            f"{name}: the JSON must be an object of names to numbers and lists"
+            f" (got a {type(raw).__name__})"
+        )
+    if not raw:
+        raise DataError(f"{name}: the JSON object is empty; the model gets no data")
+    for field, value in raw.items():
+        if not field.isidentifier():
+            raise DataError(f"{name}: data name `{field}` is not a Python identifier", field)
+        check_value(field, value, name)
+    return raw
+
+
+def _from_csv(content: bytes, name: str) -> dict[str, Value]:
+    frame = read_csv_bytes(content, name)
+    data: dict[str, Value] = {}
+    for column in frame.columns:
+        field = str(column).strip()
+        if not field.isidentifier():
+            raise DataError(
+                f"{name}: column `{field}` is not a Python identifier, so it cannot be a model"
+                " argument; rename it",
+                field,
+            )
+        series = frame[column]
+        if series.dtype.kind not in "iufb":
+            raise DataError(f"{name}: column `{field}` is not numeric ({series.dtype})", field)
+        if series.isna().any():
+            raise DataError(
+                f"{name}: column `{field}` has {int(series.isna().sum())} missing values", field
+            )
+        data[field] = series.tolist()
+    return data
+
+
+def check_value(field: str, value: Any, name: str = "data") -> tuple[int, ...]:
+    """The shape of a number or a rectangular nested list of numbers; DataError otherwise."""
+    if isinstance(value, bool | int):
+        return ()
+    if isinstance(value, float):
+        if math.isnan(value):
+            raise DataError(f"{name}: data field `{field}` is NaN", field)
+        return ()
+    if isinstance(value, list):
+        if not value:
+            return (0,)
+        shapes = {check_value(field, item, name) for item in value}
+        if len(shapes) > 1:
+            lengths = sorted({s[0] if s else 1 for s in shapes})
+            raise DataError(
+                f"{name}: data field `{field}` is a ragged nested list (rows of lengths "
+                f"{', '.join(map(str, lengths))}); make it rectangular",
+                field,
+            )
+        return (len(value), *shapes.pop())
+    what = "null" if value is None else type(value).__name__
+    raise DataError(f"{name}: data field `{field}` is a {what}; give numbers or lists", field)
+
+
+def describe(data: dict[str, Value]) -> dict[str, list[int]]:
+    """{name: shape} for the job's record."""
+    return {field: list(check_value(field, value)) for field, value in data.items()}

