@@ -77,8 +77,13 @@ class Sink:
         elif isinstance(event, ChainProgress):
             self.chain_done[event.chain] = event.done
             self.step = sum(self.chain_done.values())
+            chains = self.info.setdefault("chain_progress", {})
+            chains[str(event.chain)] = {
+                "done": event.done, "total": event.total, "warmup": event.warmup,
+                "divergences": event.divergences,
+            }  # fmt: skip
             if time.monotonic() - self.last_flush >= self.flush_every_s:
-                self.flush()
+                self.flush(info=True)
         elif isinstance(event, McmcStarted):
             self.info.update(
                 method=event.method, device=event.device, chains=event.chains,

@@ -100,6 +100,10 @@ def show_job(app: App, job_id: str, as_json: bool) -> None:
             + (f"; {info.get('divergences')} divergences, max r_hat {info['max_r_hat']:.4f}"
                if info.get("max_r_hat") is not None else "")
         )  # fmt: skip
+    for chain, p in sorted((info.get("chain_progress") or {}).items(), key=lambda x: int(x[0])):
+        phase = "warmup" if p["warmup"] else "sampling"
+        lines.append(f"chain {chain:<4} {p['done']}/{p['total']} ({phase}),"
+                     f" {p['divergences']} divergences")  # fmt: skip
     if info.get("note"):
         lines.append(f"note       {info['note']}")
     for a in attempts:
