@@ -10,7 +10,17 @@ from typing import Any
 from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from db.models import TERMINAL, Attempt, Checkpoint, Job, JobStatus, Loss, Worker, utcnow
+from db.models import (
+    TERMINAL,
+    Attempt,
+    Checkpoint,
+    Job,
+    JobStatus,
+    Loss,
+    Metric,
+    Worker,
+    utcnow,
+)
 from kiln.errors import InfraError, NotFound
 
 
@@ -106,6 +116,8 @@ def claim_job(
     if number > 1:
         resume_at = session.scalar(select(Checkpoint.step).where(Checkpoint.job_id == job_id)) or 0
         session.execute(delete(Loss).where(Loss.job_id == job_id, Loss.step >= resume_at))
+        # A metric at step k was written with the checkpoint at k (its epoch ended there).
+        session.execute(delete(Metric).where(Metric.job_id == job_id, Metric.step > resume_at))
         session.execute(
             update(Job)
             .where(Job.id == job_id)
@@ -144,8 +156,10 @@ def record_progress(
     info: dict[str, Any] | None = None,
     step: int | None = None,
     checkpoint: tuple[int, str, bytes] | None = None,
+    metrics: Sequence[tuple[str, int, int, float]] = (),
 ) -> bool:
-    """Store a batch of loss rows, move progress on and renew the lease, in one transaction,
+    """Store a batch of loss rows (and metrics: name, step, epoch, value), move progress on
+    and renew the lease, in one transaction,
     with the checkpoint (step, format, bytes) taken after the last of those losses, if any.
 
     Returns True when the user asked to cancel. Raises InfraError if this worker no longer
@@ -173,6 +187,12 @@ def record_progress(
             Loss.__table__.insert(),
             [{"job_id": job_id, "step": step, "loss": loss} for step, loss in losses],
         )
+    if metrics:
+        session.execute(
+            Metric.__table__.insert(),
+            [{"job_id": job_id, "name": name, "step": at, "epoch": epoch, "value": value}
+             for name, at, epoch, value in metrics],
+        )  # fmt: skip
     if checkpoint is not None:
         at, fmt, content = checkpoint
         session.execute(delete(Checkpoint).where(Checkpoint.job_id == job_id))

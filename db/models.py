@@ -156,6 +156,19 @@ class Loss(Base):
     loss: Mapped[float] = mapped_column(Float)
 
 
+class Metric(Base):
+    """A named measurement of a job by step (and epoch): train_elbo, test_elbo, test_accuracy,
+    mse... `SELECT step, value FROM metrics WHERE job_id = ... AND name = 'test_elbo'`.
+    A predict job's metrics are at step 0."""
+
+    __tablename__ = "metrics"
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    step: Mapped[int] = mapped_column(Integer, primary_key=True)
+    epoch: Mapped[int] = mapped_column(Integer, default=0)
+    value: Mapped[float] = mapped_column(Float)
+
+
 class Param(Base):
     """Posterior summary of one latent site, constrained space.
 

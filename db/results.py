@@ -10,7 +10,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from db.codec import decode_array, encode_array
-from db.models import FittedState, GuideParam, Loss, Param, Sample
+from db.models import FittedState, GuideParam, Loss, Metric, Param, Sample
 from kiln.records import DIAGNOSTICS, STATS, SiteStats
 
 
@@ -201,6 +201,26 @@ def get_losses(session: Session, job_id: str) -> list[tuple[int, float]]:
         select(Loss.step, Loss.loss).where(Loss.job_id == job_id).order_by(Loss.step)
     ).all()
     return [(int(step), float(loss)) for step, loss in rows]
+
+
+def get_metrics(
+    session: Session, job_id: str, name: str | None = None
+) -> list[tuple[str, int, int, float]]:
+    """(name, step, epoch, value) rows by step, then name."""
+    query = select(Metric.name, Metric.step, Metric.epoch, Metric.value).where(
+        Metric.job_id == job_id
+    )
+    if name is not None:
+        query = query.where(Metric.name == name)
+    rows = session.execute(query.order_by(Metric.step, Metric.name)).all()
+    return [(r.name, int(r.step), int(r.epoch), float(r.value)) for r in rows]
+
+
+def add_metrics(session: Session, job_id: str, values: Mapping[str, float], step: int = 0) -> None:
+    """A predict job's (or a fit's final) metrics at one step. No commit."""
+    session.execute(delete(Metric).where(Metric.job_id == job_id, Metric.step == step))
+    for name, value in values.items():
+        session.add(Metric(job_id=job_id, name=name, step=step, epoch=0, value=float(value)))
 
 
 def get_params(session: Session, job_id: str) -> list[SiteStats]:

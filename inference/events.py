@@ -94,4 +94,15 @@ class McmcFinished:
         )
 
 
-Event = Started | Step | Checkpoint | Finished | McmcStarted | ChainProgress | McmcFinished
+@dataclass(frozen=True, slots=True)
+class Metric:
+    """A named value measured after `step` steps (an epoch's end: train_elbo, test_elbo,
+    test_accuracy ...); `epoch` is 1-based, 0 when not by epoch."""
+
+    name: str
+    step: int
+    value: float
+    epoch: int = 0
+
+
+Event = Started | Step | Checkpoint | Finished | Metric | McmcStarted | ChainProgress | McmcFinished

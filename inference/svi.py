@@ -15,11 +15,12 @@ import pyro.util
 import torch
 
 from inference import checkpoint
-from inference.events import Checkpoint, Event, Finished, Started, Step
+from inference.events import Checkpoint, Event, Finished, Metric, Started, Step
 from kiln.errors import KilnError, ModelError, SpecError
 
 _ELBOS: dict[str, type[pyro.infer.ELBO]] = {
     "Trace_ELBO": pyro.infer.Trace_ELBO,
+    "TraceEnum_ELBO": pyro.infer.TraceEnum_ELBO,
     "JitTrace_ELBO": pyro.infer.JitTrace_ELBO,
     "TraceMeanField_ELBO": pyro.infer.TraceMeanField_ELBO,
     "JitTraceMeanField_ELBO": pyro.infer.JitTraceMeanField_ELBO,
@@ -81,6 +82,25 @@ def _restore(
     return state.step
 
 
+def _epoch_metrics(
+    done: int, epoch: int, losses: list[float], items: int,
+    evaluate: Callable[[], dict[str, float]] | None,
+) -> Iterator[Metric]:  # fmt: skip
+    """An epoch's metrics; an epoch partly replayed after a resume reports what it saw."""
+    if losses:
+        yield Metric("train_elbo", done, sum(losses) / len(losses) / max(items, 1), epoch)
+    if evaluate is not None:
+        try:
+            with torch.no_grad():
+                values = evaluate()
+        except KilnError:
+            raise
+        except Exception as e:
+            raise ModelError(f"evaluating epoch {epoch} raised {type(e).__name__}: {e}") from e
+        for name, value in values.items():
+            yield Metric(name, done, float(value), epoch)
+
+
 def run_svi(
     model: Callable[..., Any],
     guide: Callable[..., Any],
@@ -95,6 +115,11 @@ def run_svi(
     resume: bytes | None = None,
     checkpoint_every_steps: int = 0,
     checkpoint_every_s: float = 0.0,
+    batch: Callable[[int], tuple[tuple[Any, ...], dict[str, Any]]] | None = None,
+    steps_per_epoch: int = 0,
+    evaluate: Callable[[], dict[str, float]] | None = None,
+    loss_items: int = 1,
+    max_plate_nesting: int | None = None,
 ) -> Iterator[Event]:
     """Run `steps` SVI steps of `model`/`guide` on `args`, yielding Started, Step...,
     Checkpoint (every `checkpoint_every_steps` steps or `checkpoint_every_s` seconds, 0: never)
@@ -103,17 +128,30 @@ def run_svi(
     The caller sets the seed and clears the param store first. `resume` (bytes of a
     Checkpoint event) goes on from where that checkpoint was taken. Raises ModelError (never
     retried) when the model raises or the loss is not finite.
+
+    Mini-batches: `batch(step)` gives each step's (args, kwargs) instead of `args`/`kwargs`.
+    With `steps_per_epoch`, each epoch's end yields Metric `train_elbo` (the epoch's mean loss
+    over `loss_items`) and whatever `evaluate()` returns, before any checkpoint of that step.
     """
     kwargs = kwargs or {}
-    loss_fn = _ELBOS[elbo](ignore_jit_warnings=True) if elbo.startswith("Jit") else _ELBOS[elbo]()
+    options: dict[str, Any] = {"ignore_jit_warnings": True} if elbo.startswith("Jit") else {}
+    if max_plate_nesting is not None:
+        options["max_plate_nesting"] = max_plate_nesting
+    loss_fn = _ELBOS[elbo](**options)
     svi = pyro.infer.SVI(model, guide, make_optim(optim, lr), loss=loss_fn)
-    first = _restore(resume, svi, loss_fn, args, kwargs, device) if resume else 0
+
+    def inputs(step: int) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        return batch(step) if batch is not None else (args, kwargs)
+
+    first = _restore(resume, svi, loss_fn, *inputs(0), device) if resume else 0
     yield Started(elbo=elbo, device=device, total=steps, first_step=first)
     loss = math.nan
     since = time.monotonic()
+    epoch_losses: list[float] = []
     for step in range(first, steps):
+        step_args, step_kwargs = inputs(step)
         try:
-            loss = svi.step(*args, **kwargs)
+            loss = svi.step(*step_args, **step_kwargs)
         except KilnError:
             raise
         except Exception as e:
@@ -126,6 +164,12 @@ def run_svi(
                 step=step,
             )
         yield Step(step=step, total=steps, loss=loss)
+        if steps_per_epoch:
+            epoch_losses.append(loss)
+            if (step + 1) % steps_per_epoch == 0:
+                epoch = (step + 1) // steps_per_epoch
+                yield from _epoch_metrics(step + 1, epoch, epoch_losses, loss_items, evaluate)
+                epoch_losses = []
         if _due(step + 1, steps, checkpoint_every_steps, checkpoint_every_s, since):
             yield Checkpoint(step + 1, checkpoint.capture(step + 1, svi.optim))
             since = time.monotonic()

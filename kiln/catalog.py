@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Literal, get_args
 
 ModelName = Literal["linreg"]
+# The model library (kiln.library cards, inference/models): each with its own data and options.
+LibraryModelName = Literal["bnn-classifier", "forecast-linreg", "forecast-bnn", "vae", "hmm"]
 GuideName = Literal[
     "AutoNormal",
     "AutoDiagonalNormal",
@@ -18,6 +20,7 @@ OptimName = Literal["Adam", "ClippedAdam"]
 QueueName = Literal["cpu", "gpu"]
 
 MODELS: tuple[str, ...] = get_args(ModelName)
+LIBRARY_MODELS: tuple[str, ...] = get_args(LibraryModelName)
 GUIDES: tuple[str, ...] = get_args(GuideName)
 ELBOS: tuple[str, ...] = get_args(ElboName)
 OPTIMS: tuple[str, ...] = get_args(OptimName)

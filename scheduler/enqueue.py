@@ -19,10 +19,18 @@ from db.models import Dataset, Job, JobStatus, ModelSource
 from db.sources import store_source
 from kiln.catalog import LINREG_RESERVED_SITES
 from kiln.errors import DataError, InfraError, SpecError
+from kiln.library import DataRef, get_card, parse_options
 from kiln.tables import build_design, read_csv_bytes
 from kiln.userdata import describe, parse_user_data
 from scheduler.routing import broker_priority, route
-from scheduler.spec import FitSpec, PredictSpec, UserFitSpec, is_user_spec
+from scheduler.spec import (
+    FitSpec,
+    LibraryFitSpec,
+    PredictSpec,
+    UserFitSpec,
+    is_library_spec,
+    is_user_spec,
+)
 from scheduler.usermodel import check_data_names, check_source
 
 log = logging.getLogger(__name__)
@@ -239,6 +247,86 @@ def submit_user_fit(
     return job
 
 
+def submit_library_fit(
+    sessions: sessionmaker[Session],
+    spec: LibraryFitSpec,
+    data: DataRef,
+    *,
+    send: Sender,
+    limits: Limits,
+    then_predict: int | None = None,
+) -> list[Job]:
+    """Check a library model's options and data (its card), store dataset + job, then send.
+
+    `data.content` (a CSV file, or an MNIST folder packed as .npz) is stored content-addressed;
+    a built-in data set (`digits`) is stored by name only. With `then_predict`, a predict job of
+    that many draws waits for the fit.
+    """
+    card = get_card(spec.model)
+    options = parse_options(card, spec.options)
+    facts = card.check(options, data)
+    if spec.device == "cuda" and spec.queue == "cpu":
+        raise SpecError("device cuda needs the gpu queue (got --queue cpu)", field="queue")
+    if then_predict is not None and not 0 < then_predict <= limits.max_predict_samples:
+        raise SpecError(
+            f"--then-predict: between 1 and {limits.max_predict_samples} (got {then_predict})",
+            field="num_samples",
+        )
+    updates: dict[str, object] = {"options": options}
+    if spec.seed is None:
+        updates["seed"] = secrets.randbelow(2**31)
+    spec = spec.model_copy(update=updates)
+    queue = route(spec, lambda: _gpu_free(sessions, limits))
+    job_id = new_job_id()
+    created: list[Job] = []
+    with sessions() as session:
+        dataset_id = None
+        if data.content is not None:
+            dataset_id = store_dataset(
+                session, data.content, name=data.name, format=data.kind,
+                columns=[str(c) for c in facts.get("columns", [])],
+                num_rows=int(facts.get("rows", 0) or 0),
+            )  # fmt: skip
+        job = create_job(
+            session, id=job_id, kind=spec.kind, spec=spec.model_dump(mode="json"),
+            model=spec.model, dataset_id=dataset_id, queue=queue, priority=spec.priority,
+            total_steps=int(facts.get("steps", 0) or 0), max_attempts=limits.max_attempts,
+        )  # fmt: skip
+        job.info = {"data": _plain(facts)}
+        created.append(job)
+        if then_predict is not None:
+            predict = PredictSpec(
+                from_job=job_id, num_samples=then_predict, seed=secrets.randbelow(2**31),
+                device=spec.device, queue=spec.queue, priority=spec.priority,
+            )  # fmt: skip
+            created.append(
+                _create_predict(
+                    session,
+                    predict,
+                    fit_model=spec.model,
+                    dataset_id=None,
+                    waiting=True,
+                    limits=limits,
+                    rows=None,
+                )  # fmt: skip
+            )
+        session.commit()
+    _send_or_forget(sessions, [(job_id, queue, spec.priority)], created, send)
+    log.info("job %s: %s on %s queued on %s", job_id, spec.model, data.name, queue)
+    return created
+
+
+def _plain(value: Any) -> Any:
+    """Facts made JSON-safe (numpy numbers and tuples to Python)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, str | bytes):
+        return value.item()
+    return value
+
+
 def _rows(data: dict[str, object]) -> int:
     """The length of the longest list in the data (a CSV's row count)."""
     return max((len(v) for v in data.values() if isinstance(v, list)), default=1)
@@ -277,15 +365,25 @@ def submit_predict(
                 field="from_job",
             )
         fit_content = load_dataset(session, fit.dataset_id or "").content if content else b""
-    formula = fit.spec["formula"]
-    if content is None:
+    if is_library_spec(fit.spec):
+        if content is not None:
+            raise SpecError(
+                f"--data: a {fit.model} fit predicts for its own held-out data; new data is"
+                " not supported for library models yet",
+                field="data",
+            )
+        rows: int | None = None
+        check_predict_size(spec.num_samples, 1, limits)
+    elif content is None:
         rows = int((fit.info or {}).get("data", {}).get("rows_used") or 0)
+        check_predict_size(spec.num_samples, rows, limits)
     else:
         fit_frame = read_csv_bytes(fit_content)
         frame = read_csv_bytes(content, data_name or "data")
-        design = build_design(frame, formula, reference=fit_frame, require_response=False)
+        design = build_design(frame, fit.spec["formula"], reference=fit_frame,
+                              require_response=False)  # fmt: skip
         rows = design.rows_used
-    check_predict_size(spec.num_samples, rows, limits)
+        check_predict_size(spec.num_samples, rows, limits)
     if spec.seed is None:
         spec = spec.model_copy(update={"seed": secrets.randbelow(2**31)})
     spec = spec.model_copy(update={"from_job": fit.id})

@@ -15,7 +15,7 @@ from pydantic import (
     model_validator,
 )
 
-from kiln.catalog import ElboName, GuideName, ModelName, OptimName, QueueName
+from kiln.catalog import ElboName, GuideName, LibraryModelName, ModelName, OptimName, QueueName
 from kiln.errors import SpecError
 
 
@@ -118,6 +118,27 @@ class UserFitSpec(BaseModel):
         return self.chains * (self.warmup + self.samples) if self.is_mcmc else self.steps
 
 
+class LibraryFitSpec(BaseModel):
+    """A fit of a library model (bnn-classifier, forecast-*, vae, hmm) by mini-batched SVI;
+    `options` are the model card's defaults as updated by `--set key=value`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: Literal["fit"] = "fit"
+    source: Literal["library"] = "library"
+    model: LibraryModelName
+    data: str = Field(min_length=1, max_length=255)  # `digits`, or the file's or folder's name
+    data_kind: Literal["builtin", "csv", "npz"]
+    options: dict[str, int | float | str | bool] = Field(default_factory=dict)
+    optim: OptimName = "Adam"
+    num_samples: PositiveInt = Field(default=200, le=100_000)  # draws for the params summary
+    seed: int | None = Field(default=None, ge=0, lt=2**32)
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    queue: QueueName | None = None
+    priority: int = Field(default=5, ge=0, le=9)
+    checkpoint_every: int | None = Field(default=None, ge=0)
+    checkpoint_every_s: float | None = Field(default=None, ge=0)
+
+
 class PredictSpec(BaseModel):
     """Posterior predictive draws from a fit's stored state, for its rows or new ones."""
 
@@ -131,10 +152,10 @@ class PredictSpec(BaseModel):
     priority: int = Field(default=5, ge=0, le=9)
 
 
-JobSpec = FitSpec | UserFitSpec | PredictSpec
+JobSpec = FitSpec | UserFitSpec | LibraryFitSpec | PredictSpec
 
 
-Spec = TypeVar("Spec", FitSpec, UserFitSpec, PredictSpec)
+Spec = TypeVar("Spec", FitSpec, UserFitSpec, LibraryFitSpec, PredictSpec)
 
 
 def _describe(error: dict[str, Any]) -> str:
@@ -157,6 +178,15 @@ def parse_spec(raw: dict[str, Any]) -> FitSpec:
 def parse_user_spec(raw: dict[str, Any]) -> UserFitSpec:
     """Validate a user-model fit spec; raise one SpecError listing every bad field."""
     return _validate(UserFitSpec, raw)
+
+
+def parse_library_spec(raw: dict[str, Any]) -> LibraryFitSpec:
+    """Validate a library-model fit spec; raise one SpecError listing every bad field."""
+    return _validate(LibraryFitSpec, raw)
+
+
+def is_library_spec(spec: dict[str, Any]) -> bool:
+    return spec.get("source") == "library"
 
 
 def is_user_spec(spec: dict[str, Any]) -> bool:

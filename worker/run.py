@@ -18,7 +18,7 @@ from db.models import Dataset, JobStatus
 from db.results import get_fitted_state, store_fit_results, store_predict_results
 from kiln.errors import Cancelled, InfraError, UserError
 from kiln.tables import read_csv_bytes
-from scheduler.spec import is_user_spec
+from scheduler.spec import is_library_spec, is_user_spec
 from worker.lease import LeaseKeeper
 from worker.runtime import Runtime
 from worker.sink import Sink
@@ -58,6 +58,10 @@ def execute_job(rt: Runtime, job_id: str) -> Outcome:
         with keeper:
             if job.kind == "predict":
                 _run_predict(rt, job_id, job.spec, dataset, info, started)
+            elif is_library_spec(job.spec):
+                from worker.library import run_library_fit
+
+                run_library_fit(rt, job_id, job.spec, dataset, info, started)
             elif is_user_spec(job.spec):
                 from worker.userjobs import run_user_job
 
@@ -132,6 +136,11 @@ def run_svi_job(
     info: dict[str, Any],
     started: float,
     summarize: Callable[[], tuple[list[Any], dict[str, Any]]],
+    *,
+    elbo: str | None = None,
+    steps: int | None = None,
+    lr: float | None = None,
+    **svi_options: Any,
 ) -> None:
     """SVI steps (resuming from a checkpoint if there is one), then the fitted state, guide
     parameters and posterior summaries; `summarize` draws from the fitted guide."""
@@ -139,7 +148,7 @@ def run_svi_job(
     from inference.state import STATE_FORMAT, dump_state, param_values
     from inference.svi import resolve_elbo, run_svi
 
-    elbo = resolve_elbo(spec["elbo"], problem.jit_safe)
+    elbo = elbo or resolve_elbo(spec["elbo"], problem.jit_safe)
     with rt.sessions() as session:
         saved = get_checkpoint(session, job_id)
         resume = saved.content if saved is not None else None
@@ -155,10 +164,12 @@ def run_svi_job(
     every = spec.get("checkpoint_every")
     every_s = spec.get("checkpoint_every_s")
     events = run_svi(
-        problem.model, problem.guide, problem.args, problem.kwargs, steps=spec["steps"],
-        lr=spec["lr"], optim=spec["optim"], elbo=elbo, device=problem.device, resume=resume,
+        problem.model, problem.guide, getattr(problem, "args", ()),
+        getattr(problem, "kwargs", None), steps=steps or spec["steps"], lr=lr or spec["lr"],
+        optim=spec["optim"], elbo=elbo, device=problem.device, resume=resume,
         checkpoint_every_steps=rt.settings.checkpoint_every if every is None else every,
         checkpoint_every_s=rt.settings.checkpoint_every_s if every_s is None else every_s,
+        **svi_options,
     )  # fmt: skip
     for event in events:
         sink.add(event)
@@ -169,7 +180,8 @@ def run_svi_job(
     with rt.sessions() as session:
         store_fit_results(
             session, job_id, sites=sites, draws=draws, guide_params=guide_params, state=state,
-            state_format=STATE_FORMAT, guide=spec.get("guide_function") or spec["guide"],
+            state_format=STATE_FORMAT,
+            guide=spec.get("guide_function") or spec.get("guide") or "library",
         )  # fmt: skip
         job = get_job(session, job_id)
         job.info = info
@@ -197,8 +209,16 @@ def _run_predict(
         state = get_fitted_state(session, fit_id)
         if state is None:
             raise UserError(f"fit {fit_id} stored no fitted state to predict from")
-        fit_data = load_dataset(session, fit.dataset_id or "")
-        fit_spec, content, state_bytes = dict(fit.spec), fit_data.content, state.content
+        fit_data = load_dataset(session, fit.dataset_id) if fit.dataset_id else None
+        fit_spec, state_bytes = dict(fit.spec), state.content
+    if is_library_spec(fit_spec):
+        from worker.library import run_library_predict
+
+        run_library_predict(rt, job_id, spec, fit_spec, fit_data, state, info, started)
+        return
+    if fit_data is None:
+        raise UserError(f"fit {fit_id} has no stored data")
+    content = fit_data.content
     if state.format != STATE_FORMAT:
         raise UserError(f"fit {fit_id}: fitted state format {state.format!r} is not supported")
     prediction = predict(

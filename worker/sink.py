@@ -19,6 +19,7 @@ from inference.events import (
     Finished,
     McmcFinished,
     McmcStarted,
+    Metric,
     Started,
     Step,
 )
@@ -50,6 +51,7 @@ class Sink:
         self.db_retry_s = db_retry_s
         self.info = info
         self.pending: list[tuple[int, float]] = []
+        self.metrics: list[tuple[str, int, int, float]] = []
         self.checkpoint: tuple[int, str, bytes] | None = None
         self.last_flush = self.last_ok = time.monotonic()
         self.final_loss: float | None = None
@@ -61,6 +63,9 @@ class Sink:
             self.pending.append((event.step, event.loss))
             if time.monotonic() - self.last_flush >= self.flush_every_s:
                 self.flush()
+        elif isinstance(event, Metric):
+            self.metrics.append((event.name, event.step, event.epoch, event.value))
+            self.info.setdefault("metrics", {})[event.name] = event.value  # the latest
         elif isinstance(event, Checkpoint):
             self.checkpoint = (event.step, CHECKPOINT_FORMAT, event.content)
             self.flush()
@@ -99,13 +104,14 @@ class Sink:
         flush once db_retry_s passed without one that worked) retries with back-off instead,
         and gives up with InfraError at db_retry_s."""
         delay = 0.1
+        info = info or bool(self.metrics)
         while True:
             try:
                 with self.sessions() as session:
                     cancel = record_progress(
                         session, self.job_id, worker=self.worker, losses=self.pending,
                         lease_s=self.lease_s, info=dict(self.info) if info else None,
-                        checkpoint=self.checkpoint, step=self.step,
+                        checkpoint=self.checkpoint, step=self.step, metrics=self.metrics,
                     )  # fmt: skip
                 break
             except DBAPIError as e:
@@ -123,6 +129,7 @@ class Sink:
                 time.sleep(delay)
                 delay = min(2 * delay, 2.0)
         self.pending = []
+        self.metrics = []
         self.checkpoint = None
         self.last_flush = self.last_ok = time.monotonic()
         if cancel:

@@ -112,6 +112,7 @@ def get_cli() -> click.Group:
         control,
         demo,
         fleet,
+        library,
         outputs,
         results,
         submit,

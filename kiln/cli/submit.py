@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from kiln.catalog import ELBOS, GUIDES, MODELS, OPTIMS, QUEUES
+from kiln.catalog import ELBOS, GUIDES, LIBRARY_MODELS, MODELS, OPTIMS, QUEUES
 from kiln.cli import App, jobs
 from kiln.errors import SpecError
 
@@ -26,13 +26,13 @@ def submit() -> None:
 @submit.command()
 @click.option(
     "--model", required=True, metavar="NAME|FILE.py[:FUNCTION]",
-    help=f"A built-in model ({', '.join(MODELS)}) or your own: a Python file and the function"
-    " in it taking the data as keyword arguments [default function: model].",
+    help=f"A built-in model ({', '.join((*MODELS, *LIBRARY_MODELS))}) or your own: a Python"
+    " file and the function in it taking the data as keyword arguments [default: model].",
 )  # fmt: skip
 @click.option(
     "--data", "data_path", required=True,
-    help="CSV file (built-in models; for your own, its columns become arrays) or a JSON object"
-    " of names to numbers and lists.",
+    help="CSV file (built-in models; for your own, its columns become arrays), a JSON object"
+    " of names to numbers and lists, `digits` (scikit-learn's 8x8 digits) or an MNIST folder.",
 )  # fmt: skip
 @click.option(
     "--formula", default=None,
@@ -42,6 +42,13 @@ def submit() -> None:
     "--guide", default="AutoNormal", show_default=True, metavar="AUTOGUIDE|FILE.py:FUNCTION",
     help=f"SVI guide: {', '.join(GUIDES)}; or a guide function in your model's file.",
 )  # fmt: skip
+@click.option(
+    "--set",
+    "settings",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A library model's option (e.g. hidden=64, epochs=20); repeatable.",
+)
 @click.option(
     "--method", type=click.Choice(["svi", "nuts", "hmc"]), default="svi", show_default=True,
     help="nuts/hmc: MCMC (your own models).",
@@ -104,7 +111,8 @@ def submit() -> None:
 @AS_JSON
 @click.pass_obj
 def fit(app: App, data_path: str, priors: tuple[str, ...], wait: bool, timeout: float | None,
-        as_json: bool, then_predict: int | None, **options: Any) -> None:  # fmt: skip
+        as_json: bool, then_predict: int | None, settings: tuple[str, ...],
+        **options: Any) -> None:  # fmt: skip
     """Fit a model: a built-in one by SVI on a CSV file, or your own Pyro model file by SVI
     (autoguide or your guide) or by MCMC (NUTS/HMC, chains in parallel).
 
@@ -112,6 +120,7 @@ def fit(app: App, data_path: str, priors: tuple[str, ...], wait: bool, timeout: 
     jobs submit fit --model linreg --data rugged.csv --formula "y ~ x"
     jobs submit fit --model eight_schools.py:model --data schools.json --method nuts
     jobs submit fit --model eight_schools.py --data schools.json --guide AutoMultivariateNormal
+    jobs submit fit --model bnn-classifier --data digits --set hidden=64 --then-predict 100
     """
     from scheduler.enqueue import Limits, read_data_file, submit_fit
     from scheduler.spec import parse_prior_option, parse_spec
@@ -119,6 +128,12 @@ def fit(app: App, data_path: str, priors: tuple[str, ...], wait: bool, timeout: 
 
     mcmc_options = ("warmup", "samples", "chains", "target_accept", "max_tree_depth", "num_steps",
                     "jit")  # fmt: skip
+    if options["model"] in LIBRARY_MODELS:
+        _submit_library_fit(app, data_path, settings, priors, wait, timeout, as_json,
+                            then_predict, options, mcmc_options)  # fmt: skip
+        return
+    if settings:
+        raise SpecError(f"--set is for library models ({', '.join(LIBRARY_MODELS)})", "options")
     if options["model"] not in MODELS:
         _submit_user_fit(app, data_path, priors, wait, timeout, as_json, then_predict, options,
                          mcmc_options)  # fmt: skip
@@ -144,6 +159,65 @@ def fit(app: App, data_path: str, priors: tuple[str, ...], wait: bool, timeout: 
     created = submit_fit(
         app.sessions, spec, content, data_name=data_path,
         send=lambda *message: Sender(app.celery)(*message),
+        limits=Limits.from_settings(app.settings), then_predict=then_predict,
+    )  # fmt: skip
+    _report(app, created, wait, timeout, as_json)
+
+
+def _submit_library_fit(
+    app: App, data_path: str, settings: tuple[str, ...], priors: tuple[str, ...], wait: bool,
+    timeout: float | None, as_json: bool, then_predict: int | None, options: dict[str, Any],
+    mcmc_options: tuple[str, ...],
+) -> None:  # fmt: skip
+    from pathlib import Path
+
+    from kiln.library import DataRef, get_card, parse_options
+    from scheduler.enqueue import Limits, read_data_file, submit_library_fit
+    from scheduler.spec import parse_library_spec
+    from worker.app import Sender
+
+    name = options["model"]
+    unused = {"--formula": options["formula"], "--prior": priors or None,
+              "--method": None if options["method"] == "svi" else options["method"],
+              "--guide": None if options["guide"] == "AutoNormal" else options["guide"],
+              "--steps": None if options["steps"] == 1000 else options["steps"],
+              "--init": None if options["init"] == "auto" else options["init"],
+              "--elbo": None if options["elbo"] == "auto" else options["elbo"],
+              **{f"--{o.replace('_', '-')}": options[o] for o in mcmc_options}}  # fmt: skip
+    for flag, value in unused.items():
+        if value is not None:
+            raise SpecError(
+                f"{flag} does not apply to the library model {name}: it sets its own; change"
+                f" its options with --set (see `jobs models`)",
+                field="model",
+            )
+    card = get_card(name)
+    given = list(settings)
+    if options["lr"] is not None:
+        given.append(f"lr={options['lr']}")
+    parsed = parse_options(card, given)
+    path = Path(data_path)
+    if data_path == "digits":
+        data = DataRef("builtin", "digits")
+    elif path.is_dir():
+        from kiln.library.digits import read_mnist_dir
+
+        data = DataRef("npz", path.name, read_mnist_dir(path))
+    else:
+        data = DataRef("csv", path.name, read_data_file(path, app.settings.max_dataset_bytes))
+    raw: dict[str, Any] = {
+        "kind": "fit", "source": "library", "model": name, "data": data.name,
+        "data_kind": data.kind, "options": parsed,
+    }  # fmt: skip
+    for key in ("optim", "num_samples", "seed", "device", "queue", "priority",
+                "checkpoint_every", "checkpoint_every_s"):  # fmt: skip
+        if options.get(key) is not None:
+            raw[key] = options[key]
+    if raw.get("num_samples") == 1000:  # the SVI default; library models summarise 200
+        raw.pop("num_samples")
+    spec = parse_library_spec(raw)
+    created = submit_library_fit(
+        app.sessions, spec, data, send=lambda *message: Sender(app.celery)(*message),
         limits=Limits.from_settings(app.settings), then_predict=then_predict,
     )  # fmt: skip
     _report(app, created, wait, timeout, as_json)

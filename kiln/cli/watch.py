@@ -50,7 +50,9 @@ def wait_for_job(app: App, job_id: str, timeout: float | None, quiet: bool = Fal
             elif not quiet and time.monotonic() - last_line >= LINE_EVERY_S and not terminal:
                 last_line = time.monotonic()
                 loss = f", loss {job.last_loss:.4g}" if job.last_loss is not None else ""
-                app.say(f"job {job.id}: {job.status} {job.step}/{job.total_steps}{loss}")
+                shown = metrics_text(job)
+                app.say(f"job {job.id}: {job.status} {job.step}/{job.total_steps}{loss}"
+                        + (f", {shown}" if shown else ""))  # fmt: skip
             if terminal:
                 return job
             if timeout is not None and time.monotonic() - started > timeout:
@@ -62,6 +64,12 @@ def wait_for_job(app: App, job_id: str, timeout: float | None, quiet: bool = Fal
     finally:
         if bar:
             bar.stop()
+
+
+def metrics_text(job: Any) -> str:
+    """The latest value of each metric a running job reported (jobs.info["metrics"])."""
+    latest = (job.info or {}).get("metrics") or {}
+    return ", ".join(f"{name} {value:.4g}" for name, value in latest.items())
 
 
 class _Bar:
@@ -77,9 +85,10 @@ class _Bar:
             MofNCompleteColumn(),
             TextColumn("{task.fields[rate]} steps/s"),
             TextColumn("loss {task.fields[loss]}"),
+            TextColumn("{task.fields[metrics]}"),
             console=Console(stderr=True),
         )
-        self.task = self.progress.add_task(job_id, total=None, rate="-", loss="-")
+        self.task = self.progress.add_task(job_id, total=None, rate="-", loss="-", metrics="")
         self.samples: list[tuple[float, int]] = []
         self.progress.start()
 
@@ -96,6 +105,7 @@ class _Bar:
             total=job.total_steps,
             rate=rate,
             loss=loss,
+            metrics=metrics_text(job),
         )
 
     def stop(self) -> None:
@@ -108,7 +118,7 @@ class _Bar:
 @click.option("--json", "as_json", is_flag=True, help="Print the final job as JSON.")
 @click.pass_obj
 def watch(app: App, job_id: str, timeout: float | None, as_json: bool) -> None:
-    """Follow a job until it ends: progress (step/total, steps/s, latest loss)."""
+    """Follow a job until it ends: progress (step/total, steps/s, latest loss and metrics)."""
     from kiln.cli.results import exit_for, show_job
 
     job = wait_for_job(app, job_id, timeout)

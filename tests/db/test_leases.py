@@ -208,3 +208,29 @@ def test_the_sink_keeps_steps_while_the_database_does_not_answer(stack, failures
                 db_retry_s=0.3)  # fmt: skip
     with pytest.raises(InfraError, match="database unreachable"):
         gone.add(Finished(steps=10, final_loss=9.0))
+
+
+def test_metrics_are_stored_with_progress_and_trimmed_to_the_checkpoint_on_resume(stack) -> None:
+    from db.results import get_metrics
+
+    sessions = stack.sessions()
+    add_job(sessions, "job00009")
+    assert claim(sessions, "job00009") == 1
+    with sessions() as session:
+        record_progress(session, "job00009", worker="w1", lease_s=60,
+                        losses=[(s, 1.0) for s in range(10)],
+                        metrics=[("train_elbo", 5, 1, 2.5), ("test_elbo", 5, 1, 2.7),
+                                 ("train_elbo", 10, 2, 2.0)],
+                        checkpoint=(5, "fmt", b"state"))  # fmt: skip
+    with sessions() as session:
+        assert get_metrics(session, "job00009", "train_elbo") == [
+            ("train_elbo", 5, 1, 2.5), ("train_elbo", 10, 2, 2.0)
+        ]  # fmt: skip
+    expire(sessions, "job00009")
+    assert claim(sessions, "job00009", worker="w2") == 2
+    with sessions() as session:
+        # Resuming at step 5 replays epoch 2: its metric goes, epoch 1's (written with the
+        # checkpoint) stays.
+        assert get_metrics(session, "job00009") == [
+            ("test_elbo", 5, 1, 2.7), ("train_elbo", 5, 1, 2.5)
+        ]  # fmt: skip

@@ -1,0 +1,181 @@
+"""Bayesian neural network classifier of images (`bnn-classifier`, MODELS.md section 2)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.infer.autoguide import AutoNormal
+from pyro.nn import PyroModule, PyroSample
+from torch import nn
+
+from inference.library import DataRef, LibraryPrediction, Problem
+from kiln.library.digits import batch_indices, load_images, steps_per_epoch
+
+__all__ = ["BayesianMLP", "BnnClassifier", "class_probs", "library_model"]
+
+SITES = ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias")
+INIT_SCALE = 0.05  # AutoNormal's starting sd: 0.01, 0.05, 0.1 all reach 0.97-0.98 on the digits
+EVALUATE_DRAWS = 5  # networks averaged for the per-epoch test accuracy
+MAX_STORED_IMAGES = 1000  # test images kept as the `__x__` site (for plots)
+
+
+def data_plate(x: torch.Tensor, idx: torch.Tensor | None, size: int) -> pyro.plate:
+    """The plate over images: a mini-batch `idx` of `size` training images (the likelihood is
+    scaled by size / len(idx)), or every row of `x` when idx is None."""
+    if idx is None:
+        return pyro.plate("data", x.shape[0])
+    return pyro.plate("data", size, subsample=idx)
+
+
+def _logits(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor,
+            b2: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    # Weights may carry a leading draws axis: (draws, out, in) with x (rows, in).
+    hidden = torch.relu(x @ w1.transpose(-1, -2) + b1.unsqueeze(-2))
+    return hidden @ w2.transpose(-1, -2) + b2.unsqueeze(-2)
+
+
+class BayesianMLP(PyroModule):
+    """inputs -> Linear(hidden) -> ReLU -> Linear(classes), every weight and bias a latent
+    site with a Normal(0, 1) prior (sites fc1.weight, fc1.bias, fc2.weight, fc2.bias); the
+    labels `obs` ~ Categorical(logits) in the plate `data`.
+
+    Call as model(x, y=None, idx=None): x (rows, inputs), y (rows,), idx the rows' indices in
+    the training set of `size` images when x is a mini-batch.
+    """
+
+    def __init__(self, inputs: int, hidden: int, classes: int, size: int,
+                 device: str | torch.device = "cpu") -> None:  # fmt: skip
+        super().__init__()
+        self.size = size
+        prior = dist.Normal(torch.zeros((), device=device), torch.ones((), device=device))
+        self.fc1 = PyroModule[nn.Linear](inputs, hidden, device=device)
+        self.fc1.weight = PyroSample(prior.expand([hidden, inputs]).to_event(2))
+        self.fc1.bias = PyroSample(prior.expand([hidden]).to_event(1))
+        self.fc2 = PyroModule[nn.Linear](hidden, classes, device=device)
+        self.fc2.weight = PyroSample(prior.expand([classes, hidden]).to_event(2))
+        self.fc2.bias = PyroSample(prior.expand([classes]).to_event(1))
+
+    def forward(
+        self, x: torch.Tensor, y: torch.Tensor | None = None, idx: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        logits = _logits(x, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias)
+        with data_plate(x, idx, self.size):
+            return pyro.sample("obs", dist.Categorical(logits=logits), obs=y)
+
+
+def class_probs(guide: AutoNormal, x: torch.Tensor, draws: int) -> torch.Tensor:
+    """Class probabilities (rows, classes) averaged over `draws` networks from the guide."""
+    total = torch.zeros((), device=x.device)
+    for _ in range(draws):
+        weights = guide(x)  # AutoNormal returns {site: value}: one network
+        logits = _logits(x, *(weights[name] for name in SITES))
+        total = total + torch.softmax(logits, dim=-1)
+    return total / draws
+
+
+def _entropy(probs: torch.Tensor) -> torch.Tensor:
+    return -(probs * torch.log(probs.clamp_min(1e-12))).sum(-1)
+
+
+class BnnClassifier:
+    """The `bnn-classifier` library model (inference.library.LibraryModel).
+
+    Options (kiln.library.digits card): hidden, epochs, batch_size, lr, threshold.
+    latent_sites is empty: thousands of weights do not summarise into useful params.
+    """
+
+    name = "bnn-classifier"
+
+    def prepare(
+        self, options: Mapping[str, Any], data: DataRef, *, seed: int, device: str
+    ) -> Problem:
+        """Clear the param store, seed, load and split the images, build model, guide, batches."""
+        pyro.clear_param_store()
+        pyro.set_rng_seed(seed)
+        x_train, y_train, x_test, y_test, facts = load_images(data, seed)
+        size, batch_size = len(x_train), int(options["batch_size"])
+        xs = torch.as_tensor(x_train, device=device)
+        ys = torch.as_tensor(y_train, device=device)
+        x_eval = torch.as_tensor(x_test, device=device)
+        y_eval = torch.as_tensor(y_test, device=device)
+        net = BayesianMLP(xs.shape[1], int(options["hidden"]), facts["classes"], size, device)
+        # create_plates: the guide's `data` plate takes the model's indices, not its own draw.
+        guide = AutoNormal(
+            net,
+            init_scale=INIT_SCALE,
+            create_plates=lambda x, y=None, idx=None: data_plate(x, idx, size),
+        )
+
+        def batch(step: int) -> tuple[tuple[Any, ...], dict[str, Any]]:
+            rows = torch.tensor(batch_indices(seed, step, size, batch_size), device=device)
+            return (xs[rows], ys[rows], rows), {}
+
+        def evaluate() -> dict[str, float]:
+            # A forked generator: evaluating draws nothing from the fit's random stream.
+            with torch.random.fork_rng(devices=[]), torch.no_grad():
+                torch.manual_seed(seed)
+                probs = class_probs(guide, x_eval, EVALUATE_DRAWS)
+            return {"test_accuracy": float((probs.argmax(-1) == y_eval).float().mean())}
+
+        return Problem(
+            model=net,
+            guide=guide,
+            batch=batch,
+            steps_per_epoch=steps_per_epoch(size, batch_size),
+            epochs=int(options["epochs"]),
+            loss_items=size,
+            evaluate=evaluate,
+            latent_sites=(),
+            device=device,
+            info={**facts, "batch_size": batch_size},
+            extra={"x_test": x_eval, "y_test": y_eval, "threshold": float(options["threshold"])},
+        )
+
+    def predict(self, problem: Problem, *, num_samples: int, seed: int) -> LibraryPrediction:
+        """Average `num_samples` networks' class probabilities per test image; predicted class,
+        predictive entropy, and the accuracy of the images it does not abstain on."""
+        x, y = problem.extra["x_test"], problem.extra["y_test"]
+        threshold = problem.extra["threshold"]
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            torch.manual_seed(seed)
+            probs = class_probs(problem.guide, x, num_samples)
+        predicted = probs.argmax(-1)
+        entropy = _entropy(probs)
+        correct = (predicted == y).float()
+        confident = entropy <= threshold
+        metrics = {
+            "test_accuracy": float(correct.mean()),
+            "mean_entropy": float(entropy.mean()),
+            "abstain_rate": float(1.0 - confident.float().mean()),
+        }
+        if bool(confident.any()):  # left out when it abstains on every image
+            metrics["accuracy_when_confident"] = float(correct[confident].mean())
+        stored = min(len(x), MAX_STORED_IMAGES)
+        sites = {
+            "class_probs": ("deterministic", probs.unsqueeze(0)),
+            "predicted": ("deterministic", predicted.unsqueeze(0)),
+            "entropy": ("deterministic", entropy.unsqueeze(0)),
+            "__y__": ("data", y.unsqueeze(0)),
+            "__x__": ("data", x[:stored].unsqueeze(0)),
+        }
+        info = {
+            "num_samples": num_samples,
+            "threshold": threshold,
+            "max_entropy": math.log(probs.shape[-1]),
+            "image_shape": problem.info.get("image_shape"),
+            "stored_images": stored,
+            "test": len(x),
+        }
+        return LibraryPrediction(
+            sites={name: (kind, value.cpu().numpy()) for name, (kind, value) in sites.items()},
+            metrics=metrics,
+            info=info,
+        )
+
+
+library_model = BnnClassifier()

@@ -1,0 +1,62 @@
+"""`jobs metrics` and `jobs models`: metrics by step, and the built-in models with options."""
+
+from __future__ import annotations
+
+import click
+
+from kiln.cli import App, jobs
+from kiln.cli.render import FORMAT, JSON, emit_rows
+
+
+@jobs.command()
+@click.argument("job_id")
+@click.option("--name", default=None, help="Only this metric (e.g. test_elbo).")
+@FORMAT
+@click.pass_obj
+def metrics(app: App, job_id: str, name: str | None, fmt: str) -> None:
+    """A job's metrics by step and epoch: train_elbo, test_elbo, test_accuracy, mse, mae...
+    (a predict job's at step 0)."""
+    from db.jobs import get_job
+    from db.results import get_metrics
+
+    with app.sessions() as session:
+        job = get_job(session, job_id)
+        rows = get_metrics(session, job.id, name)
+    if not rows:
+        what = f"metric `{name}`" if name else "metrics"
+        app.abort(f"job {job.id} has no {what} (status {job.status})", 1)
+    if fmt == "table":
+        # One row per step, one column per metric: reads like a training log.
+        names = list(dict.fromkeys(r[0] for r in rows))
+        by_step: dict[tuple[int, int], dict[str, float]] = {}
+        for metric, step, epoch, value in rows:
+            by_step.setdefault((step, epoch), {})[metric] = value
+        table = [[step, epoch, *(values.get(n) for n in names)]
+                 for (step, epoch), values in by_step.items()]  # fmt: skip
+        emit_rows(["step", "epoch", *names], table, "table", title=f"metrics of job {job.id}")
+        return
+    emit_rows(["name", "step", "epoch", "value"], rows, fmt)
+
+
+@jobs.command()
+@JSON
+@click.pass_obj
+def models(app: App, as_json: bool) -> None:
+    """The built-in models: what data each takes and the options `--set` may change."""
+    from kiln.catalog import LIBRARY_MODELS, MODELS
+    from kiln.library import get_card
+
+    docs = [{"name": name, "summary": "Bayesian linear regression on a formula (the rugged "
+             "model); --formula, --prior, --guide", "data": ["csv"], "options": {}}
+            for name in MODELS]  # fmt: skip
+    for name in LIBRARY_MODELS:
+        card = get_card(name)
+        docs.append({"name": name, "summary": card.summary, "data": list(card.data),
+                     "options": dict(card.defaults)})  # fmt: skip
+    if as_json:
+        app.emit(docs, as_json=True)
+        return
+    rows = [[d["name"], ", ".join(d["data"]),
+             " ".join(f"{k}={v}" for k, v in d["options"].items()), d["summary"]]
+            for d in docs]  # fmt: skip
+    emit_rows(["model", "data", "options (--set KEY=VALUE)", "what"], rows, "table")
