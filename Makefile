@@ -18,7 +18,7 @@ demo: $(STAMP)
 	$(VENV)/bin/jobs demo
 
 test: $(STAMP)
-	$(PY) -m pytest -m "not slow" -q
+	$(PY) -m pytest -m "not slow" -q --durations=15
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow -q

@@ -28,8 +28,9 @@ class Problem:
     `batch(step)` returns the (args, kwargs) of model and guide for 0-based step `step`: a pure
     function of the step (and the job's seed), so a fit resumed from a checkpoint at step k
     draws the batches the uninterrupted fit drew. Steps are epochs x steps_per_epoch.
-    `evaluate()` (optional) returns metrics at an epoch's end, e.g. {"test_elbo": ...}, per
-    item; the runner adds `train_elbo`: the epoch's mean loss divided by `loss_items`.
+    `evaluate()` (optional; called as evaluate(epoch=N) when it takes `epoch`) returns metrics
+    at an epoch's end, e.g. {"test_elbo": ...}, per item; the runner adds `train_elbo`: the
+    epoch's mean loss divided by `loss_items`. Batches are keyword arguments only.
     """
 
     model: Callable[..., Any]

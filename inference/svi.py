@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -90,9 +91,10 @@ def _epoch_metrics(
     if losses:
         yield Metric("train_elbo", done, sum(losses) / len(losses) / max(items, 1), epoch)
     if evaluate is not None:
+        takes_epoch = "epoch" in inspect.signature(evaluate).parameters
         try:
             with torch.no_grad():
-                values = evaluate()
+                values = evaluate(epoch=epoch) if takes_epoch else evaluate()
         except KilnError:
             raise
         except Exception as e:

@@ -51,6 +51,9 @@ class JobResults:
     chains: int = 1  # MCMC: draws are chain-major, (chains * draws, *shape)
     sample_stats: dict[str, np.ndarray] = field(default_factory=dict)  # MCMC, per draw
     user_data: dict[str, Any] = field(default_factory=dict)  # a user model's data, as given
+    # Library models: sites stored per item (class_probs, forecast...) and their data sites.
+    item_sites: dict[str, np.ndarray] = field(default_factory=dict)
+    data_sites: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def num_samples(self) -> int:
@@ -72,6 +75,18 @@ def load_results(session: Session, job_id: str) -> JobResults:
     fit = get_job(session, job.spec["from_job"]) if job.kind == "predict" else job
     kinds = {s.site: s.kind for s in get_sample_summaries(session, job.id)}
     draws = get_draws(session, job.id, kind=None)
+    if fit.spec.get("source") == "library":
+        return JobResults(
+            job_id=job.id, kind=job.kind, status=job.status, fit_id=fit.id,
+            fit_spec=dict(fit.spec), info=dict(job.info or {}),
+            losses=get_losses(session, fit.id),
+            posterior={s: d for s, d in draws.items() if kinds.get(s) == "posterior"},
+            kinds=kinds,
+            item_sites={
+                s: d for s, d in draws.items() if kinds.get(s) in ("deterministic", "predictive")
+            },
+            data_sites={s: d for s, d in draws.items() if kinds.get(s) == "data"},
+        )  # fmt: skip
     if fit.spec.get("source") == "user":
         from kiln.userdata import parse_user_data
 
@@ -154,6 +169,25 @@ def to_inference_data(r: JobResults) -> arviz.InferenceData:
             array = np.asarray(value)
             constant_vars[name] = (tuple(f"{name}_dim_{i}" for i in range(array.ndim)), array)
         groups["constant_data"] = xr.Dataset(constant_vars)
+    if r.item_sites:  # library predictions: draws, and per-item summaries (first axis 1)
+        drawn = {k: v for k, v in r.item_sites.items() if v.shape[0] > 1}
+        summaries = {k: v[0] for k, v in r.item_sites.items() if v.shape[0] == 1}
+        if drawn:
+            groups["posterior_predictive"] = xr.Dataset({
+                site: (("chain", "draw", *(f"{site}_dim_{i}" for i in range(v.ndim - 1))),
+                       v[None, ...])
+                for site, v in drawn.items()
+            })  # fmt: skip
+        if summaries:
+            groups["predictive_summary"] = xr.Dataset({
+                site: (tuple(f"{site}_dim_{i}" for i in range(v.ndim)), v)
+                for site, v in summaries.items()
+            })  # fmt: skip
+    if r.data_sites:
+        groups["constant_data"] = xr.Dataset(
+            {site.strip("_"): (tuple(f"{site.strip('_')}_dim_{i}" for i in range(v.ndim - 1)),
+                               v[0]) for site, v in r.data_sites.items()}
+        )  # fmt: skip
     rows = np.asarray(r.rows) if r.rows is not None else None
     if r.row_sites and rows is not None:
         name = "predictions" if r.new_data else "posterior_predictive"

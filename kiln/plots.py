@@ -199,3 +199,27 @@ def plot_trace(
         fig.suptitle(title, x=0.02, ha="left")
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))
     return _save(fig, path)
+
+
+def plot_metrics(
+    rows: Sequence[tuple[str, int, int, float]], path: str | Path, title: str = ""
+) -> Path:
+    """Each metric against the epoch (or step) it was measured at, one panel per metric."""
+    by_name: dict[str, list[tuple[int, float]]] = {}
+    for name, step, epoch, value in rows:
+        by_name.setdefault(name, []).append((epoch or step, value))
+    plt = _pyplot()
+    cols = min(3, len(by_name))
+    nrows = -(-len(by_name) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.5 * cols, 3.2 * nrows), squeeze=False)
+    for ax, (name, points) in zip(axes.flat, by_name.items(), strict=False):
+        x, y = zip(*points, strict=True)
+        ax.plot(x, y, marker="o" if len(x) < 40 else None, ms=3)
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("epoch" if any(r[2] for r in rows) else "step")
+    for ax in list(axes.flat)[len(by_name) :]:
+        ax.set_visible(False)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path)

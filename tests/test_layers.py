@@ -24,6 +24,12 @@ RULES = [
     ("kiln.userdata", ["torch", "pyro", "celery", "sqlalchemy", "db"]),
     ("kiln.diagnostics", ["torch", "pyro", "celery", "sqlalchemy", "inference"]),
     ("db.sources", ["torch", "pyro", "celery", "inference", "worker"]),
+    ("kiln.library.forecast", ["torch", "pyro", "celery", "sqlalchemy", "inference"]),
+    ("kiln.library.hmm", ["torch", "pyro", "celery", "sqlalchemy", "inference"]),
+    ("kiln.library.digits", ["torch", "pyro", "celery", "sqlalchemy", "inference"]),
+    ("kiln.library.plots", ["torch", "pyro", "celery", "sqlalchemy", "inference"]),
+    ("inference.models.forecast", ["celery", "sqlalchemy", "redis", "db", "worker"]),
+    ("worker.library", ["celery"]),
 ]
 
 
@@ -46,6 +52,16 @@ def test_catalog_guides_match_inference() -> None:
 
     assert set(_FACTORIES) == set(GUIDES)
     assert set(MODELS) == set(CATALOG_MODELS)
+
+
+def test_library_cards_and_models_match_the_catalog() -> None:
+    from inference.models import LIBRARY
+    from kiln.catalog import LIBRARY_MODELS
+    from kiln.library import CARDS, get_card
+
+    for name in LIBRARY_MODELS:
+        assert get_card(name).name == name
+    assert set(CARDS) == set(LIBRARY_MODELS) == set(LIBRARY)
 
 
 def test_models_match_the_migrations(tmp_path) -> None:

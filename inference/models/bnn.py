@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pyro
@@ -11,17 +12,30 @@ import pyro.distributions as dist
 import torch
 from pyro.infer.autoguide import AutoNormal
 from pyro.nn import PyroModule, PyroSample
-from torch import nn
 
 from inference.library import DataRef, LibraryPrediction, Problem
 from kiln.library.digits import batch_indices, load_images, steps_per_epoch
 
-__all__ = ["BayesianMLP", "BnnClassifier", "class_probs", "library_model"]
+__all__ = [
+    "BNN_CLASSIFIER",
+    "BayesianMLP",
+    "BnnClassifier",
+    "class_probs",
+    "data_plate",
+    "forked_rng",
+]
 
 SITES = ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias")
 INIT_SCALE = 0.05  # AutoNormal's starting sd: 0.01, 0.05, 0.1 all reach 0.97-0.98 on the digits
 EVALUATE_DRAWS = 5  # networks averaged for the per-epoch test accuracy
 MAX_STORED_IMAGES = 1000  # test images kept as the `__x__` site (for plots)
+
+
+def forked_rng(device: str | torch.device) -> contextlib.AbstractContextManager[Any]:
+    """A copy of the random state to draw from, so that evaluating or predicting draws nothing
+    from the fit's own random stream (the CPU's, and the GPU's when the fit runs on one)."""
+    where = torch.device(device)
+    return torch.random.fork_rng(devices=[where.index or 0] if where.type == "cuda" else [])
 
 
 def data_plate(x: torch.Tensor, idx: torch.Tensor | None, size: int) -> pyro.plate:
@@ -53,10 +67,12 @@ class BayesianMLP(PyroModule):
         super().__init__()
         self.size = size
         prior = dist.Normal(torch.zeros((), device=device), torch.ones((), device=device))
-        self.fc1 = PyroModule[nn.Linear](inputs, hidden, device=device)
+        # Two layers laid out as nn.Linear's (weight (out, in), bias (out,)), every tensor
+        # a latent site; plain PyroModules, as the network is computed in _logits.
+        self.fc1 = PyroModule()
         self.fc1.weight = PyroSample(prior.expand([hidden, inputs]).to_event(2))
         self.fc1.bias = PyroSample(prior.expand([hidden]).to_event(1))
-        self.fc2 = PyroModule[nn.Linear](hidden, classes, device=device)
+        self.fc2 = PyroModule()
         self.fc2.weight = PyroSample(prior.expand([classes, hidden]).to_event(2))
         self.fc2.bias = PyroSample(prior.expand([classes]).to_event(1))
 
@@ -68,7 +84,18 @@ class BayesianMLP(PyroModule):
             return pyro.sample("obs", dist.Categorical(logits=logits), obs=y)
 
 
-def class_probs(guide: AutoNormal, x: torch.Tensor, draws: int) -> torch.Tensor:
+def ensure_guide(
+    guide: Any, batch: Callable[[int], tuple[tuple[Any, ...], dict[str, Any]]]
+) -> None:
+    """Set the autoguide up on a training batch if it has not run yet (a predict job's fresh
+    process): set up on test images alone, it would take the labels `obs` for a latent."""
+    if getattr(guide, "prototype_trace", None) is None:
+        args, kwargs = batch(0)
+        with torch.no_grad(), pyro.poutine.block():
+            guide(*args, **kwargs)
+
+
+def class_probs(guide: Callable[..., Any], x: torch.Tensor, draws: int) -> torch.Tensor:
     """Class probabilities (rows, classes) averaged over `draws` networks from the guide."""
     total = torch.zeros((), device=x.device)
     for _ in range(draws):
@@ -116,8 +143,8 @@ class BnnClassifier:
             return (xs[rows], ys[rows], rows), {}
 
         def evaluate() -> dict[str, float]:
-            # A forked generator: evaluating draws nothing from the fit's random stream.
-            with torch.random.fork_rng(devices=[]), torch.no_grad():
+            with forked_rng(device), torch.no_grad():
+                ensure_guide(guide, batch)
                 torch.manual_seed(seed)
                 probs = class_probs(guide, x_eval, EVALUATE_DRAWS)
             return {"test_accuracy": float((probs.argmax(-1) == y_eval).float().mean())}
@@ -141,7 +168,8 @@ class BnnClassifier:
         predictive entropy, and the accuracy of the images it does not abstain on."""
         x, y = problem.extra["x_test"], problem.extra["y_test"]
         threshold = problem.extra["threshold"]
-        with torch.random.fork_rng(devices=[]), torch.no_grad():
+        with forked_rng(problem.device), torch.no_grad():
+            ensure_guide(problem.guide, problem.batch)
             torch.manual_seed(seed)
             probs = class_probs(problem.guide, x, num_samples)
         predicted = probs.argmax(-1)
@@ -178,4 +206,4 @@ class BnnClassifier:
         )
 
 
-library_model = BnnClassifier()
+BNN_CLASSIFIER = BnnClassifier()

@@ -1,4 +1,4 @@
-"""`forecast-linreg` and `forecast-bnn`: the next day's % change of ETH Close, fitted on mini-batches.
+"""`forecast-linreg` and `forecast-bnn`: the next day's % change of ETH Close, on mini-batches.
 
 Both models see the previous `window` days of % changes of Close, Volume and Tweets, as
 z-scores with the training days' mean and sd (Volume's and Tweets' changes are ten times as
@@ -62,11 +62,16 @@ class NetworkForecast(PyroModule):
 
     def __init__(self, features: int, hidden: int, device: str) -> None:
         super().__init__()
-        self.fc1 = PyroModule[nn.Linear](features, hidden)
-        self.fc2 = PyroModule[nn.Linear](hidden, 1)
+        linear: Any = PyroModule[nn.Linear]  # mypy cannot see PyroModule[...]'s signature
+        self.fc1 = linear(features, hidden)
+        self.fc2 = linear(hidden, 1)
         for layer, shape in ((self.fc1, (hidden, features)), (self.fc2, (1, hidden))):
-            layer.weight = PyroSample(dist.Normal(torch.zeros(shape, device=device), 1.0).to_event(2))
-            layer.bias = PyroSample(dist.Normal(torch.zeros(shape[0], device=device), 1.0).to_event(1))
+            layer.weight = PyroSample(
+                dist.Normal(torch.zeros(shape, device=device), 1.0).to_event(2)
+            )
+            layer.bias = PyroSample(
+                dist.Normal(torch.zeros(shape[0], device=device), 1.0).to_event(1)
+            )
         self.sigma_scale = torch.tensor(SIGMA_SCALE, device=device)
 
     def mean(self, X: torch.Tensor) -> torch.Tensor:
@@ -151,7 +156,7 @@ class _Forecast:
 
         def batch(step: int) -> tuple[tuple[Any, ...], dict[str, Any]]:
             idx = torch.as_tensor(batch_rows(step), dtype=torch.long, device=device)
-            return (X_train, y_train), {"idx": idx}
+            return (), {"X": X_train, "y": y_train, "idx": idx}  # keywords: the worker's rule
 
         def evaluate() -> dict[str, float]:
             # The point forecast at the guide's medians: no draws, so the RNG is left alone.
@@ -179,8 +184,13 @@ class _Forecast:
         """`num_samples` forecasts per held-out day (site `forecast`, with the noise) and the
         regression line (`mean`), the posterior draws of the weights, and MSE/MAE of the
         predictive mean against the observed days and against a zero-change forecast."""
-        pyro.set_rng_seed(seed)
         X_test = problem.extra["X_test"]
+        args, kwargs = problem.batch(0)
+        with torch.no_grad(), poutine.block():
+            # In a fresh process the guide is set up here, from the training batch (with y, so
+            # `obs` is observed) and the loaded params, before the seed, as a fit would have.
+            problem.guide(*args, **kwargs)
+        pyro.set_rng_seed(seed)
         observed = np.asarray(problem.extra["y_test"], dtype=np.float64)
         sites = (*self.weight_sites, "sigma", "mean", "obs")
         predictive = Predictive(
@@ -197,7 +207,8 @@ class _Forecast:
             "__day__": ("data", np.asarray(problem.extra["test_days"], dtype=np.int64)[None, :]),
         }
         # Predictive pads sites outside the data plate with a 1 after the draws axis: undo it.
-        shapes = {k: tuple(v.shape) for k, v in problem.guide.median().items()}
+        guide: Any = problem.guide
+        shapes = {k: tuple(v.shape) for k, v in guide.median().items()}
         weights = {k: v.reshape(num_samples, *shapes[k]) for k, v in draws.items()}
         for name, values in weights.items():
             result[name] = ("posterior", values)

@@ -16,6 +16,7 @@ import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
+from pyro import poutine
 from pyro.infer.autoguide import AutoNormal
 from pyro.infer.autoguide.initialization import init_to_value
 
@@ -45,7 +46,7 @@ class GaussianHmm:
 
     def __call__(self, y: torch.Tensor) -> None:
         initial = pyro.sample("initial", dist.Dirichlet(self.ones))
-        with pyro.plate("states", self.states):
+        with pyro.plate("regime", self.states):
             transition = pyro.sample("transition", dist.Dirichlet(self.ones_square))
             means = pyro.sample("means", dist.Normal(self.center, 2 * self.spread))
             sds = pyro.sample("sds", dist.LogNormal(self.spread.log(), 1.0))
@@ -68,11 +69,12 @@ def forward_backward(
 ) -> tuple[np.ndarray, float]:
     """P(z_t = k | all of y) as (T, K), rows summing to 1, and log p(y); in log space."""
     log_e = _log_emissions(y, means, sds)
-    log_a = np.log(transition)
+    with np.errstate(divide="ignore"):  # a transition that underflowed to 0 is log 0 = -inf
+        log_a, log_initial = np.log(transition), np.log(initial)
     T, K = log_e.shape
     alpha = np.empty((T, K))
     beta = np.zeros((T, K))
-    alpha[0] = np.log(initial) + log_e[0]
+    alpha[0] = log_initial + log_e[0]
     for t in range(1, T):
         alpha[t] = _logsumexp(alpha[t - 1][:, None] + log_a, axis=0) + log_e[t]
     for t in range(T - 2, -1, -1):
@@ -88,9 +90,10 @@ def viterbi(
 ) -> np.ndarray:
     """The most probable state path (T,) int64."""
     log_e = _log_emissions(y, means, sds)
-    log_a = np.log(transition)
+    with np.errstate(divide="ignore"):
+        log_a, log_initial = np.log(transition), np.log(initial)
     T, K = log_e.shape
-    best = np.log(initial) + log_e[0]
+    best = log_initial + log_e[0]
     back = np.zeros((T, K), dtype=np.int64)
     for t in range(1, T):
         scores = best[:, None] + log_a  # from state i (rows) to state j (columns)
@@ -136,9 +139,7 @@ class HmmModel:
             "sds": torch.full((states,), spread / states),
         }
         start = {k: v.to(device=device, dtype=torch.float32) for k, v in start.items()}
-        guide = AutoNormal(
-            model, init_loc_fn=init_to_value(values=start), init_scale=INIT_SCALE
-        )
+        guide = AutoNormal(model, init_loc_fn=init_to_value(values=start), init_scale=INIT_SCALE)
         y = torch.as_tensor(values, dtype=torch.float32, device=device)
         info = dict(found.facts)
         info.update(
@@ -148,7 +149,7 @@ class HmmModel:
             order="states numbered by increasing fitted mean",
         )
         return Problem(
-            model=model, guide=guide, batch=lambda step: ((y,), {}), steps_per_epoch=1,
+            model=model, guide=guide, batch=lambda step: ((), {"y": y}), steps_per_epoch=1,
             epochs=int(options["steps"]), elbo="Trace_ELBO", max_plate_nesting=1,
             loss_items=int(values.size), latent_sites=LATENTS, device=device, info=info,
             extra={"y": values, "days": found.days},
@@ -157,17 +158,20 @@ class HmmModel:
     def predict(self, problem: Problem, *, num_samples: int, seed: int) -> LibraryPrediction:
         """State probabilities per step (forward-backward) and the Viterbi path at the guide's
         medians; `num_samples` posterior draws of the latents; all with states sorted by mean."""
-        pyro.set_rng_seed(seed)
         values = np.asarray(problem.extra["y"], dtype=np.float64)
-        y = torch.as_tensor(values, dtype=torch.float32, device=problem.device)
+        args, kwargs = problem.batch(0)
+        with torch.no_grad(), poutine.block():
+            problem.guide(*args, **kwargs)  # in a fresh process: set up from the loaded params
+        pyro.set_rng_seed(seed)
+        guide: Any = problem.guide
         with torch.no_grad():
-            point = {k: v.detach().cpu().double().numpy() for k, v in problem.guide.median().items()}
-            draws = [problem.guide(y) for _ in range(num_samples)]
+            point = {k: v.detach().cpu().double().numpy() for k, v in guide.median().items()}
+            draws = [guide(*args, **kwargs) for _ in range(num_samples)]
         order = np.argsort(point["means"], kind="stable")
         point = {k: _permuted(k, point[k], order) for k in LATENTS}
-        args = (values, point["initial"], point["transition"], point["means"], point["sds"])
-        probs, log_p = forward_backward(*args)
-        path = viterbi(*args)
+        fitted = (values, point["initial"], point["transition"], point["means"], point["sds"])
+        probs, log_p = forward_backward(*fitted)
+        path = viterbi(*fitted)
         sites: dict[str, tuple[str, np.ndarray]] = {
             "state_probs": ("deterministic", probs[None, :, :]),
             "states": ("deterministic", path[None, :]),

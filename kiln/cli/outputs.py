@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from kiln.cli import BAD_INPUT, App, jobs
@@ -80,11 +82,12 @@ def export(app: App, job_id: str, fmt: str, output: str) -> None:
 @jobs.command()
 @click.argument("job_id")
 @click.option(
-    "--kind", type=click.Choice(["loss", "params", "predictive", "trace"]),
+    "--kind", type=click.Choice(["loss", "params", "predictive", "trace", "metrics"]),
     default="predictive", show_default=True,
-    help="loss: the fit's loss curve; params: posterior densities; predictive: data with "
-    "the 90% bands of the regression line and of obs (needs a predict job); trace: MCMC "
-    "draws by chain.",
+    help="loss: the fit's loss curve; params: posterior densities; predictive: what a predict"
+    " job drew (rugged: data with the 90% bands of the regression line and of obs; forecast:"
+    " the held-out days; vae: originals over reconstructions; bnn-classifier: digits with their"
+    " class probabilities); trace: MCMC draws by chain; metrics: a fit's metrics by epoch.",
 )  # fmt: skip
 @click.option("-o", "--output", required=True, help="PNG file to write.")
 @click.pass_obj
@@ -116,6 +119,8 @@ def plot(app: App, job_id: str, kind: str, output: str) -> None:
         if not r.sample_stats:
             app.abort(f"job {r.job_id} is not an MCMC fit; it has no chains to trace", BAD_INPUT)
         written = plot_trace(r.posterior, r.chains, output, title=title)
+    elif kind == "metrics":
+        written = _plot_metrics(app, r.fit_id, output)
     elif kind == "loss":
         if r.sample_stats:
             app.abort(
@@ -127,6 +132,8 @@ def plot(app: App, job_id: str, kind: str, output: str) -> None:
         written = plot_loss(r.losses, output, title=f"fit {r.fit_id}: ELBO loss")
     elif kind == "params":
         written = plot_params(r.posterior, output, title=title)
+    elif spec.get("source") == "library":
+        written = _plot_library(app, r, output, title=f"job {r.job_id}: {spec['model']}")
     else:
         if not {"mean", "obs"} <= set(r.row_sites) or r.X is None or r.y is None:
             app.abort(
@@ -139,3 +146,49 @@ def plot(app: App, job_id: str, kind: str, output: str) -> None:
             title=title + (" - new data" if r.new_data else ""),
         )  # fmt: skip
     app.say(f"wrote {written}")
+
+
+def _plot_library(app: App, r: Any, output: str, title: str) -> Any:
+    """A library model's prediction: the figure its users look at."""
+    from kiln.library import plots
+
+    model = r.fit_spec["model"]
+    sites = {**r.item_sites, **r.data_sites}
+    if r.kind != "predict" or not sites:
+        app.abort(
+            f"job {r.job_id} is a {model} fit; plot its prediction (`jobs submit predict"
+            f" --from {r.fit_id} --wait`), or use --kind metrics or loss",
+            BAD_INPUT,
+        )
+    if model.startswith("forecast-"):
+        return plots.plot_forecast(sites["__day__"][0], sites["__y__"][0], sites["forecast"],
+                                   output, title)  # fmt: skip
+    if model == "vae":
+        side = int(round(sites["__x__"].shape[-1] ** 0.5))
+        return plots.plot_reconstructions(sites["__x__"][0], sites["reconstruction"][0],
+                                          (side, side), output, title)  # fmt: skip
+    if model == "bnn-classifier":
+        # Six test digits as they come, and the six the network is least sure of.
+        import numpy as np
+
+        images, probs = sites["__x__"][0], sites["class_probs"][0][: len(sites["__x__"][0])]
+        entropy = -(probs * np.log(np.clip(probs, 1e-12, 1))).sum(axis=1)
+        unsure = [int(i) for i in np.argsort(-entropy) if i >= 6][:6]
+        chosen = [*range(min(6, len(images))), *unsure]
+        return plots.plot_class_probs(images[chosen], probs[chosen], sites["__y__"][0][chosen],
+                                      output, f"job {r.job_id}: 6 digits, 6 least sure")  # fmt: skip
+    if model == "hmm":
+        return plots.plot_states(sites["__day__"][0], sites["__y__"][0],
+                                 sites["state_probs"][0], output, title)  # fmt: skip
+    app.abort(f"no predictive figure for {model}", BAD_INPUT)
+
+
+def _plot_metrics(app: App, fit_id: str, output: str) -> Any:
+    from db.results import get_metrics
+    from kiln.plots import plot_metrics
+
+    with app.sessions() as session:
+        rows = get_metrics(session, fit_id)
+    if not rows:
+        app.abort(f"job {fit_id} stored no metrics", BAD_INPUT)
+    return plot_metrics(rows, output, title=f"fit {fit_id}: metrics by epoch")

@@ -85,8 +85,13 @@ def show_job(app: App, job_id: str, as_json: bool) -> None:
                 f" {info['coverage_90']:.1%} of {info.get('observed')} observed values inside"
                 " the 90% interval of obs"
             )
-        elif "num_samples" in info:
+        elif "num_samples" in info and info.get("rows") is not None:
             lines.append(f"predicted  {info.get('rows')} rows x {info.get('num_samples')} draws")
+        elif "num_samples" in info:
+            lines.append(f"predicted  {info['num_samples']} draws")
+    if info.get("metrics"):
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in info["metrics"].items())
+        lines.append(f"metrics    {shown}" + (" (latest)" if job.kind == "fit" else ""))
     data = info.get("data")
     if data and "rows_used" in data:
         lines.append(f"data       {data['rows_used']} rows used, {data['rows_dropped']} dropped")

@@ -69,17 +69,17 @@ def _read_idx(path: Path, magic: int, ndim: int) -> np.ndarray:
     except (OSError, EOFError) as e:  # gzip.BadGzipFile is an OSError
         raise DataError(f"`{path.name}`: cannot read it ({e})", column=path.name) from e
     header = IDX_HEADER * (1 + ndim)
-    if len(raw) < header:
-        raise DataError(
-            f"`{path.name}`: {len(raw)} bytes, shorter than an IDX header; is it an MNIST file?",
-            column=path.name,
-        )
     found = int.from_bytes(raw[:IDX_HEADER], "big")
-    if found != magic:
+    if len(raw) >= IDX_HEADER and found != magic:
         what = "images (3 dimensions)" if magic == IMAGES_MAGIC else "labels (1 dimension)"
         raise DataError(
             f"`{path.name}`: magic number {found:#010x}, want {magic:#010x} for unsigned-byte"
             f" {what}; is it the right MNIST file?",
+            column=path.name,
+        )
+    if len(raw) < header:
+        raise DataError(
+            f"`{path.name}`: {len(raw)} bytes, shorter than an IDX header; is it an MNIST file?",
             column=path.name,
         )
     shape = tuple(
@@ -123,7 +123,13 @@ def read_mnist_dir(path: str | Path) -> bytes:
             )
     _check_arrays(arrays, f"MNIST folder {folder}")
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
+    np.savez_compressed(
+        buffer,
+        x_train=arrays["x_train"],
+        y_train=arrays["y_train"],
+        x_test=arrays["x_test"],
+        y_test=arrays["y_test"],
+    )
     return buffer.getvalue()
 
 
@@ -149,7 +155,7 @@ def _split_digits(seed: int) -> Images:
     x_train, x_test, y_train, y_test = train_test_split(
         images, labels, test_size=TEST_FRACTION, stratify=labels, random_state=seed % 2**32
     )
-    return x_train, y_train, x_test, y_test, {"source": "digits", "split_seed": seed}
+    return x_train, y_train, x_test, y_test, {"source": "digits"}
 
 
 def _check_arrays(arrays: Mapping[str, np.ndarray], where: str) -> None:
@@ -348,8 +354,8 @@ VAE = register(
         defaults={
             "latent": 10,
             "hidden": 128,
-            "epochs": 40,
-            "batch_size": 64,
+            "epochs": 100,
+            "batch_size": 32,
             "lr": 1e-3,
             "test_every": 1,
         },

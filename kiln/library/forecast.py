@@ -58,12 +58,10 @@ def read_table(content: bytes | None, name: str) -> pd.DataFrame:
     each missing value can be counted by what it was). UTF-8, else ISO-8859-1."""
     if content is None:
         raise DataError(f"`{name}`: no file content; give --data FILE.csv")
-    for encoding in ("utf-8-sig", "ISO-8859-1"):
-        try:
-            text = content.decode(encoding)
-            break
-        except UnicodeDecodeError:
-            continue
+    try:
+        text = content.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = content.decode("ISO-8859-1")  # every byte string decodes: rugged_data.csv's
     try:
         frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as e:

@@ -64,7 +64,10 @@ def read_hmm_series(content: bytes | None, *, column: str = "", name: str = "dat
         if "Date" in frame.columns:
             dates = parse_dates(frame)
             if dates.notna().any():
-                why = [w or ("Date unreadable" if pd.isna(d) else "") for w, d in zip(why, dates, strict=True)]
+                why = [
+                    w or ("Date unreadable" if pd.isna(d) else "")
+                    for w, d in zip(why, dates, strict=True)
+                ]
                 order = np.argsort(dates.to_numpy(), kind="stable")
                 values, why = values[order], [why[i] for i in order]
                 days = dates.to_numpy()[order].astype("datetime64[D]").astype(np.int64)
@@ -102,7 +105,9 @@ def check_hmm(options: Mapping[str, Any], data: DataRef) -> dict[str, Any]:
     """Submit-time check of an hmm job: states in 2..10, steps and lr positive, a CSV with the
     column and at least 10 points per state. Returns the series' facts plus `steps`."""
     if data.kind != "csv":
-        raise SpecError(f"`hmm` takes --data FILE.csv (got {data.kind} `{data.name}`)", field="data")
+        raise SpecError(
+            f"`hmm` takes --data FILE.csv (got {data.kind} `{data.name}`)", field="data"
+        )
     states = int(options["states"])
     if not 2 <= states <= MAX_STATES:
         raise SpecError(f"--set states={states}: between 2 and {MAX_STATES}", field="options")
@@ -126,7 +131,7 @@ HMM = register(
         name="hmm",
         summary="Gaussian hidden Markov model with `states` regimes, states summed out exactly;"
         " by default the volatility regimes of ETH's daily returns",
-        defaults={"states": 2, "column": "", "steps": 800, "lr": 0.05},
+        defaults={"states": 2, "column": "", "steps": 500, "lr": 0.05},
         data=("csv",),
         check=check_hmm,
     )

@@ -1,4 +1,4 @@
-"""Submit -> real worker process -> results, on shared/data, over every db x broker pair."""
+"""Submit -> real worker process -> results, on shared/data: embedded defaults and a fleet."""
 
 from __future__ import annotations
 
@@ -8,7 +8,11 @@ import time
 import pytest
 import torch
 
-from tests.conftest import RUGGED, RUGGED_FORMULA, run_cli
+from tests.conftest import EMBEDDED_AND_FLEET, RUGGED, RUGGED_FORMULA, run_cli
+
+# Worker-process tests run on the embedded defaults and a fleet (PostgreSQL + Redis); the mixed
+# pairs are covered by the in-process submission tests (tests/scheduler/test_bad_input.py).
+pytestmark = EMBEDDED_AND_FLEET
 
 TUTORIAL = {"Intercept": 9.17, "cont_africa": -1.85, "rugged": -0.19, "cont_africa:rugged": 0.36}
 
