@@ -175,8 +175,9 @@ def _plot_library(app: App, r: Any, output: str, title: str) -> Any:
         entropy = -(probs * np.log(np.clip(probs, 1e-12, 1))).sum(axis=1)
         unsure = [int(i) for i in np.argsort(-entropy) if i >= 6][:6]
         chosen = [*range(min(6, len(images))), *unsure]
-        return plots.plot_class_probs(images[chosen], probs[chosen], sites["__y__"][0][chosen],
-                                      output, f"job {r.job_id}: 6 digits, 6 least sure")  # fmt: skip
+        labels = sites["__y__"][0][chosen]
+        return plots.plot_class_probs(images[chosen], probs[chosen], labels, output,
+                                      f"job {r.job_id}: 6 digits, 6 least sure")  # fmt: skip
     if model == "hmm":
         return plots.plot_states(sites["__day__"][0], sites["__y__"][0],
                                  sites["state_probs"][0], output, title)  # fmt: skip
