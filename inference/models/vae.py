@@ -57,8 +57,11 @@ class VAE:
     in the training set of `size` images when x is a mini-batch.
     """
 
-    def __init__(self, inputs: int, hidden: int, latent: int, size: int,
-                 device: str | torch.device = "cpu") -> None:  # fmt: skip
+    def __init__(
+        self, inputs: int, hidden: int, latent: int, size: int,
+        device: str | torch.device = "cpu", likelihood: str = "bernoulli",
+    ) -> None:  # fmt: skip
+        self.likelihood = likelihood
         self.encoder = Encoder(inputs, hidden, latent).to(device)
         self.decoder = Decoder(latent, hidden, inputs).to(device)
         self.latent = latent
@@ -71,10 +74,25 @@ class VAE:
         with data_plate(x, idx, self.size):
             loc = x.new_zeros((x.shape[0], self.latent))
             z = pyro.sample("z", dist.Normal(loc, torch.ones_like(loc)).to_event(1))
-            # Grey levels in [0, 1] are not Bernoulli's {0, 1}: its log-density still applies
-            # (cross-entropy), so skip the support check.
-            pixels = dist.Bernoulli(logits=self.decoder.logits(z), validate_args=False)
-            return pyro.sample("x", pixels.to_event(1), obs=x)
+            return pyro.sample("x", self.pixels(z).to_event(1), obs=self.observed(x))
+
+    def pixels(self, z: torch.Tensor) -> dist.TorchDistribution:
+        logits = self.decoder.logits(z)
+        if self.likelihood == "continuous_bernoulli":
+            # Its normaliser is unstable at extreme logits; +-15 is a pixel of 3e-7 or 1-3e-7.
+            return dist.ContinuousBernoulli(logits=logits.clamp(-15.0, 15.0))
+        # Grey levels in [0, 1] are not Bernoulli's {0, 1}: its log-density still applies
+        # (cross-entropy), so skip the support check.
+        return dist.Bernoulli(logits=logits, validate_args=False)
+
+    def observed(self, x: torch.Tensor) -> torch.Tensor:
+        if self.likelihood == "continuous_bernoulli":
+            return x.clamp(1e-4, 1.0 - 1e-4)  # its support is the open interval
+        return x
+
+    def image(self, z: torch.Tensor) -> torch.Tensor:
+        """The expected image of code z (for Bernoulli pixels: the decoder's output)."""
+        return self.pixels(z).mean
 
     def guide(self, x: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
         pyro.module("encoder", self.encoder, update_module_params=True)
@@ -85,7 +103,7 @@ class VAE:
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """decoder(encoder loc): each image through its most likely code."""
         loc, _ = self.encoder(x)
-        return self.decoder(loc)
+        return self.image(loc)
 
     def test_elbo(self, x: torch.Tensor, particles: int = 1) -> float:
         """The negative ELBO per image of `x` (no mini-batch scaling)."""
@@ -96,7 +114,8 @@ class VAE:
 class VaeModel:
     """The `vae` library model (inference.library.LibraryModel).
 
-    Options (kiln.library.digits card): latent, hidden, epochs, batch_size, lr, test_every.
+    Options (kiln.library.digits card): latent, hidden, epochs, batch_size, lr, test_every,
+    likelihood (bernoulli as in the Pyro example, or continuous_bernoulli).
     latent_sites is empty: the only latent `z` is one code per image, not a parameter.
     """
 
@@ -114,7 +133,8 @@ class VaeModel:
         epochs = int(options["epochs"])
         xs = torch.as_tensor(x_train, device=device)
         x_eval = torch.as_tensor(x_test, device=device)
-        vae = VAE(xs.shape[1], int(options["hidden"]), int(options["latent"]), size, device)
+        vae = VAE(xs.shape[1], int(options["hidden"]), int(options["latent"]), size, device,
+                  str(options.get("likelihood", "bernoulli")))  # fmt: skip
         evaluated = [0]  # epochs seen by evaluate() when the runner does not say which
 
         def batch(step: int) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -159,7 +179,7 @@ class VaeModel:
             torch.manual_seed(seed)
             reconstruction = vae.reconstruct(shown)
             z = torch.randn(drawn, vae.latent, device=x.device)
-            samples = vae.decoder(z)
+            samples = vae.image(z)
             test_elbo = vae.test_elbo(x, particles=PREDICT_PARTICLES)
         sites = {
             "reconstruction": ("predictive", reconstruction.unsqueeze(0)),

@@ -333,7 +333,18 @@ def check_vae(options: Mapping[str, Any], data: DataRef) -> dict[str, Any]:
     """Positive sizes and rates, image data."""
     name = VAE.name
     _check_options(name, options, ("latent", "hidden", "epochs", "batch_size", "lr", "test_every"))
+    if options.get("likelihood") not in LIKELIHOODS:
+        raise SpecError(
+            f"--set likelihood={options.get('likelihood')}: `{name}` takes one of"
+            f" {', '.join(LIKELIHOODS)}",
+            field="options",
+        )
     return _facts(_check_data(name, data), options)
+
+
+# bernoulli: the Pyro example's (pixels as coin flips; grey levels enter as cross-entropy);
+# continuous_bernoulli: a proper density on [0, 1] for grey pixels, sharper reconstructions.
+LIKELIHOODS = ("bernoulli", "continuous_bernoulli")
 
 
 BNN_CLASSIFIER = register(
@@ -350,7 +361,8 @@ BNN_CLASSIFIER = register(
 VAE = register(
     ModelCard(
         name="vae",
-        summary="Variational autoencoder of images (Bernoulli pixels, Normal(0, I) latent code)",
+        summary="Variational autoencoder of images (Bernoulli or continuous Bernoulli pixels,"
+        " Normal(0, I) latent code)",
         defaults={
             "latent": 10,
             "hidden": 128,
@@ -358,6 +370,7 @@ VAE = register(
             "batch_size": 32,
             "lr": 1e-3,
             "test_every": 1,
+            "likelihood": "bernoulli",
         },
         data=("digits", "mnist"),
         check=check_vae,
