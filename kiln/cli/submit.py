@@ -113,8 +113,9 @@ def submit() -> None:
 def fit(app: App, data_path: str, priors: tuple[str, ...], wait: bool, timeout: float | None,
         as_json: bool, then_predict: int | None, settings: tuple[str, ...],
         **options: Any) -> None:  # fmt: skip
-    """Fit a model: a built-in one by SVI on a CSV file, or your own Pyro model file by SVI
-    (autoguide or your guide) or by MCMC (NUTS/HMC, chains in parallel).
+    """Fit a model: a built-in one by SVI (linreg on a CSV file and a formula; the library's
+    models on their data, options by --set: see `jobs models`), or your own Pyro model file
+    by SVI (autoguide or your guide) or by MCMC (NUTS/HMC, chains in parallel).
 
     \b
     jobs submit fit --model linreg --data rugged.csv --formula "y ~ x"
