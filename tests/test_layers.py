@@ -20,6 +20,7 @@ RULES = [
     ("kiln", ["torch", "pyro", "celery", "sqlalchemy", "pandas"]),
     ("inference.mcmc", ["celery", "sqlalchemy", "redis", "db", "worker", "scheduler"]),
     ("inference.userfit", ["celery", "sqlalchemy", "redis", "db", "worker", "scheduler"]),
+    ("inference.vectorized", ["celery", "sqlalchemy", "redis", "db", "worker", "scheduler"]),
     ("scheduler.usermodel", ["torch", "pyro", "inference", "worker", "celery"]),
     ("kiln.userdata", ["torch", "pyro", "celery", "sqlalchemy", "db"]),
     ("kiln.diagnostics", ["torch", "pyro", "celery", "sqlalchemy", "inference"]),

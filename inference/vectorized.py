@@ -1,0 +1,279 @@
+"""fit_many(): many independent linreg fits as one vectorised Pyro program (an outer plate)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro import poutine
+from pyro.infer import autoguide
+
+from inference.models.linreg import LinReg
+from kiln.errors import SpecError
+
+GUIDES = ("AutoNormal",)  # guides whose parameters are per member (no coupling across members)
+QUANTILES = (0.05, 0.5, 0.95)
+
+
+@dataclass(frozen=True, slots=True)
+class MemberResult:
+    """One member of a batch: how it ended and what its guide says about each site."""
+
+    index: int
+    seed: int
+    status: str  # "ok" or "failed"
+    final_loss: float  # mean loss over the last 100 steps it ran (NaN when it failed at once)
+    params: dict[str, dict[str, float]] = field(default_factory=dict)  # site -> mean/sd/q05/..
+    reason: str | None = None
+    failed_step: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ManyResult:
+    """A vectorised batch: one MemberResult per member and the loss curves, (steps, members)."""
+
+    members: tuple[MemberResult, ...]
+    losses: np.ndarray  # (steps, K) float64; NaN from the step a member failed
+    sites: tuple[str, ...]
+    seeds: tuple[int, ...]
+
+    @property
+    def ok(self) -> tuple[int, ...]:
+        return tuple(m.index for m in self.members if m.status == "ok")
+
+
+class _BatchedLinReg:
+    """LinReg's priors and sites, with every latent of shape (K, 1) under the `members` plate.
+
+    The likelihood is `pyro.factor("obs", weights * log N(y | X beta, sigma))`: a bootstrap
+    resample is a row of multinomial counts, so no member needs its own copy of the data.
+    (A tensor `poutine.scale` would do the same, but Pyro's validation rejects zero scales.)
+    """
+
+    def __init__(self, base: LinReg, members: int) -> None:
+        self.base = base
+        self.members = members
+
+    def __call__(self, X: torch.Tensor, y: torch.Tensor, weights: torch.Tensor) -> None:
+        b = self.base
+        with pyro.plate("members", self.members, dim=-2):
+            mean = torch.zeros((), dtype=X.dtype, device=X.device)
+            for j, term in enumerate(b.terms):
+                coef = pyro.sample(term, dist.Normal(b.locs[j], b.scales[j]))  # (K, 1)
+                mean = mean + coef * X[:, j]  # (K, rows)
+            sigma = pyro.sample("sigma", dist.Uniform(b.sigma_low, b.sigma_high))
+            with pyro.plate("data", X.shape[0], dim=-1):
+                pyro.factor("obs", weights * dist.Normal(mean, sigma).log_prob(y))
+
+
+def _initial_values(
+    base: LinReg, X: torch.Tensor, y: torch.Tensor, weights: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """linreg's `init=auto` per member: weighted least squares and the weighted residual sd.
+
+    Computed in float64; a member whose system is degenerate (all-zero weights, too few rows)
+    starts at the prior's median instead.
+    """
+    X64, y64, w64 = X.double(), y.double(), weights.double()
+    root = w64.sqrt().unsqueeze(-1)  # (K, rows, 1)
+    coef = torch.linalg.lstsq(root * X64, root * y64.unsqueeze(-1)).solution.squeeze(-1)
+    resid = y64 - coef @ X64.T  # (K, rows)
+    total = w64.sum(-1)
+    centre = (w64 * resid).sum(-1) / total
+    sd = ((w64 * (resid - centre.unsqueeze(-1)) ** 2).sum(-1) / (total - 1)).sqrt()
+    span = float(base.sigma_high - base.sigma_low)
+    low, high = float(base.sigma_low) + 0.01 * span, float(base.sigma_high) - 0.01 * span
+    usable = torch.isfinite(coef).all(-1) & torch.isfinite(sd) & (total > 1)
+    coef = torch.where(usable.unsqueeze(-1), coef, base.locs.double())
+    sd = torch.where(usable, sd.clamp(low, high), torch.full_like(sd, (low + high) / 2))
+    values = {term: coef[:, j : j + 1].to(X.dtype) for j, term in enumerate(base.terms)}
+    values["sigma"] = sd.unsqueeze(-1).to(X.dtype)
+    return values
+
+
+def _member_losses(
+    model: Any, guide: Any, args: tuple[torch.Tensor, ...], members: int
+) -> torch.Tensor:
+    """Per-member negative ELBO (one particle, as Trace_ELBO): shape (K,).
+
+    Every site's log-density has the member axis first, so summing the rest of each gives
+    each member's own terms; the batch loss is their sum and each member's gradient its own.
+    """
+    guide_trace = poutine.trace(guide).get_trace(*args)
+    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args)
+    elbo = torch.zeros(members, dtype=args[0].dtype, device=args[0].device)
+    for trace, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
+        trace.compute_log_prob()
+        for site in trace.nodes.values():
+            if site["type"] == "sample":
+                log_p = torch.broadcast_to(site["log_prob"], (members, 1)) if (
+                    site["log_prob"].dim() < 2
+                ) else site["log_prob"]  # fmt: skip
+                elbo = elbo + sign * log_p.reshape(members, -1).sum(-1)
+    return -elbo
+
+
+def _summaries(
+    guide: autoguide.AutoNormal, args: tuple[torch.Tensor, ...], sites: Sequence[str],
+    num_samples: int,
+) -> dict[str, np.ndarray]:  # fmt: skip
+    """Draws from the guide, vectorised over an outer `draws` plate: site -> (num_samples, K)."""
+    with torch.no_grad(), pyro.plate("draws", num_samples, dim=-3):
+        trace = poutine.trace(guide).get_trace(*args)
+    return {s: trace.nodes[s]["value"].reshape(num_samples, -1).cpu().numpy() for s in sites}
+
+
+def _check(
+    X: np.ndarray, y: np.ndarray, members: int, weights: np.ndarray | None, seeds: Sequence[int],
+    guide: str, init: str,
+) -> np.ndarray:  # fmt: skip
+    if guide not in GUIDES:
+        raise SpecError(
+            f"guide `{guide}` cannot be vectorised (have: {', '.join(GUIDES)}); "
+            "run such members as ordinary fits",
+            field="guide",
+        )
+    if init not in ("auto", "median"):
+        raise SpecError(f"init `{init}`: use `auto` or `median`", field="init")
+    if members < 1:
+        raise SpecError(f"members must be >= 1 (got {members})", field="members")
+    if len(seeds) != members:
+        raise SpecError(f"give one seed per member ({members}), got {len(seeds)}", field="seeds")
+    if X.ndim != 2 or y.shape != (X.shape[0],):
+        raise SpecError(f"X must be (rows, terms) and y (rows,); got {X.shape} and {y.shape}")
+    rows = X.shape[0]
+    w = np.ones((members, rows)) if weights is None else np.asarray(weights, dtype=np.float64)
+    if w.shape != (members, rows):
+        raise SpecError(f"weights must be (members, rows) = ({members}, {rows}), got {w.shape}",
+                        field="weights")  # fmt: skip
+    if not np.isfinite(w).all() or (w < 0).any():
+        raise SpecError("weights must be finite and >= 0 (row counts of a resample)",
+                        field="weights")  # fmt: skip
+    return w
+
+
+def fit_many(
+    X: np.ndarray,
+    y: np.ndarray,
+    *,
+    terms: Sequence[str],
+    members: int,
+    weights: np.ndarray | None,
+    seeds: Sequence[int],
+    steps: int,
+    lr: float,
+    guide: str = "AutoNormal",
+    priors: Mapping[str, Mapping[str, float]] | None = None,
+    init: str = "auto",
+    num_samples: int = 1000,
+    device: str = "cpu",
+) -> ManyResult:
+    """Fit `members` independent linreg models (LinReg's priors and sites) in one program.
+
+    X (rows, terms) and y (rows,) are shared; `weights` (members, rows) weights each member's
+    rows (bootstrap counts; None: all ones). Each member has its own AutoNormal loc/scale, and
+    the loss is the sum of the members' losses, so one Adam step is one step of every fit.
+
+    Seeds: the batch draws from ONE random stream, seeded with `seeds[0]`; `seeds` is recorded
+    per member. A member of a batch is therefore not bitwise the same as that member fitted
+    alone with its seed, only statistically the same (same model, guide, start and steps).
+
+    A member whose loss (or gradient) becomes non-finite is marked failed at that step: from
+    then on its terms are left out of the loss, its gradients are zeroed and its parameters
+    are held at their start, so the other members go on untouched. Clears the param store.
+    """
+    w = _check(X, y, members, weights, seeds, guide, init)
+    base = LinReg(terms, priors, device=device)  # checks the priors' site names
+    sites = base.latent_sites
+    tensor = dict(dtype=torch.float32, device=device)
+    Xt, yt = torch.as_tensor(X, **tensor), torch.as_tensor(y, **tensor)
+    args = (Xt, yt, torch.as_tensor(w, **tensor))
+    model = _BatchedLinReg(base, members)
+
+    pyro.clear_param_store()
+    pyro.set_rng_seed(int(seeds[0]))
+    if init == "auto":
+        start = autoguide.initialization.init_to_value(
+            values=_initial_values(base, *args),
+            fallback=autoguide.initialization.init_to_median,
+        )
+        fitted = autoguide.AutoNormal(model, init_loc_fn=start)
+    else:
+        fitted = autoguide.AutoNormal(model)
+    with torch.no_grad():
+        fitted(*args)  # makes the parameters, each (K, 1): member axis first
+    params = [p for p in fitted.parameters()]
+    assert all(p.shape[0] == members for p in params), "a guide parameter is shared by members"
+    held = [p.detach().clone() for p in params]
+    optim = torch.optim.Adam(params, lr=lr)
+
+    alive = torch.ones(members, dtype=torch.bool, device=device)
+    curve = torch.full((steps, members), float("nan"), dtype=torch.float64)
+    failures: dict[int, tuple[int, str]] = {}
+    for step in range(steps):
+        optim.zero_grad(set_to_none=False)
+        losses = _member_losses(model, fitted, args, members)
+        bad = alive & ~torch.isfinite(losses)
+        if bad.any():
+            for k in bad.nonzero().flatten().tolist():
+                failures[k] = (step, f"loss is {losses[k].item()} at step {step}")
+            alive = alive & ~bad
+        torch.where(alive, losses, torch.zeros_like(losses)).sum().backward()
+        grad_ok = torch.ones(members, dtype=torch.bool, device=device)
+        for p in params:
+            grad_ok &= torch.isfinite(p.grad).reshape(members, -1).all(-1)
+        for k in (alive & ~grad_ok).nonzero().flatten().tolist():
+            failures[k] = (step, f"gradient is not finite at step {step}")
+        alive = alive & grad_ok
+        dead = ~alive
+        if dead.any():
+            for p in params:
+                p.grad[dead] = 0.0
+        optim.step()
+        if dead.any():
+            with torch.no_grad():  # Adam's momentum would still move them: put them back
+                for p, h in zip(params, held, strict=True):
+                    p[dead] = h[dead]
+        curve[step] = torch.where(alive, losses.detach(), torch.nan).double().cpu()
+
+    draws = _summaries(fitted, args, sites, num_samples)
+    losses_np = curve.numpy()
+    results = []
+    for k in range(members):
+        if k in failures:
+            step, what = failures[k]
+            reason = (
+                f"member {k}: {what}; try a smaller lr (now {lr}), other priors,"
+                " or check this member's weights"
+            )
+            results.append(
+                MemberResult(
+                    k,
+                    int(seeds[k]),
+                    "failed",
+                    _tail_mean(losses_np[:step, k]),
+                    reason=reason,
+                    failed_step=step,
+                )  # fmt: skip
+            )
+            continue
+        summary = {
+            s: {
+                "mean": float(d[:, k].mean()),
+                "sd": float(d[:, k].std(ddof=1)),
+                **{f"q{round(q * 100):02d}": float(np.quantile(d[:, k], q)) for q in QUANTILES},
+            }
+            for s, d in draws.items()
+        }
+        results.append(MemberResult(k, int(seeds[k]), "ok", _tail_mean(losses_np[:, k]), summary))
+    return ManyResult(tuple(results), losses_np, tuple(sites), tuple(int(s) for s in seeds))
+
+
+def _tail_mean(losses: np.ndarray, last: int = 100) -> float:
+    tail = losses[-last:]
+    return float(tail.mean()) if len(tail) else float("nan")
