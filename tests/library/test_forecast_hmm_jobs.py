@@ -79,7 +79,7 @@ def simulated_hmm_csv(path, seed: int = 0) -> None:  # type: ignore[no-untyped-d
     transition = np.array([[0.95, 0.05], [0.1, 0.9]])
     means, sds = np.array([-1.5, 2.0]), np.array([0.5, 0.8])
     state, values = 0, []
-    for _ in range(500):
+    for _ in range(1500):  # enough days that sampling noise in the means is ~0.03
         values.append(rng.normal(means[state], sds[state]))
         state = rng.choice(2, p=transition[state])
     path.write_text("value\n" + "\n".join(f"{v:.5f}" for v in values) + "\n")
@@ -93,10 +93,14 @@ def test_hmm_recovers_a_known_two_state_chain(stack, start_worker, tmp_path) -> 
     done, (fit, predict) = submit(stack, "--model", "hmm", "--data", str(data), "--seed", "0",
                                   "--set", "steps=300", "--then-predict", "200")  # fmt: skip
     assert done.returncode == 0, done.stderr
+    # The fitted values (the guide's medians, states ordered by mean): deterministic given
+    # the fit's seed, unlike the mean of the predict job's draws.
+    point = predict["info"]["point"]
+    assert abs(point["means"][0] + 1.5) < 0.1 and abs(point["means"][1] - 2.0) < 0.1, point
+    assert abs(point["transition"][0][0] - 0.95) < 0.1, point
+    assert abs(point["transition"][1][1] - 0.9) < 0.1, point
     params = {r["site"]: r["mean"] for r in cli_json(
         stack, "samples", predict["id"], "--format", "json")}  # fmt: skip
-    assert abs(params["means[0]"] + 1.5) < 0.1 and abs(params["means[1]"] - 2.0) < 0.1
-    assert abs(params["transition[0,0]"] - 0.95) < 0.1
-    assert abs(params["transition[1,1]"] - 0.9) < 0.1
+    assert abs(params["means[1]"] - 2.0) < 0.2  # posterior draws' mean, 200 draws
     probs = params["state_probs[0,0]"] + params["state_probs[0,1]"]
     assert probs == pytest.approx(1.0)
