@@ -170,22 +170,8 @@ def submit_fit(
         job.info = {"data": facts}
         created.append(job)
         if then_predict is not None:
-            predict = PredictSpec(
-                from_job=job_id, num_samples=then_predict,
-                seed=secrets.randbelow(2**31), device=spec.device, queue=spec.queue,
-                priority=spec.priority,
-            )  # fmt: skip
-            created.append(
-                _create_predict(
-                    session,
-                    predict,
-                    fit_model=spec.model,
-                    dataset_id=None,
-                    waiting=True,
-                    limits=limits,
-                    rows=facts["rows_used"],
-                )  # fmt: skip
-            )
+            created.append(_then_predict(session, spec, job_id, then_predict, limits,
+                                         rows=facts["rows_used"]))  # fmt: skip
         session.commit()
     _send_or_forget(sessions, [(job_id, queue, spec.priority)], created, send)
     log.info("job %s: queued on %s (priority %d)", job_id, queue, spec.priority)
@@ -295,21 +281,7 @@ def submit_library_fit(
         job.info = {"data": _plain(facts)}
         created.append(job)
         if then_predict is not None:
-            predict = PredictSpec(
-                from_job=job_id, num_samples=then_predict, seed=secrets.randbelow(2**31),
-                device=spec.device, queue=spec.queue, priority=spec.priority,
-            )  # fmt: skip
-            created.append(
-                _create_predict(
-                    session,
-                    predict,
-                    fit_model=spec.model,
-                    dataset_id=None,
-                    waiting=True,
-                    limits=limits,
-                    rows=None,
-                )  # fmt: skip
-            )
+            created.append(_then_predict(session, spec, job_id, then_predict, limits, rows=None))
         session.commit()
     _send_or_forget(sessions, [(job_id, queue, spec.priority)], created, send)
     log.info("job %s: %s on %s queued on %s", job_id, spec.model, data.name, queue)
@@ -430,6 +402,19 @@ def _create_predict(
     )
     job.info = {"rows": rows, "new_data": dataset_id is not None}
     return job
+
+
+def _then_predict(
+    session: Session, spec: FitSpec | LibraryFitSpec, fit_id: str, num_samples: int,
+    limits: Limits, rows: object,
+) -> Job:  # fmt: skip
+    """The predict job of `--then-predict`: waiting for its fit, routed and ranked like it."""
+    predict = PredictSpec(
+        from_job=fit_id, num_samples=num_samples, seed=secrets.randbelow(2**31),
+        device=spec.device, queue=spec.queue, priority=spec.priority,
+    )  # fmt: skip
+    return _create_predict(session, predict, fit_model=spec.model, dataset_id=None,
+                           waiting=True, limits=limits, rows=rows)  # fmt: skip
 
 
 def new_job_id() -> str:

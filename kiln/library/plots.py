@@ -10,26 +10,11 @@ from typing import Any
 
 import numpy as np
 
+from kiln.plots import _pyplot, _save  # one Agg backend set-up and one PNG writer
+
 __all__ = ["plot_class_probs", "plot_forecast", "plot_reconstructions", "plot_states"]
 
 FORECAST_BAND = (5.0, 95.0)  # percentiles of plot_forecast's band: 90% of the draws
-
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig: Any, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    _pyplot().close(fig)
-    return path
 
 
 def _title(fig: Any, title: str) -> None:
