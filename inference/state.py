@@ -19,6 +19,15 @@ def dump_state() -> bytes:
     return buffer.getvalue()
 
 
+def dump_param_state(params: dict[str, torch.Tensor], constraints: dict[str, Any]) -> bytes:
+    """A param store state built from unconstrained values and their constraints (e.g. one
+    member's slice of a vectorised batch), in dump_state()'s format."""
+    buffer = io.BytesIO()
+    state = {"params": dict(params), "constraints": dict(constraints)}
+    torch.save({"format": STATE_FORMAT, "param_store": state}, buffer)
+    return buffer.getvalue()
+
+
 def load_state(content: bytes, map_location: str = "cpu") -> None:
     """Replace the param store with a state from dump_state().
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +14,7 @@ from pyro import poutine
 from pyro.infer import autoguide
 
 from inference.models.linreg import LinReg
+from inference.state import dump_param_state
 from kiln.errors import SpecError
 
 GUIDES = ("AutoNormal",)  # guides whose parameters are per member (no coupling across members)
@@ -31,6 +32,9 @@ class MemberResult:
     params: dict[str, dict[str, float]] = field(default_factory=dict)  # site -> mean/sd/q05/..
     reason: str | None = None
     failed_step: int | None = None
+    draws: dict[str, np.ndarray] = field(default_factory=dict)  # site -> (num_samples,)
+    state: bytes | None = None  # its guide as a single fit's fitted state (inference.state)
+    guide_params: dict[str, np.ndarray] = field(default_factory=dict)  # constrained, by name
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +69,7 @@ class _BatchedLinReg:
             mean = torch.zeros((), dtype=X.dtype, device=X.device)
             for j, term in enumerate(b.terms):
                 coef = pyro.sample(term, dist.Normal(b.locs[j], b.scales[j]))  # (K, 1)
-                mean = mean + coef * X[:, j]  # (K, rows)
+                mean = mean + coef * X[..., j]  # (K, rows)
             sigma = pyro.sample("sigma", dist.Uniform(b.sigma_low, b.sigma_high))
             with pyro.plate("data", X.shape[0], dim=-1):
                 pyro.factor("obs", weights * dist.Normal(mean, sigma).log_prob(y))
@@ -79,10 +83,12 @@ def _initial_values(
     Computed in float64; a member whose system is degenerate (all-zero weights, too few rows)
     starts at the prior's median instead.
     """
-    X64, y64, w64 = X.double(), y.double(), weights.double()
+    w64 = weights.double()
+    X64 = X.double().expand(w64.shape[0], *X.shape[-2:])  # (K, rows, terms)
+    y64 = y.double().expand(w64.shape)  # (K, rows)
     root = w64.sqrt().unsqueeze(-1)  # (K, rows, 1)
     coef = torch.linalg.lstsq(root * X64, root * y64.unsqueeze(-1)).solution.squeeze(-1)
-    resid = y64 - coef @ X64.T  # (K, rows)
+    resid = y64 - torch.einsum("krt,kt->kr", X64, coef)  # (K, rows)
     total = w64.sum(-1)
     centre = (w64 * resid).sum(-1) / total
     sd = ((w64 * (resid - centre.unsqueeze(-1)) ** 2).sum(-1) / (total - 1)).sqrt()
@@ -144,9 +150,14 @@ def _check(
         raise SpecError(f"members must be >= 1 (got {members})", field="members")
     if len(seeds) != members:
         raise SpecError(f"give one seed per member ({members}), got {len(seeds)}", field="seeds")
-    if X.ndim != 2 or y.shape != (X.shape[0],):
-        raise SpecError(f"X must be (rows, terms) and y (rows,); got {X.shape} and {y.shape}")
-    rows = X.shape[0]
+    shared = X.ndim == 2 and y.shape == (X.shape[0],)
+    own = X.ndim == 3 and X.shape[0] == members and y.shape == X.shape[:2]
+    if not (shared or own):
+        raise SpecError(
+            "X must be (rows, terms) and y (rows,), or (members, rows, terms) and (members, rows);"
+            f" got {X.shape} and {y.shape}"
+        )
+    rows = X.shape[-2]
     w = np.ones((members, rows)) if weights is None else np.asarray(weights, dtype=np.float64)
     if w.shape != (members, rows):
         raise SpecError(f"weights must be (members, rows) = ({members}, {rows}), got {w.shape}",
@@ -166,28 +177,37 @@ def fit_many(
     weights: np.ndarray | None,
     seeds: Sequence[int],
     steps: int,
-    lr: float,
+    lr: float | Sequence[float],
     guide: str = "AutoNormal",
     priors: Mapping[str, Mapping[str, float]] | None = None,
     init: str = "auto",
     num_samples: int = 1000,
     device: str = "cpu",
+    progress: Callable[[int, np.ndarray], None] | None = None,
+    progress_every: int = 50,
 ) -> ManyResult:
     """Fit `members` independent linreg models (LinReg's priors and sites) in one program.
 
-    X (rows, terms) and y (rows,) are shared; `weights` (members, rows) weights each member's
-    rows (bootstrap counts; None: all ones). Each member has its own AutoNormal loc/scale, and
-    the loss is the sum of the members' losses, so one Adam step is one step of every fit.
+    X is (rows, terms) and y (rows,), shared by every member, or (members, rows, terms) and
+    (members, rows): one design per member (e.g. one per group, padded with rows of weight 0).
+    `weights` (members, rows) weights each member's rows (bootstrap counts, 0 for padding;
+    None: all ones). `lr` is one learning rate or one per member. Each member has its own
+    AutoNormal loc/scale, and the loss is the sum of the members' losses, so one Adam step
+    (torch's update rule, with a learning rate per member) is one step of every fit.
 
     Seeds: the batch draws from ONE random stream, seeded with `seeds[0]`; `seeds` is recorded
     per member. A member of a batch is therefore not bitwise the same as that member fitted
     alone with its seed, only statistically the same (same model, guide, start and steps).
 
     A member whose loss (or gradient) becomes non-finite is marked failed at that step: from
-    then on its terms are left out of the loss, its gradients are zeroed and its parameters
-    are held at their start, so the other members go on untouched. Clears the param store.
+    then on its terms are left out of the loss and its parameters are held where they were,
+    so the other members go on untouched. `progress(step, last losses)` is called every
+    `progress_every` steps (it may raise to stop the batch). Clears the param store.
     """
     w = _check(X, y, members, weights, seeds, guide, init)
+    rates = np.broadcast_to(np.asarray(lr, dtype=np.float64), (members,)).copy()
+    if not (np.isfinite(rates) & (rates > 0)).all():
+        raise SpecError(f"lr must be > 0 for every member (got {list(rates)})", field="lr")
     base = LinReg(terms, priors, device=device)  # checks the priors' site names
     sites = base.latent_sites
     tensor = dict(dtype=torch.float32, device=device)
@@ -209,14 +229,14 @@ def fit_many(
         fitted(*args)  # makes the parameters, each (K, 1): member axis first
     params = [p for p in fitted.parameters()]
     assert all(p.shape[0] == members for p in params), "a guide parameter is shared by members"
-    held = [p.detach().clone() for p in params]
-    optim = torch.optim.Adam(params, lr=lr)
+    adam = _Adam(params, torch.as_tensor(rates, **tensor))
 
     alive = torch.ones(members, dtype=torch.bool, device=device)
     curve = torch.full((steps, members), float("nan"), dtype=torch.float64)
     failures: dict[int, tuple[int, str]] = {}
     for step in range(steps):
-        optim.zero_grad(set_to_none=False)
+        for p in params:
+            p.grad = None
         losses = _member_losses(model, fitted, args, members)
         bad = alive & ~torch.isfinite(losses)
         if bad.any():
@@ -230,25 +250,23 @@ def fit_many(
         for k in (alive & ~grad_ok).nonzero().flatten().tolist():
             failures[k] = (step, f"gradient is not finite at step {step}")
         alive = alive & grad_ok
-        dead = ~alive
-        if dead.any():
-            for p in params:
-                p.grad[dead] = 0.0
-        optim.step()
-        if dead.any():
-            with torch.no_grad():  # Adam's momentum would still move them: put them back
-                for p, h in zip(params, held, strict=True):
-                    p[dead] = h[dead]
+        adam.step(alive)
         curve[step] = torch.where(alive, losses.detach(), torch.nan).double().cpu()
+        if progress is not None and ((step + 1) % progress_every == 0 or step + 1 == steps):
+            progress(step + 1, curve[step].numpy())
 
     draws = _summaries(fitted, args, sites, num_samples)
+    store = pyro.get_param_store()
+    names = list(store.keys())
+    unconstrained = {n: store._params[n].detach() for n in names}  # noqa: SLF001 - state layout
+    constraints = {n: store._constraints[n] for n in names}  # noqa: SLF001
     losses_np = curve.numpy()
     results = []
     for k in range(members):
         if k in failures:
             step, what = failures[k]
             reason = (
-                f"member {k}: {what}; try a smaller lr (now {lr}), other priors,"
+                f"member {k}: {what}; try a smaller lr (now {rates[k]:g}), other priors,"
                 " or check this member's weights"
             )
             results.append(
@@ -270,8 +288,47 @@ def fit_many(
             }
             for s, d in draws.items()
         }
-        results.append(MemberResult(k, int(seeds[k]), "ok", _tail_mean(losses_np[:, k]), summary))
+        # The member's own guide, shaped as a single fit's (scalar sites): a predict job
+        # rebuilds it from these bytes like any fit's.
+        own = {n: v[k].reshape(()).clone().cpu() for n, v in unconstrained.items()}
+        state = dump_param_state(own, constraints)
+        results.append(
+            MemberResult(
+                k, int(seeds[k]), "ok", _tail_mean(losses_np[:, k]), summary,
+                draws={s: d[:, k].copy() for s, d in draws.items()}, state=state,
+                guide_params={n: _constrained(v, constraints[n]) for n, v in own.items()},
+            )  # fmt: skip
+        )
     return ManyResult(tuple(results), losses_np, tuple(sites), tuple(int(s) for s in seeds))
+
+
+def _constrained(value: torch.Tensor, constraint: Any) -> np.ndarray:
+    return torch.distributions.transform_to(constraint)(value).detach().cpu().numpy().copy()
+
+
+class _Adam:
+    """torch's Adam update (betas 0.9, 0.999, eps 1e-8, bias-corrected) with one learning rate
+    per member, and updates only for members still alive."""
+
+    def __init__(self, params: list[torch.Tensor], lr: torch.Tensor) -> None:
+        self.params = params
+        self.lr = lr
+        self.m = [torch.zeros_like(p) for p in params]
+        self.v = [torch.zeros_like(p) for p in params]
+        self.t = 0
+
+    @torch.no_grad()
+    def step(self, alive: torch.Tensor) -> None:
+        b1, b2, eps = 0.9, 0.999, 1e-8
+        self.t += 1
+        c1, c2 = 1 - b1**self.t, 1 - b2**self.t
+        for p, m, v in zip(self.params, self.m, self.v, strict=True):
+            shape = (-1,) + (1,) * (p.dim() - 1)
+            g = torch.where(alive.reshape(shape), p.grad, torch.zeros_like(p.grad))
+            m.mul_(b1).add_(g, alpha=1 - b1)
+            v.mul_(b2).addcmul_(g, g, value=1 - b2)
+            update = (self.lr.reshape(shape) / c1) * m / (v.sqrt() / c2**0.5 + eps)
+            p.sub_(torch.where(alive.reshape(shape), update, torch.zeros_like(update)))
 
 
 def _tail_mean(losses: np.ndarray, last: int = 100) -> float:
