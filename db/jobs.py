@@ -21,6 +21,7 @@ from db.models import (
     Worker,
     utcnow,
 )
+from db.sweeps import settle_batch_members
 from kiln.errors import InfraError, NotFound
 
 
@@ -258,6 +259,8 @@ def finish_job(
     )
     if status == JobStatus.SUCCEEDED:  # the fitted state is stored; the checkpoint is spent
         session.execute(delete(Checkpoint).where(Checkpoint.job_id == job_id))
+    else:  # a sweep's batch job: members it did not store follow it
+        settle_batch_members(session, job_id, status.value, error, requeue)
     released = [] if requeue else _settle_dependants(session, job_id)
     session.commit()
     return released
@@ -380,6 +383,8 @@ def reap_expired(session: Session) -> Reaped:
         if result.rowcount != 1:  # type: ignore[attr-defined]
             continue
         _close_open_attempts(session, job.id, now, "lost", why)
+        status = JobStatus.FAILED.value if give_up else JobStatus.QUEUED.value
+        settle_batch_members(session, job.id, status, values.get("error"), not give_up)
         if give_up:
             failed.append(job.id)
             _settle_dependants(session, job.id)
@@ -395,6 +400,7 @@ def queued_since(session: Session, older_than_s: float) -> list[Released]:
     rows = session.execute(
         select(Job.id, Job.queue, Job.priority).where(
             Job.status == JobStatus.QUEUED.value,
+            Job.batch_id.is_(None),  # a batch's members travel with their batch's message
             or_(Job.queued_at.is_(None), Job.queued_at < since),
         )
     ).all()

@@ -1,4 +1,4 @@
-"""Mapped tables: datasets, jobs, attempts, workers, losses, params, samples, fitted state,
+"""Mapped tables: datasets, sweeps, jobs, attempts, workers, losses, params, samples, fitted state,
 checkpoints."""
 
 from __future__ import annotations
@@ -80,6 +80,21 @@ class ModelSource(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class Sweep(Base):
+    """Many related fits submitted at once (a grid, seeds, resamples, groups): a parent of
+    member jobs (`jobs.sweep_id`). Its status is derived from its members' statuses."""
+
+    __tablename__ = "sweeps"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    model: Mapped[str] = mapped_column(String(255))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    dataset_id: Mapped[str | None] = mapped_column(ForeignKey("datasets.id"))
+    members: Mapped[int] = mapped_column(Integer)
+    batches: Mapped[int] = mapped_column(Integer, default=0)  # vectorised batch jobs
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    info: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
 class Job(Base):
     """One unit of work (a fit); its row is the source of truth for its state."""
 
@@ -94,6 +109,15 @@ class Job(Base):
     # A predict job's fit: the job waits until it succeeded (and fails if it did not).
     depends_on: Mapped[str | None] = mapped_column(
         ForeignKey("jobs.id", ondelete="CASCADE"), index=True
+    )
+    # A sweep's member: its sweep, its position in it, and the vectorised batch job that fits
+    # it (None: it runs as an ordinary job). A member in a batch is never sent on its own.
+    sweep_id: Mapped[str | None] = mapped_column(
+        ForeignKey("sweeps.id", ondelete="CASCADE"), index=True
+    )
+    member: Mapped[int | None] = mapped_column(Integer)
+    batch_id: Mapped[str | None] = mapped_column(
+        ForeignKey("jobs.id", ondelete="SET NULL"), index=True
     )
     queue: Mapped[str] = mapped_column(String(32))
     priority: Mapped[int] = mapped_column(Integer, default=0)

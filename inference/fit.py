@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyro
 import torch
@@ -13,7 +14,7 @@ import torch
 from inference.guides import make_guide
 from inference.models import MODELS
 from kiln.errors import SpecError
-from kiln.tables import Design, build_design
+from kiln.tables import Design, build_design, member_design
 
 
 @dataclass
@@ -49,6 +50,7 @@ def prepare_fit(
     priors: Mapping[str, Mapping[str, float]] | None = None,
     device: str = "cpu",
     init: str = "auto",
+    rows: Mapping[str, Any] | None = None,
 ) -> FitProblem:
     """Clear the param store, seed Pyro, build the model, the guide and the data tensors.
 
@@ -58,12 +60,18 @@ def prepare_fit(
     if model_name not in MODELS:
         raise SpecError(f"unknown model `{model_name}` (have: {', '.join(MODELS)})", field="model")
     device = resolve_device(device)
-    design: Design = build_design(frame, formula)
+    design: Design
+    if rows:  # a sweep member: one group's rows and/or a bootstrap resample (counts per row)
+        design, counts = member_design(frame, formula, **rows)
+        X_np, y_np = np.repeat(design.X, counts, axis=0), np.repeat(design.y, counts)
+    else:
+        design = build_design(frame, formula)
+        X_np, y_np = design.X, design.y
     pyro.clear_param_store()
     pyro.set_rng_seed(seed)
     model = MODELS[model_name](design.terms, priors, device=device)
-    X = torch.as_tensor(design.X, dtype=torch.float32, device=device)
-    y = torch.as_tensor(design.y, dtype=torch.float32, device=device)
+    X = torch.as_tensor(X_np, dtype=torch.float32, device=device)
+    y = torch.as_tensor(y_np, dtype=torch.float32, device=device)
     return FitProblem(
         model=model,
         guide=make_guide(guide, model, model.initial_values(X, y) if init == "auto" else None),

@@ -294,8 +294,13 @@ def fit_many(
         state = dump_param_state(own, constraints)
         results.append(
             MemberResult(
-                k, int(seeds[k]), "ok", _tail_mean(losses_np[:, k]), summary,
-                draws={s: d[:, k].copy() for s, d in draws.items()}, state=state,
+                k,
+                int(seeds[k]),
+                "ok",
+                _tail_mean(losses_np[:, k]),
+                summary,
+                draws={s: d[:, k].copy() for s, d in draws.items()},
+                state=state,
                 guide_params={n: _constrained(v, constraints[n]) for n, v in own.items()},
             )  # fmt: skip
         )

@@ -52,6 +52,11 @@ class Settings(BaseSettings):
     # run code on the workers.
     allow_user_code: bool | None = None
     max_source_bytes: PositiveInt = 1_000_000
+    # Sweeps: at most this many members; a vectorised batch holds at most sweep_max_batch
+    # members and, by a memory model of one member, at most about sweep_memory_mb of tensors.
+    max_sweep_members: PositiveInt = 20_000
+    sweep_max_batch: PositiveInt = 1024
+    sweep_memory_mb: PositiveFloat = 512.0
 
     @classmethod
     def settings_customise_sources(

@@ -6,6 +6,7 @@ worker later uses to build tensors.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import re
 from dataclasses import dataclass
@@ -168,3 +169,72 @@ def build_design(
         row_index=index,
         has_response=lhs is not None,
     )
+
+
+def group_values(frame: pd.DataFrame, column: str) -> list[str]:
+    """The distinct non-missing values of `column`, as text (how a sweep names its groups)."""
+    if column not in frame.columns:
+        raise DataError(
+            f"--group-by column `{column}` not in data (have:"
+            f" {_column_list([str(c) for c in frame.columns])})",
+            column=column,
+        )
+    values = frame[column].dropna()
+    return sorted({_as_text(v) for v in values}, key=_natural)
+
+
+def _as_text(value: object) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _natural(text: str) -> tuple[int, float | str]:
+    try:
+        return (0, float(text))
+    except ValueError:
+        return (1, text)
+
+
+def group_rows(frame: pd.DataFrame, column: str, group: str) -> pd.DataFrame:
+    """The rows whose `column` value, as text, is `group`."""
+    if column not in frame.columns:
+        raise DataError(f"group_by column `{column}` not in data", column=column)
+    keep = np.array([v == v and _as_text(v) == group for v in frame[column]], dtype=bool)
+    if not keep.any():
+        raise DataError(f"no row has {column} = {group}", column=column)
+    return frame[keep]
+
+
+def member_design(
+    frame: pd.DataFrame,
+    formula: str,
+    *,
+    group_by: str | None = None,
+    group: str | None = None,
+    bootstrap: int | None = None,
+    bootstrap_seed: int | None = None,
+) -> tuple[Design, np.ndarray]:
+    """The design a sweep member is fitted on, and how often each of its rows counts.
+
+    A group keeps the rows whose `group_by` value (as text) is `group`; the formula is then
+    evaluated on those rows alone, as a fit of that group's table would. Bootstrap replicate
+    `bootstrap` of seed `bootstrap_seed` draws as many rows as there are, with replacement:
+    counts (rows,) from a multinomial, reproducible from (seed, replicate) alone. Without a
+    resample every count is 1. `row_index` stays the rows' positions in the whole table.
+    """
+    positions = np.arange(len(frame))
+    if group_by is not None:
+        if group is None:
+            raise SpecError("a member with group_by needs its group value", field="group")
+        kept = group_rows(frame.set_axis(pd.RangeIndex(len(frame))), group_by, group)
+        frame, positions = kept, positions[kept.index.to_numpy()]
+    design = build_design(frame, formula)
+    design = dataclasses.replace(design, row_index=positions[design.row_index])
+    rows = design.rows_used
+    if bootstrap is None:
+        return design, np.ones(rows, dtype=np.int64)
+    if bootstrap_seed is None or bootstrap < 0:
+        raise SpecError("a bootstrap member needs its replicate number and seed", "bootstrap")
+    rng = np.random.default_rng([int(bootstrap_seed), int(bootstrap)])
+    return design, rng.multinomial(rows, np.full(rows, 1.0 / rows)).astype(np.int64)

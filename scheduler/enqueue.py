@@ -89,6 +89,9 @@ class Limits:
     max_predict_samples: int
     max_predict_values: int
     worker_alive_s: float = 20.0  # for routing device=auto to a GPU worker that is free
+    max_sweep_members: int = 20_000
+    sweep_max_batch: int = 1024
+    sweep_memory_mb: float = 512.0
 
     @classmethod
     def from_settings(cls, settings: Any) -> Limits:
@@ -98,6 +101,9 @@ class Limits:
             max_predict_samples=settings.max_predict_samples,
             max_predict_values=settings.max_predict_values,
             worker_alive_s=settings.worker_alive_s,
+            max_sweep_members=settings.max_sweep_members,
+            sweep_max_batch=settings.sweep_max_batch,
+            sweep_memory_mb=settings.sweep_memory_mb,
         )
 
 

@@ -64,6 +64,12 @@ class FitSpec(BaseModel):
     # Resumable state every N steps and/or T seconds; None: the worker's KILN_CHECKPOINT_*.
     checkpoint_every: int | None = Field(default=None, ge=0)
     checkpoint_every_s: float | None = Field(default=None, ge=0)
+    # A sweep member's rows (kiln.tables.member_design): the rows of one group, and/or
+    # bootstrap replicate `bootstrap` drawn with `bootstrap_seed`.
+    group_by: str | None = Field(default=None, min_length=1, max_length=255)
+    group: str | None = Field(default=None, max_length=255)
+    bootstrap: int | None = Field(default=None, ge=0)
+    bootstrap_seed: int | None = Field(default=None, ge=0, lt=2**32)
 
     @model_validator(mode="after")
     def _sigma_prior_is_uniform(self) -> FitSpec:
@@ -71,6 +77,52 @@ class FitSpec(BaseModel):
             want = "uniform" if name == "sigma" else "normal"
             if prior.dist != want:
                 raise ValueError(f"prior for `{name}` must be {want}(...) (got {prior.dist})")
+        if (self.group_by is None) != (self.group is None):
+            raise ValueError("group_by and group go together")
+        if (self.bootstrap is None) != (self.bootstrap_seed is None):
+            raise ValueError("bootstrap and bootstrap_seed go together")
+        return self
+
+
+# What a sweep's grid may vary: FitSpec fields, each with the type its values are read as.
+GRID_KEYS: dict[str, type] = {
+    "lr": float,
+    "guide": str,
+    "steps": int,
+    "init": str,
+    "elbo": str,
+    "optim": str,
+    "num_samples": int,
+}
+# Members that differ only in these (and in seed, resample and group) can share a batch.
+PACKABLE_KEYS = ("lr",)
+
+
+class SweepSpec(BaseModel):
+    """Many linreg fits: every combination of `grid`, times `seeds` seeds, times `bootstrap`
+    resamples (if any), times the groups of `group_by` (if any). `base` holds the settings
+    shared by every member (a FitSpec without seed)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: Literal["sweep"] = "sweep"
+    base: FitSpec
+    grid: dict[str, list[float | int | str]] = Field(default_factory=dict)
+    seeds: PositiveInt = Field(default=1, le=100_000)
+    bootstrap: int | None = Field(default=None, ge=1, le=100_000)
+    group_by: str | None = Field(default=None, min_length=1, max_length=255)
+    vectorize: Literal["auto", "on", "off"] = "auto"
+    batch_size: int | None = Field(default=None, ge=1, le=100_000)
+    seed: int | None = Field(default=None, ge=0, lt=2**32)
+
+    @model_validator(mode="after")
+    def _grid_keys(self) -> SweepSpec:
+        for key, values in self.grid.items():
+            if key not in GRID_KEYS:
+                raise ValueError(f"grid key `{key}` cannot be swept (have: {', '.join(GRID_KEYS)})")
+            if not values:
+                raise ValueError(f"grid key `{key}` has no values")
+            if len(set(map(str, values))) != len(values):
+                raise ValueError(f"grid key `{key}` repeats a value")
         return self
 
 
@@ -152,10 +204,15 @@ class PredictSpec(BaseModel):
     priority: int = Field(default=5, ge=0, le=9)
 
 
+def parse_sweep_spec(raw: dict[str, Any]) -> SweepSpec:
+    """Validate a sweep spec; raise one SpecError listing every bad field."""
+    return _validate(SweepSpec, raw)
+
+
 JobSpec = FitSpec | UserFitSpec | LibraryFitSpec | PredictSpec
 
 
-Spec = TypeVar("Spec", FitSpec, UserFitSpec, LibraryFitSpec, PredictSpec)
+Spec = TypeVar("Spec", FitSpec, UserFitSpec, LibraryFitSpec, PredictSpec, SweepSpec)
 
 
 def _describe(error: dict[str, Any]) -> str:

@@ -17,7 +17,7 @@ from db.jobs import Released, claim_job, finish_job, get_checkpoint, get_job, re
 from db.models import Dataset, JobStatus
 from db.results import get_fitted_state, store_fit_results, store_predict_results
 from kiln.errors import Cancelled, InfraError, UserError
-from kiln.tables import read_csv_bytes
+from kiln.tables import group_rows, read_csv_bytes
 from scheduler.spec import is_library_spec, is_user_spec
 from worker.lease import LeaseKeeper
 from worker.runtime import Runtime
@@ -66,6 +66,10 @@ def execute_job(rt: Runtime, job_id: str) -> Outcome:
                 from worker.userjobs import run_user_job
 
                 run_user_job(rt, job_id, job.spec, job.source_id, dataset, info, started)
+            elif job.kind == "batch":
+                from worker.sweep import run_batch
+
+                run_batch(rt, job_id, dataset, info, started)
             elif dataset is None:
                 raise UserError(f"job {job_id} has no dataset")
             else:
@@ -116,7 +120,7 @@ def _run_fit(
     problem = prepare_fit(
         spec["model"], frame, formula=spec["formula"], guide=spec["guide"], seed=spec["seed"],
         priors={k: v for k, v in spec.get("priors", {}).items()}, device=spec["device"],
-        init=spec.get("init", "auto"),
+        init=spec.get("init", "auto"), rows=member_rows(spec),
     )  # fmt: skip
 
     def summarize() -> tuple[list[Any], dict[str, Any]]:
@@ -126,6 +130,12 @@ def _run_fit(
         )  # fmt: skip
 
     run_svi_job(rt, job_id, spec, problem, info, started, summarize)
+
+
+def member_rows(spec: dict[str, Any]) -> dict[str, Any] | None:
+    """A sweep member's row selection from its spec (None: all rows, once each)."""
+    rows = {k: spec.get(k) for k in ("group_by", "group", "bootstrap", "bootstrap_seed")}
+    return rows if any(v is not None for v in rows.values()) else None
 
 
 def run_svi_job(
@@ -221,8 +231,11 @@ def _run_predict(
     content = fit_data.content
     if state.format != STATE_FORMAT:
         raise UserError(f"fit {fit_id}: fitted state format {state.format!r} is not supported")
+    fit_frame = read_csv_bytes(content, fit_data.name)
+    if fit_spec.get("group_by"):  # a sweep member fitted on one group: predict for its rows
+        fit_frame = group_rows(fit_frame, fit_spec["group_by"], fit_spec["group"])
     prediction = predict(
-        fit_spec["model"], read_csv_bytes(content, fit_data.name),
+        fit_spec["model"], fit_frame,
         formula=fit_spec["formula"], guide=fit_spec["guide"], state=state_bytes,
         num_samples=spec["num_samples"], seed=spec["seed"],
         priors=fit_spec.get("priors") or {},

@@ -116,6 +116,7 @@ def get_cli() -> click.Group:
         outputs,
         results,
         submit,
+        sweep,
         watch,
     )  # fmt: skip
 

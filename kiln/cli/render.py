@@ -84,7 +84,11 @@ def emit_rows(
             table.add_column(column, justify="left" if left else "right", no_wrap=left)
         for row in rows:
             table.add_row(*(_cell(v) for v in row))
-        Console(width=max(100, Console().width)).print(table)
+        import sys
+
+        # On a terminal, its width; piped, the table's own width (nothing cut off).
+        width = max(100, Console().width) if sys.stdout.isatty() else 10_000
+        Console(width=width).print(table)
 
 
 FORMAT = click.option(

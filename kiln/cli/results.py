@@ -92,6 +92,15 @@ def show_job(app: App, job_id: str, as_json: bool) -> None:
     if info.get("metrics"):
         shown = ", ".join(f"{k} {v:.4g}" for k, v in info["metrics"].items())
         lines.append(f"metrics    {shown}" + (" (latest)" if job.kind == "fit" else ""))
+    if info.get("sweep"):
+        member = info["sweep"]
+        how = f"in vectorised batch {info['batch']}" if info.get("batch") else "on its own"
+        shown = ", ".join(f"{k}={v}" for k, v in member.get("settings", {}).items())
+        lines.append(f"sweep      {member['id']} member {member['index']} ({shown}), {how}")
+    if job.kind == "batch":
+        lines.append(f"batch      {info.get('members')} members of sweep {job.spec.get('sweep')}"
+                     + (f": {info['succeeded']} succeeded, {info['failed']} failed"
+                        if "succeeded" in info else ""))  # fmt: skip
     data = info.get("data")
     if data and "rows_used" in data:
         lines.append(f"data       {data['rows_used']} rows used, {data['rows_dropped']} dropped")

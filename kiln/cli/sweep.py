@@ -1,0 +1,260 @@
+"""`jobs submit sweep` and `jobs sweep show|list|cancel`: many related fits as one sweep."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import click
+
+from kiln.catalog import ELBOS, GUIDES, MODELS, OPTIMS, QUEUES
+from kiln.cli import JOB_FAILED, OK, UNAVAILABLE, App, jobs
+from kiln.cli.render import FORMAT, emit_rows
+from kiln.cli.submit import AS_JSON, TIMEOUT, WAIT, submit
+from kiln.errors import SpecError
+
+LINE_EVERY_S = 5.0
+
+
+def parse_grid(items: tuple[str, ...]) -> dict[str, list[str]]:
+    """`--grid lr=0.005,0.01 --grid guide=AutoNormal` -> {"lr": [...], "guide": [...]}."""
+    grid: dict[str, list[str]] = {}
+    for item in items:
+        key, sep, values = item.partition("=")
+        key = key.strip()
+        if not sep or not key or not values.strip():
+            raise SpecError(f"--grid {item!r}: write KEY=V1,V2,... (e.g. lr=0.005,0.01)", "grid")
+        if key in grid:
+            raise SpecError(f"--grid {key} given twice; list all its values in one --grid", "grid")
+        grid[key] = [v.strip() for v in values.split(",") if v.strip()]
+    return grid
+
+
+@submit.command()
+@click.option("--model", required=True, type=click.Choice(MODELS), help="A built-in model.")
+@click.option("--data", "data_path", required=True, help="CSV file.")
+@click.option("--formula", required=True, help='e.g. "log(rgdppc_2000) ~ cont_africa * rugged".')
+@click.option(
+    "--grid", "grid", multiple=True, metavar="KEY=V1,V2,...",
+    help="Values of one setting to sweep over (lr, guide, steps, init, elbo, optim,"
+    " num_samples); repeatable: every combination is a member.",
+)  # fmt: skip
+@click.option(
+    "--seeds", type=int, default=1, show_default=True,
+    help="Seeds per combination: SEED, SEED+1, ...",
+)  # fmt: skip
+@click.option(
+    "--bootstrap", type=int, default=None, metavar="N",
+    help="N bootstrap resamples of the rows per combination and seed.",
+)  # fmt: skip
+@click.option(
+    "--group-by", default=None, metavar="COLUMN",
+    help="One member per value of COLUMN, fitted on that group's rows.",
+)  # fmt: skip
+@click.option(
+    "--vectorize", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+    help="auto: pack members that can share a vectorised batch, run the rest as ordinary jobs;"
+    " on: refuse a sweep with a member that cannot be packed; off: every member its own job.",
+)  # fmt: skip
+@click.option(
+    "--batch-size", type=int, default=None,
+    help="Members per vectorised batch [default: by a memory model, KILN_SWEEP_MEMORY_MB].",
+)  # fmt: skip
+@click.option("--guide", type=click.Choice(GUIDES), default="AutoNormal", show_default=True)
+@click.option("--steps", type=int, default=1000, show_default=True)
+@click.option("--lr", type=float, default=0.02, show_default=True)
+@click.option("--elbo", type=click.Choice(ELBOS), default="auto", show_default=True)
+@click.option("--optim", type=click.Choice(OPTIMS), default="Adam", show_default=True)
+@click.option("--num-samples", type=int, default=1000, show_default=True,
+              help="Posterior draws kept per member.")  # fmt: skip
+@click.option("--prior", "priors", multiple=True, help="As for `submit fit`; every member.")
+@click.option("--init", type=click.Choice(["auto", "median"]), default="auto", show_default=True)
+@click.option("--seed", type=int, default=None, help="The sweep's seed (default: random).")
+@click.option(
+    "--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True
+)
+@click.option("--queue", type=click.Choice(QUEUES), default=None, help="Default: by device.")
+@click.option("--priority", type=int, default=5, show_default=True, help="0-9, higher runs sooner.")
+@WAIT
+@TIMEOUT
+@AS_JSON
+@click.pass_obj
+def sweep(app: App, data_path: str, grid: tuple[str, ...], priors: tuple[str, ...],
+          seeds: int, bootstrap: int | None, group_by: str | None, vectorize: str,
+          batch_size: int | None, seed: int | None, wait: bool, timeout: float | None,
+          as_json: bool, **options: Any) -> None:  # fmt: skip
+    """Many fits of one model and data: a grid of settings x seeds x bootstrap resamples x
+    groups. Each member is an ordinary job (its own losses, params, draws); members that
+    differ only in seed, resample, group or lr are fitted together in vectorised batches.
+
+    \b
+    jobs submit sweep --model linreg --data rugged_data.csv \\
+        --formula "log(rgdppc_2000) ~ cont_africa * rugged" \\
+        --grid lr=0.005,0.01,0.02 --grid guide=AutoNormal,AutoMultivariateNormal --seeds 8
+    jobs submit sweep ... --bootstrap 256 --wait
+    """
+    from scheduler.enqueue import Limits, read_data_file
+    from scheduler.spec import parse_prior_option, parse_sweep_spec
+    from scheduler.sweep import submit_sweep
+    from worker.app import Sender
+
+    base = {"kind": "fit", **options, "priors": dict(parse_prior_option(p) for p in priors)}
+    raw = {"kind": "sweep", "base": base, "grid": parse_grid(grid), "seeds": seeds,
+           "bootstrap": bootstrap, "group_by": group_by, "vectorize": vectorize,
+           "batch_size": batch_size, "seed": seed}  # fmt: skip
+    spec = parse_sweep_spec(raw)
+    content = read_data_file(data_path, app.settings.max_dataset_bytes)
+    done = submit_sweep(
+        app.sessions, spec, content, data_name=data_path,
+        send=lambda *message: Sender(app.celery)(*message),
+        limits=Limits.from_settings(app.settings),
+    )  # fmt: skip
+    packed = len(done.members) - len(_singles(app, done.sweep_id))
+    line = (f"sweep {done.sweep_id}: {len(done.members)} members on `{done.queue}`, {packed} in"
+            f" {len(done.batches)} vectorised batch(es)")  # fmt: skip
+    if not wait:
+        if as_json:
+            app.emit({"id": done.sweep_id, "members": done.members, "batches": done.batches,
+                      "queue": done.queue, "status": "queued"}, as_json=True)  # fmt: skip
+            return
+        app.emit(done.sweep_id)
+        app.say(f"{line}; follow it with `jobs sweep show {done.sweep_id}`")
+        return
+    app.say(line)
+    status = wait_for_sweep(app, done.sweep_id, timeout, quiet=as_json)
+    _show(app, done.sweep_id, as_json, "table")
+    sys.exit(OK if status == "succeeded" else JOB_FAILED)
+
+
+def _singles(app: App, sweep_id: str) -> dict[str, str]:
+    from db.sweeps import get_sweep
+
+    with app.sessions() as session:
+        return dict((get_sweep(session, sweep_id).info or {}).get("single") or {})
+
+
+def wait_for_sweep(app: App, sweep_id: str, timeout: float | None, quiet: bool = False) -> str:
+    """Poll until every member has ended; returns the sweep's status."""
+    from db.sweeps import sweep_counts, sweep_status
+
+    started = time.monotonic()
+    last_line = 0.0
+    while True:
+        with app.sessions() as session:
+            counts = sweep_counts(session, sweep_id)
+        status = sweep_status(counts)
+        ended = status in ("succeeded", "failed", "cancelled")
+        if not quiet and (ended or time.monotonic() - last_line >= LINE_EVERY_S):
+            last_line = time.monotonic()
+            shown = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+            app.say(f"sweep {sweep_id}: {status} ({shown})")
+        if ended:
+            return status
+        if timeout is not None and time.monotonic() - started > timeout:
+            app.abort(f"gave up waiting after {timeout:g} s; sweep {sweep_id} is {status}",
+                      UNAVAILABLE)  # fmt: skip
+        time.sleep(app.settings.poll_interval_s)
+
+
+@jobs.group("sweep")
+def sweep_group() -> None:
+    """Look at and stop sweeps (`jobs submit sweep` starts one)."""
+
+
+def _show(app: App, sweep_id: str, as_json: bool, fmt: str, members: bool = True) -> None:
+    from dataclasses import asdict
+
+    from db.sweeps import view_sweep
+
+    with app.sessions() as session:
+        view = view_sweep(session, sweep_id, with_members=members)
+    if as_json:
+        doc = asdict(view)
+        doc["created_at"] = view.created_at.isoformat() if view.created_at else None
+        app.emit(doc, as_json=True)
+        return
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(view.counts.items()))
+    spec = view.spec
+    what = [f"{k}={','.join(map(str, v))}" for k, v in spec.get("grid", {}).items()]
+    what.append(f"seeds={spec.get('seeds')}")
+    if spec.get("bootstrap"):
+        what.append(f"bootstrap={spec['bootstrap']}")
+    if spec.get("group_by"):
+        what.append(f"group_by={spec['group_by']}")
+    click.echo(f"sweep {view.id}: {view.status} ({counts})", err=True)
+    settings = f"vectorize {spec.get('vectorize')}, seed {spec.get('seed')}"
+    click.echo(f"  {view.model} `{spec['base']['formula']}`; {' '.join(what)}; {settings}",
+               err=True)  # fmt: skip
+    busy = sum(b["status"] not in ("succeeded", "failed", "cancelled") for b in view.batches)
+    if view.batches:
+        seconds = [b["seconds"] for b in view.batches if b["seconds"] is not None]
+        took = f", {sum(seconds):.1f} s fitting" if seconds else ""
+        click.echo(f"  {len(view.batches)} vectorised batch(es) of up to"
+                   f" {view.info.get('batch_size')}, {busy} not ended{took}", err=True)  # fmt: skip
+    single = view.info.get("single") or {}
+    if single:
+        reasons = sorted(set(single.values()))
+        click.echo(f"  {len(single)} member(s) as ordinary jobs: {'; '.join(reasons)}", err=True)
+    if not members:
+        return
+    keys: list[str] = []
+    sites: list[str] = []
+    for m in view.members:
+        keys += [k for k in m.settings if k not in keys]
+        sites += [s for s in m.params if s not in sites]
+    columns = ["member", "id", *keys, "status", "final_loss", *sites, "error"]
+    rows = [
+        [m.index, m.job_id, *(m.settings.get(k) for k in keys), m.status, m.final_loss,
+         *(m.params.get(s) for s in sites), (m.error or "").strip().splitlines()[-1:] or None]
+        for m in view.members
+    ]  # fmt: skip
+    for row in rows:
+        row[-1] = row[-1][0] if row[-1] else None
+        row[len(keys) + 3 :] = [round(v, 4) if isinstance(v, float) else v
+                                for v in row[len(keys) + 3 :]]  # fmt: skip
+    if fmt == "table" and not any(row[-1] for row in rows):
+        columns, rows = columns[:-1], [row[:-1] for row in rows]
+    emit_rows(columns, rows, fmt, title=f"sweep {view.id}")
+
+
+@sweep_group.command("show")
+@click.argument("sweep_id")
+@FORMAT
+@click.option("--json", "as_json", is_flag=True, help="The sweep and its members as JSON.")
+@click.option("--summary", is_flag=True, help="Only the sweep's status, no member table.")
+@click.pass_obj
+def show(app: App, sweep_id: str, fmt: str, as_json: bool, summary: bool) -> None:
+    """One row per member: its settings, status, final loss and posterior means."""
+    _show(app, sweep_id, as_json, fmt, members=not summary)
+
+
+@sweep_group.command("list")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@AS_JSON
+@click.pass_obj
+def list_(app: App, limit: int, as_json: bool) -> None:
+    """Recent sweeps and their status."""
+    from db.sweeps import list_sweeps
+
+    with app.sessions() as session:
+        rows = [
+            [s.id, status, s.model, s.members, s.batches,
+             ", ".join(f"{n} {k}" for k, n in sorted(counts.items())),
+             s.created_at.isoformat(timespec="seconds") if s.created_at else None]
+            for s, status, counts in list_sweeps(session, limit)
+        ]  # fmt: skip
+    emit_rows(["id", "status", "model", "members", "batches", "counts", "created_at"], rows,
+              "json" if as_json else "table")  # fmt: skip
+
+
+@sweep_group.command("cancel")
+@click.argument("sweep_id")
+@click.pass_obj
+def cancel(app: App, sweep_id: str) -> None:
+    """Cancel every member not yet ended (queued ones at once, running ones at a step)."""
+    from db.sweeps import cancel_sweep
+
+    with app.sessions() as session:
+        n = cancel_sweep(session, sweep_id)
+    app.say(f"sweep {sweep_id}: cancel requested for {n} running job(s); queued ones cancelled")

@@ -1,0 +1,306 @@
+"""submit_sweep(): expand a sweep into member fits, pack what can share a vectorised batch,
+store sweep + batches + members in one transaction, then send."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import math
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import insert
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.datasets import store_dataset
+from db.models import Job, JobStatus, Sweep, utcnow
+from kiln.errors import SpecError, UserError
+from kiln.tables import group_values, member_design, read_csv_bytes
+from scheduler.enqueue import Limits, Sender, _gpu_free, _send_or_forget, check_fit, new_job_id
+from scheduler.routing import route
+from scheduler.spec import GRID_KEYS, PACKABLE_KEYS, FitSpec, SweepSpec
+
+log = logging.getLogger(__name__)
+
+VECTOR_GUIDES = ("AutoNormal",)  # a guide whose parameters are per member (inference.vectorized)
+VECTOR_OPTIMS = ("Adam",)
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One fit of a sweep: its position, what sets it apart (for `jobs sweep show`), its spec."""
+
+    index: int
+    settings: dict[str, Any]
+    spec: FitSpec
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Members packed into batches (lists of member indices) and those run one by one, with
+    the reason each of those could not be packed."""
+
+    batches: list[list[int]]
+    single: list[int]
+    why_single: dict[int, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    sweep_id: str
+    members: list[str]  # member job ids, by member index
+    batches: list[str]  # batch job ids
+    queue: str
+
+
+def expand(spec: SweepSpec, seed: int, groups: list[str] | None) -> list[Member]:
+    """Every member: grid combinations x groups x bootstrap replicates x seeds, in that order.
+
+    Member seeds are `seed`, `seed + 1`, ...; replicate b of every member is drawn from
+    (seed, b), so the same replicate is shared by all grid points and seeds.
+    """
+    keys = list(spec.grid)
+    base = spec.base.model_dump(mode="json")
+    members: list[Member] = []
+    checked: dict[tuple[str, ...], dict[str, Any]] = {}
+    for combo in itertools.product(*(spec.grid[k] for k in keys)):
+        typed = _typed(dict(zip(keys, combo, strict=True)))
+        label = tuple(f"{k}={v}" for k, v in typed.items())
+        if label not in checked:
+            try:
+                FitSpec.model_validate({**base, **typed})
+            except Exception as e:
+                raise SpecError(f"--grid {', '.join(label)}: {_first_line(e)}", "grid") from None
+            checked[label] = typed
+        for group in groups if groups is not None else [None]:
+            for replicate in range(spec.bootstrap) if spec.bootstrap else [None]:
+                for j in range(spec.seeds):
+                    member_seed = (seed + j) % 2**32
+                    rows: dict[str, Any] = {}
+                    if group is not None:
+                        rows.update(group_by=spec.group_by, group=group)
+                    if replicate is not None:
+                        rows.update(bootstrap=replicate, bootstrap_seed=seed)
+                    fit = FitSpec.model_validate({**base, **typed, **rows, "seed": member_seed})
+                    settings = {**typed, "seed": member_seed}
+                    if group is not None:
+                        settings[spec.group_by or "group"] = group
+                    if replicate is not None:
+                        settings["bootstrap"] = replicate
+                    members.append(Member(len(members), settings, fit))
+    return members
+
+
+def _typed(values: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in values.items():
+        kind = GRID_KEYS[key]
+        try:
+            out[key] = kind(value) if kind is not int else int(float(value))
+        except (TypeError, ValueError):
+            raise SpecError(f"--grid {key}={value}: not a {kind.__name__}", "grid") from None
+    return out
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return " ".join(t.strip() for t in text[1:3]) if len(text) > 1 else (text[0] if text else "")
+
+
+def unpackable(spec: FitSpec) -> str | None:
+    """Why a member cannot share a vectorised batch (None: it can)."""
+    if spec.guide not in VECTOR_GUIDES:
+        return f"guide {spec.guide} couples a fit's sites (one covariance per fit)"
+    if spec.optim not in VECTOR_OPTIMS:
+        return f"optim {spec.optim} (vectorised batches use Adam)"
+    return None
+
+
+def pack_key(spec: FitSpec, terms: tuple[str, ...]) -> str:
+    """Members with equal keys may share a batch: they differ only in seed, resample, group or
+    the options in PACKABLE_KEYS (a tensor per member)."""
+    shared = spec.model_dump(
+        mode="json", exclude={"seed", "group", "bootstrap", "bootstrap_seed", *PACKABLE_KEYS}
+    )
+    return json.dumps([shared, list(terms)], sort_keys=True)
+
+
+def member_bytes(rows: int, terms: int, num_samples: int, steps: int) -> int:
+    """A memory model of one member of a batch (float32): its data, weights and per-row
+    intermediates kept for the gradient, its posterior draws, its loss curve."""
+    per_row = 4 * (terms + 3) * 4  # X, y, weights, mean and log-densities, ~4 live copies
+    return rows * per_row + num_samples * (terms + 1) * 4 * 3 + steps * 8 * 2
+
+
+def batch_size(spec: SweepSpec, rows: int, terms: int, limits: Limits) -> int:
+    """`--batch-size`, or as many members as fit the memory budget (KILN_SWEEP_MEMORY_MB,
+    capped at KILN_SWEEP_MAX_BATCH)."""
+    if spec.batch_size is not None:
+        return spec.batch_size
+    one = member_bytes(rows, terms, spec.base.num_samples, spec.base.steps)
+    fits = math.floor(limits.sweep_memory_mb * 2**20 / one)
+    return max(1, min(limits.sweep_max_batch, fits))
+
+
+def plan(
+    spec: SweepSpec, members: list[Member], terms: dict[str | None, tuple[str, ...]], size: int
+) -> Plan:
+    """Pack members into batches of at most `size` (same pack key, in member order)."""
+    if spec.vectorize == "off":
+        return Plan([], [m.index for m in members], {m.index: "--vectorize off" for m in members})
+    groups: dict[str, list[int]] = {}
+    why: dict[int, str] = {}
+    for m in members:
+        reason = unpackable(m.spec)
+        if reason is not None:
+            if spec.vectorize == "on":
+                raise SpecError(
+                    f"--vectorize on: member {m.index} ({_label(m.settings)}) cannot be packed:"
+                    f" {reason}; use --vectorize auto to run such members as ordinary jobs",
+                    field="vectorize",
+                )
+            why[m.index] = reason
+            continue
+        groups.setdefault(pack_key(m.spec, terms[m.spec.group]), []).append(m.index)
+    batches, single = [], sorted(why)
+    for indices in groups.values():
+        if len(indices) == 1 and spec.vectorize == "auto":
+            single.append(indices[0])
+            why[indices[0]] = "no other member shares its settings"
+            continue
+        batches.extend(indices[i : i + size] for i in range(0, len(indices), size))
+    return Plan(batches, sorted(single), why)
+
+
+def _label(settings: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in settings.items())
+
+
+def submit_sweep(
+    sessions: sessionmaker[Session],
+    spec: SweepSpec,
+    content: bytes,
+    *,
+    data_name: str,
+    send: Sender,
+    limits: Limits,
+) -> Submitted:
+    """Check the sweep (data, formula, grid, groups, size), store it, send its jobs.
+
+    One transaction writes the dataset, the sweep, its batch jobs and its member jobs; then
+    the batches and the unpacked members are sent. Bad input raises a UserError with nothing
+    written; if the broker refuses, everything is removed again (InfraError).
+    """
+    base = spec.base
+    facts = check_fit(base, content, data_name, limits.max_steps)
+    frame = read_csv_bytes(content, data_name)
+    groups = group_values(frame, spec.group_by) if spec.group_by else None
+    terms: dict[str | None, tuple[str, ...]] = {None: tuple(facts["terms"])}  # type: ignore[arg-type]
+    rows = int(facts["rows_used"])  # type: ignore[call-overload]
+    if groups is not None:
+        if not groups:
+            raise UserError(f"--group-by {spec.group_by}: the column has no values")
+        for group in groups:
+            design, _ = member_design(frame, base.formula, group_by=spec.group_by, group=group)
+            if design.rows_used < 2:
+                raise UserError(
+                    f"--group-by {spec.group_by}: group {group} has {design.rows_used} usable"
+                    " row(s); a fit needs at least 2"
+                )
+            terms[group] = design.terms
+            rows = max(rows, design.rows_used)
+    size = math.prod(len(v) for v in spec.grid.values()) * spec.seeds
+    size *= (spec.bootstrap or 1) * (len(groups) if groups else 1)
+    if size > limits.max_sweep_members:
+        raise SpecError(
+            f"the sweep has {size} members; at most {limits.max_sweep_members}"
+            " (KILN_MAX_SWEEP_MEMBERS)",
+            field="grid",
+        )
+    seed = spec.seed if spec.seed is not None else secrets.randbelow(2**31)
+    spec = spec.model_copy(update={"seed": seed})
+    members = expand(spec, seed, groups)
+    batch = batch_size(spec, rows, len(terms[None]) + 1, limits)
+    packing = plan(spec, members, terms, batch)
+    queue = route(base, lambda: _gpu_free(sessions, limits))
+    sweep_id = new_job_id()
+    member_ids = [new_job_id() for _ in members]
+    batch_ids = [new_job_id() for _ in packing.batches]
+    in_batch = {i: batch_ids[b] for b, indices in enumerate(packing.batches) for i in indices}
+    now = utcnow()
+    common = dict(
+        kind="fit", model=base.model, queue=queue, priority=base.priority, step=0, attempts=0,
+        max_attempts=limits.max_attempts, status=JobStatus.QUEUED.value, queued_at=now,
+        created_at=now, cancel_requested=False, sweep_id=sweep_id,
+    )  # fmt: skip
+    with sessions() as session:
+        dataset_id = store_dataset(
+            session, content, name=Path(data_name).name, format="csv",
+            columns=list(facts.pop("columns")), num_rows=int(facts.pop("num_rows")),  # type: ignore[call-overload]
+        )  # fmt: skip
+        session.add(
+            Sweep(
+                id=sweep_id,
+                model=base.model,
+                spec=spec.model_dump(mode="json"),
+                dataset_id=dataset_id,
+                members=len(members),
+                batches=len(batch_ids),
+                info={
+                    "data": facts,
+                    "groups": groups,
+                    "batch_size": batch,
+                    "single": {str(i): packing.why_single[i] for i in packing.single},
+                },
+            )  # fmt: skip
+        )
+        session.flush()
+        if batch_ids:
+            session.execute(
+                insert(Job),
+                [
+                    {**common, "id": batch_ids[b], "kind": "batch", "member": None,
+                     "spec": {"kind": "batch", "sweep": sweep_id, "members": len(indices),
+                              "steps": base.steps},
+                     "dataset_id": dataset_id, "total_steps": base.steps,
+                     "info": {"members": len(indices)}}
+                    for b, indices in enumerate(packing.batches)
+                ],
+            )  # fmt: skip
+        session.execute(
+            insert(Job),
+            [
+                {**common, "id": member_ids[m.index], "member": m.index,
+                 "batch_id": in_batch.get(m.index), "spec": m.spec.model_dump(mode="json"),
+                 "dataset_id": dataset_id, "total_steps": m.spec.steps,
+                 "info": {"sweep": {"id": sweep_id, "index": m.index, "settings": m.settings}}}
+                for m in members
+            ],
+        )  # fmt: skip
+        session.commit()
+    messages = [(b, queue, base.priority) for b in batch_ids]
+    messages += [(member_ids[i], queue, base.priority) for i in packing.single]
+    _send_or_forget_sweep(sessions, sweep_id, messages, send)
+    log.info(
+        "sweep %s: %d members, %d in %d vectorised batches, %d as ordinary jobs, on %s",
+        sweep_id, len(members), len(in_batch), len(batch_ids), len(packing.single), queue,
+    )  # fmt: skip
+    return Submitted(sweep_id, member_ids, batch_ids, queue)
+
+
+def _send_or_forget_sweep(
+    sessions: sessionmaker[Session], sweep_id: str, messages: list[tuple[str, str, int]],
+    send: Sender,
+) -> None:  # fmt: skip
+    """Send every message; if the broker refuses one, remove the sweep and all its jobs."""
+    from db.sweeps import delete_sweep
+
+    try:
+        _send_or_forget(sessions, messages, [], send)
+    except Exception:
+        with sessions() as session:
+            delete_sweep(session, sweep_id)
+        raise
