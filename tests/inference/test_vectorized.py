@@ -104,3 +104,38 @@ def test_a_guide_that_couples_members_is_refused(design) -> None:
     with pytest.raises(SpecError, match="AutoMultivariateNormal` cannot be vectorised"):
         fit_many(design.X, design.y, terms=design.terms, members=2, weights=None, seeds=[0, 1],
                  steps=1, lr=LR, guide="AutoMultivariateNormal")  # fmt: skip
+
+
+def test_a_member_whose_lr_is_too_large_fails_alone_and_leaves_the_others_bitwise(design) -> None:
+    def run(bad_lr: float):  # type: ignore[no-untyped-def]
+        return fit_many(design.X, design.y, terms=design.terms, members=3, weights=None,
+                        seeds=[0, 1, 2], steps=300, lr=[LR, bad_lr, 0.02],
+                        num_samples=50)  # fmt: skip
+
+    bad, good = run(1e3), run(LR)
+    failed = bad.members[1]
+    assert failed.status == "failed" and failed.failed_step is not None
+    assert failed.failed_step < 5 and "lr (now 1000)" in failed.reason
+    assert bad.ok == (0, 2) and good.ok == (0, 1, 2)
+    # the same random stream, and no leak from the failed member: equal to the last bit
+    np.testing.assert_array_equal(bad.losses[:, [0, 2]], good.losses[:, [0, 2]])
+    assert means(bad, 0) == means(good, 0)
+
+
+def test_groups_in_one_batch_each_match_their_own_fit() -> None:
+    """Members with their own (padded) designs: each group's fit as if it were alone."""
+    frame = read_csv_bytes(RUGGED.read_bytes(), "rugged_data.csv")
+    formula = "log(rgdppc_2000) ~ rugged"
+    groups = [build_design(frame[frame["cont_africa"] == g], formula) for g in (0, 1)]
+    rows = max(d.rows_used for d in groups)
+    X, y, w = np.zeros((2, rows, 2)), np.zeros((2, rows)), np.zeros((2, rows))
+    for k, d in enumerate(groups):
+        X[k, : d.rows_used], y[k, : d.rows_used], w[k, : d.rows_used] = d.X, d.y, 1
+    together = fit_many(X, y, terms=groups[0].terms, members=2, weights=w, seeds=[0, 1],
+                        steps=STEPS, lr=LR)  # fmt: skip
+    for k, d in enumerate(groups):
+        alone = fit_many(d.X, d.y, terms=d.terms, members=1, weights=None, seeds=[k],
+                         steps=STEPS, lr=LR)  # fmt: skip
+        assert_close_to(means(together, k), means(alone, 0), atol=0.05)
+    # the tutorial's finding: ruggedness goes with lower GDP outside Africa, higher inside
+    assert means(together, 0)["rugged"] < 0 < means(together, 1)["rugged"]
