@@ -21,7 +21,7 @@ from kiln.errors import SpecError, UserError
 from kiln.tables import group_values, member_design, read_csv_bytes
 from scheduler.enqueue import Limits, Sender, _gpu_free, _send_or_forget, check_fit, new_job_id
 from scheduler.routing import route
-from scheduler.spec import GRID_KEYS, PACKABLE_KEYS, FitSpec, SweepSpec
+from scheduler.spec import GRID_KEYS, PACKABLE_KEYS, FitSpec, SweepSpec, parse_spec
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +71,9 @@ def expand(spec: SweepSpec, seed: int, groups: list[str] | None) -> list[Member]
         label = tuple(f"{k}={v}" for k, v in typed.items())
         if label not in checked:
             try:
-                FitSpec.model_validate({**base, **typed})
-            except Exception as e:
-                raise SpecError(f"--grid {', '.join(label)}: {_first_line(e)}", "grid") from None
+                parse_spec({**base, **typed})
+            except SpecError as e:
+                raise SpecError(f"--grid {', '.join(label)}: {e}", "grid") from None
             checked[label] = typed
         for group in groups if groups is not None else [None]:
             for replicate in range(spec.bootstrap) if spec.bootstrap else [None]:
@@ -103,11 +103,6 @@ def _typed(values: dict[str, Any]) -> dict[str, Any]:
         except (TypeError, ValueError):
             raise SpecError(f"--grid {key}={value}: not a {kind.__name__}", "grid") from None
     return out
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip().splitlines()
-    return " ".join(t.strip() for t in text[1:3]) if len(text) > 1 else (text[0] if text else "")
 
 
 def unpackable(spec: FitSpec) -> str | None:
