@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test test-slow bench lint clean
+.PHONY: install demo test test-slow bench bench-sweep lint clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -26,6 +26,9 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/bench_fit_overhead.py
 	$(PY) bench/bench_predict.py
+
+bench-sweep: $(STAMP)
+	$(PY) bench/bench_sweep.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     max_sweep_members: PositiveInt = 20_000
     sweep_max_batch: PositiveInt = 1024
     sweep_memory_mb: PositiveFloat = 512.0
+    # torch threads while a worker runs a vectorised batch (restored after): a batch's tensors
+    # are small, and more threads spin-wait more than they compute (docs/benchmarks.md).
+    batch_threads: PositiveInt = 1
 
     @classmethod
     def settings_customise_sources(

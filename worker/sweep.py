@@ -103,12 +103,19 @@ def run_batch(
         if cancel:
             raise Cancelled()
 
-    result = fit_many(
-        X, y, terms=terms, members=len(ids), weights=w, seeds=[s["seed"] for s in specs],
-        steps=first["steps"], lr=[s["lr"] for s in specs], guide=first["guide"],
-        priors=first.get("priors") or None, init=first.get("init", "auto"),
-        num_samples=first["num_samples"], device=device, progress=progress,
-    )  # fmt: skip
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(rt.settings.batch_threads)
+    try:
+        result = fit_many(
+            X, y, terms=terms, members=len(ids), weights=w, seeds=[s["seed"] for s in specs],
+            steps=first["steps"], lr=[s["lr"] for s in specs], guide=first["guide"],
+            priors=first.get("priors") or None, init=first.get("init", "auto"),
+            num_samples=first["num_samples"], device=device, progress=progress,
+        )  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
     seconds = round(time.monotonic() - started, 3)
     ok = len(result.ok)
     info.update(members=len(ids), succeeded=ok, failed=len(ids) - ok, fit_seconds=seconds,
