@@ -24,9 +24,12 @@ def store_fit_results(
     state: bytes,
     state_format: str,
     guide: str,
+    replace: bool = True,
 ) -> None:
-    """Replace this job's params, posterior draws, guide params and fitted state. No commit."""
-    for table in (Param, Sample, GuideParam, FittedState):
+    """Replace this job's params, posterior draws, guide params and fitted state. No commit.
+
+    replace=False skips deleting earlier results (a sweep member, which has none)."""
+    for table in (Param, Sample, GuideParam, FittedState) if replace else ():
         session.execute(delete(table).where(table.job_id == job_id))
     add_params(session, job_id, sites)
     add_samples(session, job_id, {site: ("posterior", values) for site, values in draws.items()})

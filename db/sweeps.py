@@ -247,13 +247,21 @@ def add_member_losses(session: Session, job_id: str, losses: Sequence[float]) ->
         )
 
 
+def cancelled_members(session: Session, batch_id: str) -> set[str]:
+    """Members of the batch whose cancel the user asked for."""
+    return set(
+        session.scalars(
+            select(Job.id).where(Job.batch_id == batch_id, Job.cancel_requested.is_(True))
+        )
+    )
+
+
 def end_member(
     session: Session, job_id: str, *, status: str, step: int, last_loss: float | None,
-    error: str | None, info: dict[str, Any],
+    error: str | None, info: dict[str, Any], cancelled: bool = False,
 ) -> None:  # fmt: skip
     """Give a batch member its final status (no commit). A member the user cancelled while its
     batch ran ends cancelled, whatever the batch found."""
-    cancelled = session.scalar(select(Job.cancel_requested).where(Job.id == job_id))
     if cancelled:
         status, error = JobStatus.CANCELLED.value, "cancelled by the user"
     session.execute(

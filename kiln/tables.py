@@ -231,10 +231,15 @@ def member_design(
         frame, positions = kept, positions[kept.index.to_numpy()]
     design = build_design(frame, formula)
     design = dataclasses.replace(design, row_index=positions[design.row_index])
-    rows = design.rows_used
+    return design, bootstrap_counts(design.rows_used, bootstrap, bootstrap_seed)
+
+
+def bootstrap_counts(rows: int, bootstrap: int | None, bootstrap_seed: int | None) -> np.ndarray:
+    """How often each of `rows` rows is drawn by replicate `bootstrap` of `bootstrap_seed`
+    (all ones without a replicate)."""
     if bootstrap is None:
-        return design, np.ones(rows, dtype=np.int64)
+        return np.ones(rows, dtype=np.int64)
     if bootstrap_seed is None or bootstrap < 0:
         raise SpecError("a bootstrap member needs its replicate number and seed", "bootstrap")
     rng = np.random.default_rng([int(bootstrap_seed), int(bootstrap)])
-    return design, rng.multinomial(rows, np.full(rows, 1.0 / rows)).astype(np.int64)
+    return rng.multinomial(rows, np.full(rows, 1.0 / rows)).astype(np.int64)

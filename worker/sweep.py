@@ -12,9 +12,15 @@ import numpy as np
 from db.jobs import record_progress
 from db.models import Dataset, JobStatus
 from db.results import store_fit_results
-from db.sweeps import add_member_losses, batch_progress, end_member, start_batch_members
+from db.sweeps import (
+    add_member_losses,
+    batch_progress,
+    cancelled_members,
+    end_member,
+    start_batch_members,
+)
 from kiln.errors import Cancelled, UserError
-from kiln.tables import member_design, read_csv_bytes
+from kiln.tables import bootstrap_counts, member_design, read_csv_bytes
 from worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -30,12 +36,11 @@ def _designs(frame: Any, specs: list[dict[str, Any]]) -> Designs:
     (weights are bootstrap counts), else one design per member padded with rows of weight 0."""
     formula = specs[0]["formula"]
     if all(s.get("group_by") is None for s in specs):
-        design = None
-        counts = []
-        for s in specs:
-            design, c = member_design(frame, formula, **{k: s.get(k) for k in ROW_KEYS})
-            counts.append(c)
-        assert design is not None
+        design, _ = member_design(frame, formula)  # one design; members differ in counts
+        rows = design.rows_used
+        counts = [
+            bootstrap_counts(rows, s.get("bootstrap"), s.get("bootstrap_seed")) for s in specs
+        ]
         facts = {"rows_used": design.rows_used, "rows_dropped": design.rows_dropped,
                  "response": design.response, "terms": list(design.terms)}  # fmt: skip
         return (
@@ -117,10 +122,12 @@ def run_batch(
     finally:
         torch.set_num_threads(threads)
     seconds = round(time.monotonic() - started, 3)
+    fitted_at = time.monotonic()
     ok = len(result.ok)
     info.update(members=len(ids), succeeded=ok, failed=len(ids) - ok, fit_seconds=seconds,
                 final_loss=None)  # fmt: skip
     with rt.sessions() as session:
+        stopped = cancelled_members(session, batch_id)
         for k, member in enumerate(result.members):
             curve = result.losses[:, k]
             steps_run = member.failed_step if member.failed_step is not None else len(curve)
@@ -134,12 +141,17 @@ def run_batch(
                     sites=[summarize_draws(s, member.draws[s]) for s in result.sites],
                     draws=member.draws, guide_params=member.guide_params,
                     state=member.state or b"", state_format=STATE_FORMAT, guide=first["guide"],
+                    replace=False,
                 )  # fmt: skip
                 end_member(session, ids[k], status=JobStatus.SUCCEEDED.value, step=steps_run,
-                           last_loss=float(curve[-1]), error=None, info=own)  # fmt: skip
+                           last_loss=float(curve[-1]), error=None, info=own,
+                           cancelled=ids[k] in stopped)  # fmt: skip
             else:
                 end_member(session, ids[k], status=JobStatus.FAILED.value, step=steps_run,
-                           last_loss=None, error=member.reason, info=own)  # fmt: skip
+                           last_loss=None, error=member.reason, info=own,
+                           cancelled=ids[k] in stopped)  # fmt: skip
+        info["store_seconds"] = round(time.monotonic() - fitted_at, 3)
         record_progress(session, batch_id, worker=rt.name, losses=[], lease_s=rt.settings.lease_s,
                         info=info, step=first["steps"])  # fmt: skip
-    log.info("job %s: %d of %d members succeeded in %.1f s", batch_id, ok, len(ids), seconds)
+    log.info("job %s: %d of %d members succeeded; fit %.2f s, store %.2f s", batch_id, ok,
+             len(ids), seconds, info["store_seconds"])  # fmt: skip
