@@ -14,9 +14,8 @@ STATE_FORMAT = "pyro-param-store/torch.save/v1"
 
 def dump_state() -> bytes:
     """The current param store as bytes. Call right after the fit, before the guide runs again."""
-    buffer = io.BytesIO()
-    torch.save({"format": STATE_FORMAT, "param_store": pyro.get_param_store().get_state()}, buffer)
-    return buffer.getvalue()
+    saved = pyro.get_param_store().get_state()
+    return dump_param_state(saved["params"], saved["constraints"])
 
 
 def dump_param_state(params: dict[str, torch.Tensor], constraints: dict[str, Any]) -> bytes:

@@ -260,10 +260,9 @@ def fit_many(
                 progress(step + 1, curve[step].numpy())
 
         draws = _summaries(fitted, args, sites, num_samples)
-    store = pyro.get_param_store()
-    names = list(store.keys())
-    unconstrained = {n: store._params[n].detach() for n in names}  # noqa: SLF001 - state layout
-    constraints = {n: store._constraints[n] for n in names}  # noqa: SLF001
+    saved = pyro.get_param_store().get_state()  # unconstrained values and their constraints
+    unconstrained = {n: v.detach() for n, v in saved["params"].items()}
+    constraints = saved["constraints"]
     losses_np = curve.numpy()
     results = []
     for k in range(members):

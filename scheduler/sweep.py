@@ -54,6 +54,7 @@ class Submitted:
     members: list[str]  # member job ids, by member index
     batches: list[str]  # batch job ids
     queue: str
+    packed: int  # members fitted in vectorised batches (the rest run as ordinary jobs)
 
 
 def expand(spec: SweepSpec, seed: int, groups: list[str] | None) -> list[Member]:
@@ -283,7 +284,7 @@ def submit_sweep(
         "sweep %s: %d members, %d in %d vectorised batches, %d as ordinary jobs, on %s",
         sweep_id, len(members), len(in_batch), len(batch_ids), len(packing.single), queue,
     )  # fmt: skip
-    return Submitted(sweep_id, member_ids, batch_ids, queue)
+    return Submitted(sweep_id, member_ids, batch_ids, queue, len(in_batch))
 
 
 def _send_or_forget_sweep(

@@ -110,9 +110,8 @@ def sweep(app: App, data_path: str, grid: tuple[str, ...], priors: tuple[str, ..
         send=lambda *message: Sender(app.celery)(*message),
         limits=Limits.from_settings(app.settings),
     )  # fmt: skip
-    packed = len(done.members) - len(_singles(app, done.sweep_id))
-    line = (f"sweep {done.sweep_id}: {len(done.members)} members on `{done.queue}`, {packed} in"
-            f" {len(done.batches)} vectorised batch(es)")  # fmt: skip
+    line = (f"sweep {done.sweep_id}: {len(done.members)} members on `{done.queue}`,"
+            f" {done.packed} in {len(done.batches)} vectorised batch(es)")  # fmt: skip
     if not wait:
         if as_json:
             app.emit({"id": done.sweep_id, "members": done.members, "batches": done.batches,
@@ -125,13 +124,6 @@ def sweep(app: App, data_path: str, grid: tuple[str, ...], priors: tuple[str, ..
     status = wait_for_sweep(app, done.sweep_id, timeout, quiet=as_json)
     _show(app, done.sweep_id, as_json, "table")
     sys.exit(OK if status == "succeeded" else JOB_FAILED)
-
-
-def _singles(app: App, sweep_id: str) -> dict[str, str]:
-    from db.sweeps import get_sweep
-
-    with app.sessions() as session:
-        return dict((get_sweep(session, sweep_id).info or {}).get("single") or {})
 
 
 def wait_for_sweep(app: App, sweep_id: str, timeout: float | None, quiet: bool = False) -> str:
@@ -204,15 +196,19 @@ def _show(app: App, sweep_id: str, as_json: bool, fmt: str, members: bool = True
         keys += [k for k in m.settings if k not in keys]
         sites += [s for s in m.params if s not in sites]
     columns = ["member", "id", *keys, "status", "final_loss", *sites, "error"]
+
+    def last_line(error: str | None) -> str | None:
+        lines = (error or "").strip().splitlines()
+        return lines[-1] if lines else None
+
+    def short(value: float | None) -> float | None:
+        return None if value is None else round(value, 4)
+
     rows = [
-        [m.index, m.job_id, *(m.settings.get(k) for k in keys), m.status, m.final_loss,
-         *(m.params.get(s) for s in sites), (m.error or "").strip().splitlines()[-1:] or None]
+        [m.index, m.job_id, *(m.settings.get(k) for k in keys), m.status, short(m.final_loss),
+         *(short(m.params.get(s)) for s in sites), last_line(m.error)]
         for m in view.members
     ]  # fmt: skip
-    for row in rows:
-        row[-1] = row[-1][0] if row[-1] else None
-        row[len(keys) + 3 :] = [round(v, 4) if isinstance(v, float) else v
-                                for v in row[len(keys) + 3 :]]  # fmt: skip
     if fmt == "table" and not any(row[-1] for row in rows):
         columns, rows = columns[:-1], [row[:-1] for row in rows]
     emit_rows(columns, rows, fmt, title=f"sweep {view.id}")
