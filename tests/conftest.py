@@ -5,6 +5,7 @@ A missing service skips loudly on a laptop and fails under CI (CI=true).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -226,6 +227,13 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300)
     """Run `jobs ARGS` in a subprocess; returns the CompletedProcess."""
     return subprocess.run([sys.executable, "-m", "kiln.cli", *args], env=env,
                           capture_output=True, text=True, timeout=timeout)  # fmt: skip
+
+
+def cli_json(stack: Stack, *args: str):  # type: ignore[no-untyped-def]
+    """Run `jobs ARGS` (which must succeed) against the stack; its stdout parsed as JSON."""
+    done = run_cli(*args, env=stack.env)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
 
 
 # Tests too slow for all four db x broker pairs run on the two that matter: the embedded

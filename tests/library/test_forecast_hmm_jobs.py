@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from tests.conftest import EMBEDDED_AND_FLEET, SHARED, run_cli
+from tests.conftest import EMBEDDED_AND_FLEET, SHARED, cli_json, run_cli
 
 ETH = SHARED / "ethusd_tweets.csv"
 EMBEDDED = pytest.mark.parametrize(
@@ -21,12 +21,6 @@ def submit(stack, *args: str, timeout: int = 300):  # type: ignore[no-untyped-de
                    env=stack.env, timeout=timeout + 60)  # fmt: skip
     assert done.stdout.strip(), done.stderr
     return done, json.loads(done.stdout)
-
-
-def cli_json(stack, *args: str):  # type: ignore[no-untyped-def]
-    done = run_cli(*args, env=stack.env)
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
 
 
 @EMBEDDED_AND_FLEET

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from tests.conftest import EMBEDDED_AND_FLEET, FAST_FLEET, RUGGED, RUGGED_FORMULA, run_cli
+from tests.conftest import EMBEDDED_AND_FLEET, FAST_FLEET, RUGGED, RUGGED_FORMULA, cli_json, run_cli
 from tests.fleet.helpers import until
 
 EMBEDDED = pytest.mark.parametrize(
@@ -23,12 +23,6 @@ def submit_sweep(stack, *args: str, timeout: int = 300):  # type: ignore[no-unty
                    timeout=timeout + 60)  # fmt: skip
     assert done.stdout.strip(), done.stderr
     return done, json.loads(done.stdout)
-
-
-def cli_json(stack, *args: str):  # type: ignore[no-untyped-def]
-    done = run_cli(*args, env=stack.env)
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
 
 
 def posterior_means(sweep: dict) -> dict[int, dict[str, float]]:
