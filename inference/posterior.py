@@ -16,7 +16,9 @@ QUANTILES = (0.05, 0.5, 0.95)
 
 
 def summarize_draws(site: str, draws: np.ndarray) -> SiteStats:
-    """Summarise draws shaped (num_samples, *site_shape)."""
+    """Summarise draws shaped (num_samples, *site_shape), in float64 (as db.results.summary_of
+    does for the stored draws, so a site's params and samples summaries are the same numbers)."""
+    draws = np.asarray(draws, dtype=np.float64)
     q05, q50, q95 = np.quantile(draws, QUANTILES, axis=0)
     return SiteStats(
         site=site,

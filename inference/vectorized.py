@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -9,16 +11,20 @@ from typing import Any
 import numpy as np
 import pyro
 import pyro.distributions as dist
+import pyro.ops.jit
 import torch
 from pyro import poutine
 from pyro.infer import autoguide
 
 from inference.models.linreg import LinReg
+from inference.posterior import summarize_draws
 from inference.state import dump_param_state
 from kiln.errors import SpecError
+from kiln.records import STATS, SiteStats
+
+log = logging.getLogger(__name__)
 
 GUIDES = ("AutoNormal",)  # guides whose parameters are per member (no coupling across members)
-QUANTILES = (0.05, 0.5, 0.95)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +41,7 @@ class MemberResult:
     draws: dict[str, np.ndarray] = field(default_factory=dict)  # site -> (num_samples,)
     state: bytes | None = None  # its guide as a single fit's fitted state (inference.state)
     guide_params: dict[str, np.ndarray] = field(default_factory=dict)  # constrained, by name
+    stats: tuple[SiteStats, ...] = ()  # the same summaries as `params`, as a single fit's
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +192,7 @@ def fit_many(
     device: str = "cpu",
     progress: Callable[[int, np.ndarray], None] | None = None,
     progress_every: int = 50,
+    jit: bool = True,
 ) -> ManyResult:
     """Fit `members` independent linreg models (LinReg's priors and sites) in one program.
 
@@ -235,26 +243,29 @@ def fit_many(
         assert all(p.shape[0] == members for p in params), "a guide parameter is shared by members"
         adam = _Adam(params, torch.as_tensor(rates, **tensor))
 
+        def batch_loss(X: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+            return _member_losses(model, fitted, (X, y, w), members)
+
+        loss_fn = _traced(batch_loss, args) if jit else batch_loss
         alive = torch.ones(members, dtype=torch.bool, device=device)
         curve = torch.full((steps, members), float("nan"), dtype=torch.float64)
         failures: dict[int, tuple[int, str]] = {}
         for step in range(steps):
             for p in params:
                 p.grad = None
-            losses = _member_losses(model, fitted, args, members)
+            losses = loss_fn(*args)
             bad = alive & ~torch.isfinite(losses)
             if bad.any():
                 for k in bad.nonzero().flatten().tolist():
                     failures[k] = (step, f"loss is {losses[k].item()} at step {step}")
                 alive = alive & ~bad
             torch.where(alive, losses, torch.zeros_like(losses)).sum().backward()
-            grad_ok = torch.ones(members, dtype=torch.bool, device=device)
-            for p in params:
-                grad_ok &= torch.isfinite(p.grad).reshape(members, -1).all(-1)
+            grads = adam.gradients()  # (K, all parameters' elements)
+            grad_ok = torch.isfinite(grads).all(-1)
             for k in (alive & ~grad_ok).nonzero().flatten().tolist():
                 failures[k] = (step, f"gradient is not finite at step {step}")
             alive = alive & grad_ok
-            adam.step(alive)
+            adam.step(grads, alive)
             curve[step] = torch.where(alive, losses.detach(), torch.nan).double().cpu()
             if progress is not None and ((step + 1) % progress_every == 0 or step + 1 == steps):
                 progress(step + 1, curve[step].numpy())
@@ -264,6 +275,7 @@ def fit_many(
     unconstrained = {n: v.detach() for n, v in saved["params"].items()}
     constraints = saved["constraints"]
     losses_np = curve.numpy()
+    stats = {s: summarize_draws(s, d) for s, d in draws.items()}  # each statistic (K,)
     results = []
     for k in range(members):
         if k in failures:
@@ -283,14 +295,11 @@ def fit_many(
                 )  # fmt: skip
             )
             continue
-        summary = {
-            s: {
-                "mean": float(d[:, k].mean()),
-                "sd": float(d[:, k].std(ddof=1)),
-                **{f"q{round(q * 100):02d}": float(np.quantile(d[:, k], q)) for q in QUANTILES},
-            }
-            for s, d in draws.items()
-        }
+        own_stats = tuple(
+            SiteStats(site, (), *(np.asarray(getattr(st, n)[k]) for n in STATS))
+            for site, st in stats.items()
+        )
+        summary = {st.site: {n: float(getattr(st, n)) for n in STATS} for st in own_stats}
         # The member's own guide, shaped as a single fit's (scalar sites): a predict job
         # rebuilds it from these bytes like any fit's.
         own = {n: v[k].reshape(()).clone().cpu() for n, v in unconstrained.items()}
@@ -302,6 +311,7 @@ def fit_many(
                 "ok",
                 _tail_mean(losses_np[:, k]),
                 summary,
+                stats=own_stats,
                 draws={s: d[:, k].copy() for s, d in draws.items()},
                 state=state,
                 guide_params={n: _constrained(v, constraints[n]) for n, v in own.items()},
@@ -310,33 +320,66 @@ def fit_many(
     return ManyResult(tuple(results), losses_np, tuple(sites), tuple(int(s) for s in seeds))
 
 
+def _traced(
+    fn: Callable[..., torch.Tensor], args: tuple[torch.Tensor, ...]
+) -> Callable[..., torch.Tensor]:
+    """`fn` compiled once with torch.jit.trace through Pyro's parameter plumbing (a traced
+    ELBO, as JitTrace_ELBO does): a step then runs one graph instead of Pyro's Python tracing
+    of model and guide. The random draws are in the graph, so each call draws afresh.
+
+    torch 2.13 marks jit.trace deprecated (it warns once, here); where tracing is not there
+    or fails, `fn` itself is returned and the batch runs uncompiled, said in the log."""
+    compiled = pyro.ops.jit.trace(fn, ignore_warnings=True)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*jit\.trace. is deprecated",
+                                category=DeprecationWarning)  # fmt: skip
+        try:
+            compiled(*args)  # traces and compiles; its draws are thrown away
+        except Exception as e:  # noqa: BLE001 - any tracing failure falls back, logged
+            log.warning("the batched loss runs uncompiled: torch.jit.trace failed: %s", e)
+            return fn
+    return compiled
+
+
 def _constrained(value: torch.Tensor, constraint: Any) -> np.ndarray:
     return torch.distributions.transform_to(constraint)(value).detach().cpu().numpy().copy()
 
 
 class _Adam:
     """torch's Adam update (betas 0.9, 0.999, eps 1e-8, bias-corrected) with one learning rate
-    per member, and updates only for members still alive."""
+    per member, and updates only for members still alive.
+
+    The moments are kept for all parameters at once, as (members, elements) tensors, so a
+    step is a dozen tensor operations however many parameters the guide has."""
 
     def __init__(self, params: list[torch.Tensor], lr: torch.Tensor) -> None:
         self.params = params
-        self.lr = lr
-        self.m = [torch.zeros_like(p) for p in params]
-        self.v = [torch.zeros_like(p) for p in params]
+        self.members = params[0].shape[0]
+        self.sizes = [p[0].numel() for p in params]
+        self.lr = lr.reshape(-1, 1)
+        total = sum(self.sizes)
+        self.m = torch.zeros((self.members, total), dtype=params[0].dtype, device=params[0].device)
+        self.v = torch.zeros_like(self.m)
         self.t = 0
 
+    def gradients(self) -> torch.Tensor:
+        return torch.cat([p.grad.reshape(self.members, -1) for p in self.params], dim=1)
+
     @torch.no_grad()
-    def step(self, alive: torch.Tensor) -> None:
+    def step(self, grads: torch.Tensor, alive: torch.Tensor) -> None:
         b1, b2, eps = 0.9, 0.999, 1e-8
         self.t += 1
         c1, c2 = 1 - b1**self.t, 1 - b2**self.t
-        for p, m, v in zip(self.params, self.m, self.v, strict=True):
-            shape = (-1,) + (1,) * (p.dim() - 1)
-            g = torch.where(alive.reshape(shape), p.grad, torch.zeros_like(p.grad))
-            m.mul_(b1).add_(g, alpha=1 - b1)
-            v.mul_(b2).addcmul_(g, g, value=1 - b2)
-            update = (self.lr.reshape(shape) / c1) * m / (v.sqrt() / c2**0.5 + eps)
-            p.sub_(torch.where(alive.reshape(shape), update, torch.zeros_like(update)))
+        live = alive.reshape(-1, 1)
+        g = torch.where(live, grads, torch.zeros_like(grads))
+        self.m.mul_(b1).add_(g, alpha=1 - b1)
+        self.v.mul_(b2).addcmul_(g, g, value=1 - b2)
+        update = (self.lr / c1) * self.m / (self.v.sqrt() / c2**0.5 + eps)
+        update = torch.where(live, update, torch.zeros_like(update))
+        parts = update.split(self.sizes, dim=1)
+        torch._foreach_sub_(
+            self.params, [u.reshape(p.shape) for u, p in zip(parts, self.params, strict=True)]
+        )
 
 
 def _tail_mean(losses: np.ndarray, last: int = 100) -> float:

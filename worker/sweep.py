@@ -11,14 +11,8 @@ import numpy as np
 
 from db.jobs import record_progress
 from db.models import Dataset, JobStatus
-from db.results import store_fit_results
-from db.sweeps import (
-    add_member_losses,
-    batch_progress,
-    cancelled_members,
-    end_member,
-    start_batch_members,
-)
+from db.results import FitRecord, add_loss_rows, store_many_fit_results
+from db.sweeps import MemberEnd, batch_progress, end_members, start_batch_members
 from kiln.errors import Cancelled, UserError
 from kiln.tables import bootstrap_counts, member_design, read_csv_bytes
 from worker.runtime import Runtime
@@ -72,7 +66,6 @@ def run_batch(
 ) -> None:
     """Claimed batch `batch_id`: start its members, fit them together, store each one."""
     from inference.fit import resolve_device
-    from inference.posterior import summarize_draws
     from inference.state import STATE_FORMAT
     from inference.vectorized import fit_many
 
@@ -126,30 +119,35 @@ def run_batch(
     ok = len(result.ok)
     info.update(members=len(ids), succeeded=ok, failed=len(ids) - ok, fit_seconds=seconds,
                 final_loss=None)  # fmt: skip
-    with rt.sessions() as session:
-        stopped = cancelled_members(session, batch_id)
-        for k, member in enumerate(result.members):
-            curve = result.losses[:, k]
-            steps_run = member.failed_step if member.failed_step is not None else len(curve)
-            add_member_losses(session, ids[k], curve[:steps_run])
-            own = {**infos[k], "data": facts[k], "batch": batch_id, "vectorized": True,
-                   "fit_seconds": seconds}  # fmt: skip
-            if member.status == "ok":
-                own["final_loss"] = member.final_loss
-                store_fit_results(
-                    session, ids[k],
-                    sites=[summarize_draws(s, member.draws[s]) for s in result.sites],
-                    draws=member.draws, guide_params=member.guide_params,
-                    state=member.state or b"", state_format=STATE_FORMAT, guide=first["guide"],
-                    replace=False,
+    records, ends, loss_rows = [], [], []
+    for k, member in enumerate(result.members):
+        curve = result.losses[:, k]
+        steps_run = member.failed_step if member.failed_step is not None else len(curve)
+        loss_rows += [(ids[k], i, float(v)) for i, v in enumerate(curve[:steps_run].tolist())]
+        own = {**infos[k], "data": facts[k], "batch": batch_id, "vectorized": True,
+               "fit_seconds": seconds}  # fmt: skip
+        if member.status == "ok":
+            own["final_loss"] = member.final_loss
+            records.append(
+                FitRecord(
+                    ids[k],
+                    sites=member.stats,
+                    draws=member.draws,
+                    guide_params=member.guide_params,
+                    state=member.state or b"",
+                    state_format=STATE_FORMAT,
+                    guide=first["guide"],
                 )  # fmt: skip
-                end_member(session, ids[k], status=JobStatus.SUCCEEDED.value, step=steps_run,
-                           last_loss=float(curve[-1]), error=None, info=own,
-                           cancelled=ids[k] in stopped)  # fmt: skip
-            else:
-                end_member(session, ids[k], status=JobStatus.FAILED.value, step=steps_run,
-                           last_loss=None, error=member.reason, info=own,
-                           cancelled=ids[k] in stopped)  # fmt: skip
+            )
+            ends.append(MemberEnd(ids[k], JobStatus.SUCCEEDED.value, steps_run,
+                                  float(curve[-1]), None, own))  # fmt: skip
+        else:
+            ends.append(MemberEnd(ids[k], JobStatus.FAILED.value, steps_run, None,
+                                  member.reason, own))  # fmt: skip
+    with rt.sessions() as session:
+        add_loss_rows(session, loss_rows)
+        store_many_fit_results(session, records)
+        end_members(session, batch_id, ends)
         info["store_seconds"] = round(time.monotonic() - fitted_at, 3)
         record_progress(session, batch_id, worker=rt.name, losses=[], lease_s=rt.settings.lease_s,
                         info=info, step=first["steps"])  # fmt: skip

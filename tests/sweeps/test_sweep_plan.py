@@ -115,23 +115,27 @@ def test_a_group_is_fitted_on_its_own_rows(frame) -> None:
 
 
 def test_per_member_adam_is_torchs_adam() -> None:
+    """Two parameters of different shapes, one learning rate per member, a dead member."""
     torch.manual_seed(0)
-    start = torch.randn(3, 2)
-    ours = start.clone().requires_grad_()
-    theirs = [start[k].clone().requires_grad_() for k in range(3)]
+    starts = [torch.randn(3, 2), torch.randn(3, 1, 2)]
+    ours = [s.clone().requires_grad_() for s in starts]
+    theirs = [[s[k].clone().requires_grad_() for s in starts] for k in range(3)]
     rates = [0.1, 0.01, 0.5]
-    adam = _Adam([ours], torch.tensor(rates))
-    optims = [torch.optim.Adam([p], lr=r) for p, r in zip(theirs, rates, strict=True)]
+    adam = _Adam(ours, torch.tensor(rates))
+    optims = [torch.optim.Adam(theirs[k], lr=rates[k]) for k in range(3)]
     alive = torch.tensor([True, True, False])
     for _ in range(20):
-        target = torch.randn(3, 2)
-        ours.grad = None
-        ((ours - target) ** 2).sum().backward()
-        adam.step(alive)
+        targets = [torch.randn_like(s) for s in starts]
+        for p in ours:
+            p.grad = None
+        sum(((p - t) ** 2).sum() for p, t in zip(ours, targets, strict=True)).backward()
+        adam.step(adam.gradients(), alive)
         for k in range(2):
             optims[k].zero_grad()
-            ((theirs[k] - target[k]) ** 2).sum().backward()
+            sum(((p - t[k]) ** 2).sum() for p, t in zip(theirs[k], targets, strict=True)).backward()
             optims[k].step()
     for k in range(2):
-        torch.testing.assert_close(ours[k].detach(), theirs[k].detach(), rtol=1e-6, atol=1e-6)
-    torch.testing.assert_close(ours[2].detach(), start[2])  # a dead member does not move
+        for p, q in zip(ours, theirs[k], strict=True):
+            torch.testing.assert_close(p[k].detach(), q.detach(), rtol=1e-6, atol=1e-6)
+    for p, s in zip(ours, starts, strict=True):
+        torch.testing.assert_close(p[2].detach(), s[2])  # a dead member does not move
