@@ -3,10 +3,12 @@
 the batch is from the same resample fitted alone.
 
     .venv/bin/python bench/bench_vectorized.py [--members 256] [--steps 1000] [--sequential 8]
-        [--threads 1]
+        [--threads 1] [--device cpu|cuda] [--scale 1024,4096,...]
 
 Only `--sequential` single fits are run; their time is extrapolated to K members (printed as
-such). Pure inference: no database, broker or worker.
+such). Both sides run on `--device`. `--scale` also times the vectorised batch at other member
+counts (fits/s as the batch grows; where a GPU pays off). Pure inference: no database, broker
+or worker.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=0.005)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads for both sides")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda, for both sides")
+    parser.add_argument("--scale", default="", help="more member counts, vectorised only")
     a = parser.parse_args()
     # On a shared 2-core machine two intra-op threads made the batch 18x slower (spin-waits).
     torch.set_num_threads(a.threads)
@@ -48,10 +52,14 @@ def main() -> None:
     counts = rng.multinomial(rows, np.full(rows, 1 / rows), size=a.members)
     seeds = list(range(a.seed, a.seed + a.members))
 
-    started = time.perf_counter()
-    batch = fit_many(design.X, design.y, terms=design.terms, members=a.members,
-                     weights=counts, seeds=seeds, steps=a.steps, lr=a.lr)  # fmt: skip
-    vec_s = time.perf_counter() - started
+    def vectorised(members: int, counts: np.ndarray, seeds: list[int]):  # type: ignore[no-untyped-def]
+        started = time.perf_counter()
+        batch = fit_many(design.X, design.y, terms=design.terms, members=members,
+                         weights=counts, seeds=seeds, steps=a.steps, lr=a.lr,
+                         device=a.device)  # fmt: skip
+        return batch, time.perf_counter() - started
+
+    batch, vec_s = vectorised(a.members, counts, seeds)
 
     n = min(a.sequential, a.members)
     seq_times, gaps = [], []
@@ -59,7 +67,8 @@ def main() -> None:
         # The same resample as copied rows: member k's counts repeat the used rows.
         resample = frame.iloc[design.row_index[np.repeat(np.arange(rows), counts[k])]]
         started = time.perf_counter()
-        p = prepare_fit("linreg", resample, formula=FORMULA, guide="AutoNormal", seed=seeds[k])
+        p = prepare_fit("linreg", resample, formula=FORMULA, guide="AutoNormal", seed=seeds[k],
+                        device=a.device)  # fmt: skip
         for _ in run_svi(p.model, p.guide, p.args, p.kwargs, steps=a.steps, lr=a.lr):
             pass
         seq_times.append(time.perf_counter() - started)
@@ -68,11 +77,18 @@ def main() -> None:
                                           return_sites=list(p.latent_sites))(*p.args)  # fmt: skip
         ours = batch.members[k].params
         gaps.append(max(abs(ours[s]["mean"] - float(v.mean())) for s, v in draws.items()))
+    scaled = []
+    for members in [int(m) for m in a.scale.split(",") if m]:
+        more = rng.multinomial(rows, np.full(rows, 1 / rows), size=members)
+        big, seconds = vectorised(members, more, list(range(members)))
+        scaled.append((members, seconds, members - len(big.ok)))
 
     per_fit = sum(seq_times) / n
     seq_total = per_fit * a.members
     failed = a.members - len(batch.ok)
-    print(f"device: cpu, torch threads {torch.get_num_threads()}, rows {rows}, steps {a.steps}, "
+    where = torch.cuda.get_device_name() if a.device.startswith("cuda") else "cpu"
+    print(f"device: {where}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
+          f"rows {rows}, steps {a.steps}, "
           f"lr {a.lr}, AutoNormal, bootstrap resamples")  # fmt: skip
     print(f"vectorised : {a.members} fits in {vec_s:.2f} s = {a.members / vec_s:.2f} fits/s "
           f"({failed} failed)")  # fmt: skip
@@ -85,6 +101,11 @@ def main() -> None:
         f"agreement  : max |posterior mean difference| per member, vectorised vs alone, "
         f"members 0..{n - 1}: {', '.join(f'{g:.3f}' for g in gaps)} (max {max(gaps):.3f})"
     )
+    for members, seconds, failed in scaled:
+        rate = members / seconds
+        print(f"vectorised : {members} fits in {seconds:.2f} s = {rate:.1f} fits/s"
+              f" ({failed} failed;"
+              f" {rate * per_fit:.0f}x the sequential rate)")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import pyro.ops.jit
 import torch
 from pyro import poutine
 from pyro.infer import autoguide
+from pyro.poutine.util import site_is_subsample
 
 from inference.models.linreg import LinReg
 from inference.posterior import summarize_draws
@@ -72,13 +73,13 @@ class _BatchedLinReg:
 
     def __call__(self, X: torch.Tensor, y: torch.Tensor, weights: torch.Tensor) -> None:
         b = self.base
-        with pyro.plate("members", self.members, dim=-2):
+        with pyro.plate("members", self.members, dim=-2, device=X.device):
             mean = torch.zeros((), dtype=X.dtype, device=X.device)
             for j, term in enumerate(b.terms):
                 coef = pyro.sample(term, dist.Normal(b.locs[j], b.scales[j]))  # (K, 1)
                 mean = mean + coef * X[..., j]  # (K, rows)
             sigma = pyro.sample("sigma", dist.Uniform(b.sigma_low, b.sigma_high))
-            with pyro.plate("data", X.shape[-2], dim=-1):
+            with pyro.plate("data", X.shape[-2], dim=-1, device=X.device):
                 pyro.factor("obs", weights * dist.Normal(mean, sigma).log_prob(y))
 
 
@@ -123,7 +124,8 @@ def _member_losses(
     for trace, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
         trace.compute_log_prob()
         for site in trace.nodes.values():
-            if site["type"] == "sample":
+            # a plate's own site (its indices) adds nothing; Pyro makes its zero on the CPU
+            if site["type"] == "sample" and not site_is_subsample(site):
                 log_p = torch.broadcast_to(site["log_prob"], (members, 1)) if (
                     site["log_prob"].dim() < 2
                 ) else site["log_prob"]  # fmt: skip
@@ -136,7 +138,7 @@ def _summaries(
     num_samples: int,
 ) -> dict[str, np.ndarray]:  # fmt: skip
     """Draws from the guide, vectorised over an outer `draws` plate: site -> (num_samples, K)."""
-    with torch.no_grad(), pyro.plate("draws", num_samples, dim=-3):
+    with torch.no_grad(), pyro.plate("draws", num_samples, dim=-3, device=args[0].device):
         trace = poutine.trace(guide).get_trace(*args)
     return {s: trace.nodes[s]["value"].reshape(num_samples, -1).cpu().numpy() for s in sites}
 
