@@ -59,32 +59,65 @@ class ManyResult:
         return tuple(m.index for m in self.members if m.status == "ok")
 
 
+@dataclass(frozen=True, slots=True)
+class _Priors:
+    """LinReg's priors, a row per member: locs and scales (K, terms), sigma's low, high (K, 1)."""
+
+    terms: tuple[str, ...]
+    locs: torch.Tensor
+    scales: torch.Tensor
+    low: torch.Tensor
+    high: torch.Tensor
+
+    @staticmethod
+    def of(
+        terms: Sequence[str], priors: Sequence[Mapping[str, Mapping[str, float]] | None],
+        device: str,
+    ) -> _Priors:  # fmt: skip
+        built: dict[str, LinReg] = {}
+        models = []
+        for p in priors:  # LinReg checks each prior's site names and fills in the defaults
+            key = repr(sorted((p or {}).items()))
+            if key not in built:
+                built[key] = LinReg(terms, p, device=device)
+            models.append(built[key])
+        return _Priors(
+            tuple(terms),
+            torch.stack([m.locs for m in models]),
+            torch.stack([m.scales for m in models]),
+            torch.stack([m.sigma_low for m in models]).unsqueeze(-1),
+            torch.stack([m.sigma_high for m in models]).unsqueeze(-1),
+        )
+
+
 class _BatchedLinReg:
-    """LinReg's priors and sites, with every latent of shape (K, 1) under the `members` plate.
+    """LinReg's sites, with every latent of shape (K, 1) under the `members` plate, and each
+    member's own priors (a prior grid packs into one batch).
 
     The likelihood is `pyro.factor("obs", weights * log N(y | X beta, sigma))`: a bootstrap
     resample is a row of multinomial counts, so no member needs its own copy of the data.
     (A tensor `poutine.scale` would do the same, but Pyro's validation rejects zero scales.)
     """
 
-    def __init__(self, base: LinReg, members: int) -> None:
-        self.base = base
+    def __init__(self, priors: _Priors, members: int) -> None:
+        self.priors = priors
         self.members = members
 
     def __call__(self, X: torch.Tensor, y: torch.Tensor, weights: torch.Tensor) -> None:
-        b = self.base
+        p = self.priors
         with pyro.plate("members", self.members, dim=-2, device=X.device):
             mean = torch.zeros((), dtype=X.dtype, device=X.device)
-            for j, term in enumerate(b.terms):
-                coef = pyro.sample(term, dist.Normal(b.locs[j], b.scales[j]))  # (K, 1)
+            for j, term in enumerate(p.terms):
+                prior = dist.Normal(p.locs[:, j : j + 1], p.scales[:, j : j + 1])
+                coef = pyro.sample(term, prior)  # (K, 1)
                 mean = mean + coef * X[..., j]  # (K, rows)
-            sigma = pyro.sample("sigma", dist.Uniform(b.sigma_low, b.sigma_high))
+            sigma = pyro.sample("sigma", dist.Uniform(p.low, p.high))
             with pyro.plate("data", X.shape[-2], dim=-1, device=X.device):
                 pyro.factor("obs", weights * dist.Normal(mean, sigma).log_prob(y))
 
 
 def _initial_values(
-    base: LinReg, X: torch.Tensor, y: torch.Tensor, weights: torch.Tensor
+    priors: _Priors, X: torch.Tensor, y: torch.Tensor, weights: torch.Tensor
 ) -> dict[str, torch.Tensor]:
     """linreg's `init=auto` per member: weighted least squares and the weighted residual sd.
 
@@ -100,12 +133,13 @@ def _initial_values(
     total = w64.sum(-1)
     centre = (w64 * resid).sum(-1) / total
     sd = ((w64 * (resid - centre.unsqueeze(-1)) ** 2).sum(-1) / (total - 1)).sqrt()
-    span = float(base.sigma_high - base.sigma_low)
-    low, high = float(base.sigma_low) + 0.01 * span, float(base.sigma_high) - 0.01 * span
+    span = (priors.high - priors.low).double().squeeze(-1)
+    low = priors.low.double().squeeze(-1) + 0.01 * span
+    high = priors.high.double().squeeze(-1) - 0.01 * span
     usable = torch.isfinite(coef).all(-1) & torch.isfinite(sd) & (total > 1)
-    coef = torch.where(usable.unsqueeze(-1), coef, base.locs.double())
-    sd = torch.where(usable, sd.clamp(low, high), torch.full_like(sd, (low + high) / 2))
-    values = {term: coef[:, j : j + 1].to(X.dtype) for j, term in enumerate(base.terms)}
+    coef = torch.where(usable.unsqueeze(-1), coef, priors.locs.double())
+    sd = torch.where(usable, torch.minimum(torch.maximum(sd, low), high), (low + high) / 2)
+    values = {term: coef[:, j : j + 1].to(X.dtype) for j, term in enumerate(priors.terms)}
     values["sigma"] = sd.unsqueeze(-1).to(X.dtype)
     return values
 
@@ -188,7 +222,9 @@ def fit_many(
     steps: int,
     lr: float | Sequence[float],
     guide: str = "AutoNormal",
-    priors: Mapping[str, Mapping[str, float]] | None = None,
+    priors: Mapping[str, Mapping[str, float]]
+    | Sequence[Mapping[str, Mapping[str, float]] | None]
+    | None = None,
     init: str = "auto",
     num_samples: int = 1000,
     device: str = "cpu",
@@ -201,9 +237,11 @@ def fit_many(
     X is (rows, terms) and y (rows,), shared by every member, or (members, rows, terms) and
     (members, rows): one design per member (e.g. one per group, padded with rows of weight 0).
     `weights` (members, rows) weights each member's rows (bootstrap counts, 0 for padding;
-    None: all ones). `lr` is one learning rate or one per member. Each member has its own
-    AutoNormal loc/scale, and the loss is the sum of the members' losses, so one Adam step
-    (torch's update rule, with a learning rate per member) is one step of every fit.
+    None: all ones). `lr` is one learning rate or one per member, `priors` one set of
+    LinReg's priors or one per member (tensor rows, so a prior grid packs into one batch).
+    Each member has its own AutoNormal loc/scale, and the loss is the sum of the members'
+    losses, so one Adam step (torch's update rule, with a learning rate per member) is one
+    step of every fit.
 
     Seeds: the batch draws from ONE random stream, seeded with `seeds[0]`; `seeds` is recorded
     per member. A member of a batch is therefore not bitwise the same as that member fitted
@@ -218,12 +256,16 @@ def fit_many(
     rates = np.broadcast_to(np.asarray(lr, dtype=np.float64), (members,)).copy()
     if not (np.isfinite(rates) & (rates > 0)).all():
         raise SpecError(f"lr must be > 0 for every member (got {list(rates)})", field="lr")
-    base = LinReg(terms, priors, device=device)  # checks the priors' site names
-    sites = base.latent_sites
+    per_member = priors if isinstance(priors, Sequence) else [priors] * members
+    if len(per_member) != members:
+        raise SpecError(f"give one set of priors per member ({members}), got {len(per_member)}",
+                        field="priors")  # fmt: skip
+    prior = _Priors.of(terms, per_member, device)
+    sites = (*prior.terms, "sigma")
     tensor = dict(dtype=torch.float32, device=device)
     Xt, yt = torch.as_tensor(X, **tensor), torch.as_tensor(y, **tensor)
     args = (Xt, yt, torch.as_tensor(w, **tensor))
-    model = _BatchedLinReg(base, members)
+    model = _BatchedLinReg(prior, members)
 
     # Without validation, a member whose guide scale underflows to 0 (or whose sigma leaves
     # its support) gets a non-finite loss, which fails that member alone; with it, Pyro would
@@ -233,7 +275,7 @@ def fit_many(
         pyro.set_rng_seed(int(seeds[0]))
         if init == "auto":
             start = autoguide.initialization.init_to_value(
-                values=_initial_values(base, *args),
+                values=_initial_values(prior, *args),
                 fallback=autoguide.initialization.init_to_median,
             )
             fitted = autoguide.AutoNormal(model, init_loc_fn=start)

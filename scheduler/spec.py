@@ -94,8 +94,17 @@ GRID_KEYS: dict[str, type] = {
     "optim": str,
     "num_samples": int,
 }
-# Members that differ only in these (and in seed, resample and group) can share a batch.
-PACKABLE_KEYS = ("lr",)
+# `prior.SITE` grid keys set a site's whole prior: --grid "prior.rugged=normal(0,1),normal(0,10)".
+PRIOR_KEY_PREFIX = "prior."
+# Members that differ only in these (and in seed, resample and group) can share a batch: each
+# is a tensor with one entry per member (priors: one loc/scale or low/high per member and site).
+PACKABLE_KEYS = ("lr", "priors")
+
+
+def is_grid_key(key: str) -> bool:
+    return key in GRID_KEYS or (
+        key.startswith(PRIOR_KEY_PREFIX) and len(key) > len(PRIOR_KEY_PREFIX)
+    )
 
 
 class SweepSpec(BaseModel):
@@ -106,7 +115,7 @@ class SweepSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     kind: Literal["sweep"] = "sweep"
     base: FitSpec
-    grid: dict[str, list[float | int | str]] = Field(default_factory=dict)
+    grid: dict[str, list[float | int | str | dict[str, Any]]] = Field(default_factory=dict)
     seeds: PositiveInt = Field(default=1, le=100_000)
     bootstrap: int | None = Field(default=None, ge=1, le=100_000)
     group_by: str | None = Field(default=None, min_length=1, max_length=255)
@@ -117,8 +126,9 @@ class SweepSpec(BaseModel):
     @model_validator(mode="after")
     def _grid_keys(self) -> SweepSpec:
         for key, values in self.grid.items():
-            if key not in GRID_KEYS:
-                raise ValueError(f"grid key `{key}` cannot be swept (have: {', '.join(GRID_KEYS)})")
+            if not is_grid_key(key):
+                have = ", ".join([*GRID_KEYS, f"{PRIOR_KEY_PREFIX}SITE"])
+                raise ValueError(f"grid key `{key}` cannot be swept (have: {have})")
             if not values:
                 raise ValueError(f"grid key `{key}` has no values")
             if len(set(map(str, values))) != len(values):

@@ -21,7 +21,15 @@ from kiln.errors import SpecError, UserError
 from kiln.tables import group_values, member_design, read_csv_bytes
 from scheduler.enqueue import Limits, Sender, _gpu_free, _send_or_forget, check_fit, new_job_id
 from scheduler.routing import route
-from scheduler.spec import GRID_KEYS, PACKABLE_KEYS, FitSpec, SweepSpec, parse_spec
+from scheduler.spec import (
+    GRID_KEYS,
+    PACKABLE_KEYS,
+    PRIOR_KEY_PREFIX,
+    FitSpec,
+    SweepSpec,
+    parse_prior_option,
+    parse_spec,
+)
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +77,10 @@ def expand(spec: SweepSpec, seed: int, groups: list[str] | None) -> list[Member]
     checked: dict[tuple[str, ...], dict[str, Any]] = {}
     for combo in itertools.product(*(spec.grid[k] for k in keys)):
         typed = _typed(dict(zip(keys, combo, strict=True)))
-        label = tuple(f"{k}={v}" for k, v in typed.items())
+        label = tuple(f"{k}={_show(v)}" for k, v in typed.items())
         if label not in checked:
             try:
-                parse_spec({**base, **typed})
+                parse_spec(_with_grid(base, typed))
             except SpecError as e:
                 raise SpecError(f"--grid {', '.join(label)}: {e}", "grid") from None
             checked[label] = typed
@@ -85,8 +93,10 @@ def expand(spec: SweepSpec, seed: int, groups: list[str] | None) -> list[Member]
                         rows.update(group_by=spec.group_by, group=group)
                     if replicate is not None:
                         rows.update(bootstrap=replicate, bootstrap_seed=seed)
-                    fit = FitSpec.model_validate({**base, **typed, **rows, "seed": member_seed})
-                    settings = {**typed, "seed": member_seed}
+                    fit = FitSpec.model_validate(
+                        {**_with_grid(base, typed), **rows, "seed": member_seed}
+                    )
+                    settings = {**{k: _show(v) for k, v in typed.items()}, "seed": member_seed}
                     if group is not None:
                         settings[spec.group_by or "group"] = group
                     if replicate is not None:
@@ -98,11 +108,48 @@ def expand(spec: SweepSpec, seed: int, groups: list[str] | None) -> list[Member]
 def _typed(values: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for key, value in values.items():
+        if key.startswith(PRIOR_KEY_PREFIX):
+            out[key] = _prior(key, value)
+            continue
         kind = GRID_KEYS[key]
         try:
             out[key] = kind(value) if kind is not int else int(float(value))
         except (TypeError, ValueError):
             raise SpecError(f"--grid {key}={value}: not a {kind.__name__}", "grid") from None
+    return out
+
+
+def _prior(key: str, value: Any) -> dict[str, Any]:
+    """`normal(0, 1)` (or a prior dict, from the JSON API) for grid key `prior.SITE`."""
+    if isinstance(value, dict):
+        return dict(value)
+    site = key[len(PRIOR_KEY_PREFIX) :]
+    try:
+        return parse_prior_option(f"{site}={value}")[1]
+    except SpecError:
+        raise SpecError(
+            f"--grid {key}={value}: write normal(LOC, SCALE), or uniform(LOW, HIGH) for sigma",
+            "grid",
+        ) from None
+
+
+def _show(value: Any) -> Any:
+    """A grid value as `jobs sweep show` prints it (priors as written on the command line)."""
+    if isinstance(value, dict) and "dist" in value:
+        a, b = ("loc", "scale") if value["dist"] == "normal" else ("low", "high")
+        return f"{value['dist']}({value[a]:g}, {value[b]:g})"
+    return value
+
+
+def _with_grid(base: dict[str, Any], typed: dict[str, Any]) -> dict[str, Any]:
+    """The base spec with one grid combination: plain keys replace, `prior.SITE` keys add to
+    (or replace in) the base's priors."""
+    plain = {k: v for k, v in typed.items() if not k.startswith(PRIOR_KEY_PREFIX)}
+    priors = {k[len(PRIOR_KEY_PREFIX) :]: v for k, v in typed.items()
+              if k.startswith(PRIOR_KEY_PREFIX)}  # fmt: skip
+    out = {**base, **plain}
+    if priors:
+        out["priors"] = {**base.get("priors", {}), **priors}
     return out
 
 
@@ -195,6 +242,10 @@ def submit_sweep(
     frame = read_csv_bytes(content, data_name)
     groups = group_values(frame, spec.group_by) if spec.group_by else None
     terms: dict[str | None, tuple[str, ...]] = {None: tuple(facts["terms"])}  # type: ignore[arg-type]
+    sites = (*terms[None], "sigma")
+    for key in spec.grid:
+        if key.startswith(PRIOR_KEY_PREFIX) and key[len(PRIOR_KEY_PREFIX) :] not in sites:
+            raise SpecError(f"--grid {key}: no such site (sites: {', '.join(sites)})", field="grid")
     rows = int(facts["rows_used"])  # type: ignore[call-overload]
     if groups is not None:
         if not groups:

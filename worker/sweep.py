@@ -109,7 +109,7 @@ def run_batch(
         result = fit_many(
             X, y, terms=terms, members=len(ids), weights=w, seeds=[s["seed"] for s in specs],
             steps=first["steps"], lr=[s["lr"] for s in specs], guide=first["guide"],
-            priors=first.get("priors") or None, init=first.get("init", "auto"),
+            priors=[s.get("priors") or None for s in specs], init=first.get("init", "auto"),
             num_samples=first["num_samples"], device=device, progress=progress,
         )  # fmt: skip
     finally:

@@ -27,8 +27,19 @@ def parse_grid(items: tuple[str, ...]) -> dict[str, list[str]]:
             raise SpecError(f"--grid {item!r}: write KEY=V1,V2,... (e.g. lr=0.005,0.01)", "grid")
         if key in grid:
             raise SpecError(f"--grid {key} given twice; list all its values in one --grid", "grid")
-        grid[key] = [v.strip() for v in values.split(",") if v.strip()]
+        grid[key] = [v.strip() for v in _split_top(values) if v.strip()]
     return grid
+
+
+def _split_top(text: str) -> list[str]:
+    """Split at the commas outside parentheses: `normal(0,1),normal(0,10)` is two values."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if ch == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    return [*parts, text[start:]]
 
 
 @submit.command()
@@ -38,7 +49,8 @@ def parse_grid(items: tuple[str, ...]) -> dict[str, list[str]]:
 @click.option(
     "--grid", "grid", multiple=True, metavar="KEY=V1,V2,...",
     help="Values of one setting to sweep over (lr, guide, steps, init, elbo, optim,"
-    " num_samples); repeatable: every combination is a member.",
+    " num_samples, or prior.SITE: 'prior.rugged=normal(0,1),normal(0,10)'); repeatable:"
+    " every combination is a member.",
 )  # fmt: skip
 @click.option(
     "--seeds", type=int, default=1, show_default=True,
@@ -86,13 +98,15 @@ def sweep(app: App, data_path: str, grid: tuple[str, ...], priors: tuple[str, ..
           as_json: bool, **options: Any) -> None:  # fmt: skip
     """Many fits of one model and data: a grid of settings x seeds x bootstrap resamples x
     groups. Each member is an ordinary job (its own losses, params, draws); members that
-    differ only in seed, resample, group or lr are fitted together in vectorised batches.
+    differ only in seed, resample, group, lr or priors are fitted together in vectorised
+    batches.
 
     \b
     jobs submit sweep --model linreg --data rugged_data.csv \\
         --formula "log(rgdppc_2000) ~ cont_africa * rugged" \\
         --grid lr=0.005,0.01,0.02 --grid guide=AutoNormal,AutoMultivariateNormal --seeds 8
     jobs submit sweep ... --bootstrap 256 --wait
+    jobs submit sweep ... --grid "prior.rugged=normal(0,0.1),normal(0,1),normal(0,10)"
     """
     from scheduler.enqueue import Limits, read_data_file
     from scheduler.spec import parse_prior_option, parse_sweep_spec

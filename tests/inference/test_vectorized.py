@@ -10,7 +10,7 @@ import torch
 from inference.fit import prepare_fit
 from inference.models.linreg import LinReg
 from inference.svi import run_svi
-from inference.vectorized import _initial_values, fit_many
+from inference.vectorized import _initial_values, _Priors, fit_many
 from kiln.errors import SpecError
 from kiln.tables import Design, build_design, read_csv_bytes
 from tests.conftest import RUGGED, RUGGED_FORMULA
@@ -93,7 +93,8 @@ def test_weighted_start_is_least_squares_on_the_repeated_rows(design) -> None:
     counts = np.random.default_rng(1).multinomial(len(design.y), np.full(len(design.y), 0.0059),
                                                   size=1)  # fmt: skip
     X, y = torch.tensor(design.X, dtype=torch.float32), torch.tensor(design.y, dtype=torch.float32)
-    start = _initial_values(LinReg(design.terms), X, y, torch.tensor(counts, dtype=torch.float32))
+    priors = _Priors.of(design.terms, [None] * len(counts), "cpu")
+    start = _initial_values(priors, X, y, torch.tensor(counts, dtype=torch.float32))
     repeat = torch.tensor(np.repeat(np.arange(len(design.y)), counts[0]))
     expected = LinReg(design.terms).initial_values(X[repeat], y[repeat])
     for site, value in expected.items():
@@ -139,3 +140,20 @@ def test_groups_in_one_batch_each_match_their_own_fit() -> None:
         assert_close_to(means(together, k), means(alone, 0), atol=0.05)
     # the tutorial's finding: ruggedness goes with lower GDP outside Africa, higher inside
     assert means(together, 0)["rugged"] < 0 < means(together, 1)["rugged"]
+
+
+def test_each_member_fits_with_its_own_priors(design, single_means) -> None:
+    """Member 1's tight prior pins its `rugged` slope near 0; members 0 and 2 (the default
+    priors) fit what a single fit does: one batch, one tensor row of priors per member."""
+    tight = {"rugged": {"dist": "normal", "loc": 0.0, "scale": 0.01},
+             "sigma": {"dist": "uniform", "low": 0.0, "high": 2.0}}  # fmt: skip
+    result = fit_many(design.X, design.y, terms=design.terms, members=3, weights=None,
+                      seeds=[0, 1, 2], steps=STEPS, lr=LR, priors=[None, tight, None])  # fmt: skip
+    assert [m.status for m in result.members] == ["ok"] * 3
+    assert abs(means(result, 1)["rugged"]) < 0.05
+    assert abs(single_means["rugged"]) > 0.1  # so the prior, not the data, put it there
+    for k in (0, 2):
+        assert_close_to(means(result, k), single_means, atol=0.05)
+    with pytest.raises(SpecError, match="prior for `ruggd`: no such site"):
+        fit_many(design.X, design.y, terms=design.terms, members=2, weights=None, seeds=[0, 1],
+                 steps=2, lr=LR, priors=[None, {"ruggd": {"loc": 0, "scale": 1}}])  # fmt: skip

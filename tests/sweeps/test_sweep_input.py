@@ -26,6 +26,16 @@ BAD = [
     ),
     (["--formula", "log(rgdppc_2000) ~ ruggd"], "column `ruggd` not in data"),
     (["--grid", "lr=0.01,0.02", "--seeds", "600"], "the sweep has 1200 members; at most 1000"),
+    (["--grid", "prior.ruggd=normal(0,1),normal(0,2)"], "--grid prior.ruggd: no such site"),
+    (
+        ["--grid", "prior.rugged=normal(0,1),cauchy(0,1)"],
+        "--grid prior.rugged=cauchy(0,1): write normal(LOC, SCALE)",
+    ),
+    (["--grid", "prior.sigma=uniform(0,10),normal(0,1)"], "prior for `sigma` must be uniform"),
+    (
+        ["--grid", "prior.rugged=normal(0,-1)"],
+        "--grid prior.rugged=normal(0, -1): spec.priors.rugged.NormalPrior.scale: must be > 0",
+    ),
 ]
 
 

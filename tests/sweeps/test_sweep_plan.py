@@ -18,8 +18,9 @@ LIMITS = Limits(max_steps=10**6, max_attempts=3, max_predict_samples=10**5,
                 max_predict_values=10**7)  # fmt: skip
 
 
-def sweep(**fields):  # type: ignore[no-untyped-def]
-    base = {"kind": "fit", "model": "linreg", "formula": RUGGED_FORMULA, "steps": 100}
+def sweep(base_priors=None, **fields):  # type: ignore[no-untyped-def]
+    base = {"kind": "fit", "model": "linreg", "formula": RUGGED_FORMULA, "steps": 100,
+            "priors": base_priors or {}}  # fmt: skip
     return parse_sweep_spec({"kind": "sweep", "base": base, **fields})
 
 
@@ -40,6 +41,19 @@ def test_members_are_every_combination_of_grid_seeds_and_resamples() -> None:
     assert first.spec.bootstrap_seed == 10  # the same replicate for every grid point and seed
     assert {m.spec.seed for m in members} == {10, 11}
     assert len({(m.spec.lr, m.spec.guide, m.spec.seed, m.spec.bootstrap) for m in members}) == 36
+
+
+def test_a_prior_grid_packs_into_one_batch_with_each_members_priors() -> None:
+    spec = sweep(grid={"prior.rugged": ["normal(0, 0.1)", "normal(0,10)"], "lr": ["0.01", "0.02"]},
+                 base_priors={"sigma": {"dist": "uniform", "low": 0, "high": 5}})  # fmt: skip
+    members = expand(spec, seed=0, groups=None)
+    assert [m.settings["prior.rugged"] for m in members] == ["normal(0, 0.1)"] * 2 + [
+        "normal(0, 10)"] * 2  # fmt: skip
+    assert members[0].spec.priors["rugged"].scale == 0.1
+    assert members[3].spec.priors["rugged"].scale == 10 and members[3].spec.lr == 0.02
+    assert all(m.spec.priors["sigma"].high == 5 for m in members)  # the base's prior kept
+    packed = plan(spec, members, {None: ("Intercept", "rugged")}, size=8)
+    assert packed.batches == [[0, 1, 2, 3]] and packed.single == []
 
 
 def test_packing_keeps_apart_what_cannot_share_a_program() -> None:
