@@ -216,7 +216,7 @@ def _show(app: App, sweep_id: str, as_json: bool, fmt: str, members: bool = True
         return lines[-1] if lines else None
 
     def short(value: float | None) -> float | None:
-        return None if value is None else round(value, 4)
+        return None if value is None else round(value, 4) + 0.0  # + 0.0: no "-0"
 
     rows = [
         [m.index, m.job_id, *(m.settings.get(k) for k in keys), m.status, short(m.final_loss),
