@@ -19,7 +19,9 @@ from pathlib import Path
 import pytest
 
 PG_ADMIN_URL = os.environ.get("KILN_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
-REDIS_URL = os.environ.get("KILN_TEST_REDIS", "redis://127.0.0.1:6379/11")
+# One Redis database per pytest-xdist worker (gw0 -> 11, gw1 -> 12, ...): tests flush theirs.
+_XDIST = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+REDIS_URL = os.environ.get("KILN_TEST_REDIS", f"redis://127.0.0.1:6379/{11 + _XDIST}")
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 RUGGED = SHARED / "rugged_data.csv"
 RUGGED_FORMULA = "log(rgdppc_2000) ~ cont_africa * rugged"

@@ -93,6 +93,7 @@ def test_a_member_that_diverges_fails_alone_and_groups_fit_their_own_rows(
     assert shown["info"]["data"]["rows_used"] == 49  # African countries with data
 
 
+@pytest.mark.slow  # bench/bench_sweep.py measures the same over 32 members
 @EMBEDDED
 def test_vectorised_members_equal_the_same_members_fitted_alone(stack, start_worker) -> None:
     start_worker("w1")
@@ -109,6 +110,7 @@ def test_vectorised_members_equal_the_same_members_fitted_alone(stack, start_wor
     assert spread > 0.05, spread  # and the replicates do differ
 
 
+@pytest.mark.slow
 @pytest.mark.postgres
 @pytest.mark.redis
 @pytest.mark.parametrize(("db_url", "broker_url"), [("postgres", "redis")], indirect=True)
