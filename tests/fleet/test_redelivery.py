@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import time
 
-from tests.conftest import EMBEDDED_AND_FLEET, FAST_FLEET, run_cli
+from tests.conftest import FAST_FLEET, FLEET_AND_SLOW_EMBEDDED, run_cli
 from tests.fleet.helpers import job_row, submit_fit, until
 
 
@@ -23,7 +23,7 @@ def restore_visible(stack) -> None:  # type: ignore[no-untyped-def]
         conn.default_channel.qos.restore_visible(num=100, interval=1)
 
 
-@EMBEDDED_AND_FLEET
+@FLEET_AND_SLOW_EMBEDDED
 def test_a_fit_longer_than_the_visibility_timeout_runs_once(stack, start_worker) -> None:
     stack.extra.update(FAST_FLEET, KILN_VISIBILITY_TIMEOUT_S="1")
     first = start_worker("w1")

@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 
-from tests.conftest import EMBEDDED_AND_FLEET, FAST_FLEET, run_cli
+from tests.conftest import FAST_FLEET, FLEET_AND_SLOW_EMBEDDED, run_cli
 from tests.fleet.helpers import job_row, submit_fit, until
 
 
@@ -22,7 +22,7 @@ def guide_params(stack, job_id: str) -> dict[str, np.ndarray]:  # type: ignore[n
         return {row.name: decode_array(row.value) for row in rows}
 
 
-@EMBEDDED_AND_FLEET
+@FLEET_AND_SLOW_EMBEDDED
 def test_killed_fit_resumes_from_its_checkpoint_and_matches_an_uninterrupted_fit(
     stack, start_worker
 ) -> None:

@@ -3,12 +3,15 @@ real worker: metrics by epoch, a prediction from the stored state, the figures."
 
 from __future__ import annotations
 
+import pytest
+
 from tests.conftest import run_cli
 from tests.library.test_forecast_hmm_jobs import EMBEDDED, cli_json, submit
 
 pytestmark = EMBEDDED
 
 
+@pytest.mark.slow
 def test_bnn_classifier_on_digits_reaches_90_percent(stack, start_worker, tmp_path) -> None:
     start_worker("w1")
     done, (fit, predict) = submit(stack, "--model", "bnn-classifier", "--data", "digits",
@@ -27,6 +30,7 @@ def test_bnn_classifier_on_digits_reaches_90_percent(stack, start_worker, tmp_pa
     assert plotted.returncode == 0, plotted.stderr
 
 
+@pytest.mark.slow
 def test_vae_test_elbo_improves_and_reconstructions_are_stored(stack, start_worker, tmp_path):  # type: ignore[no-untyped-def]
     start_worker("w1")
     done, (fit, predict) = submit(stack, "--model", "vae", "--data", "digits", "--seed", "1",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from tests.conftest import FAST_FLEET, run_cli
 from tests.fleet.helpers import job_row, until
@@ -22,6 +23,7 @@ def submit(stack) -> str:  # type: ignore[no-untyped-def]
     return json.loads(done.stdout)["id"]
 
 
+@pytest.mark.slow
 @EMBEDDED
 def test_a_killed_library_fit_resumes_with_the_same_batches(stack, start_worker) -> None:
     stack.extra.update(FAST_FLEET)

@@ -9,7 +9,14 @@ import json
 import numpy as np
 import pytest
 
-from tests.conftest import EMBEDDED_AND_FLEET, FAST_FLEET, RUGGED, RUGGED_FORMULA, cli_json, run_cli
+from tests.conftest import (
+    FAST_FLEET,
+    FLEET_AND_SLOW_EMBEDDED,
+    RUGGED,
+    RUGGED_FORMULA,
+    cli_json,
+    run_cli,
+)
 from tests.fleet.helpers import until
 
 EMBEDDED = pytest.mark.parametrize(
@@ -29,7 +36,7 @@ def posterior_means(sweep: dict) -> dict[int, dict[str, float]]:
     return {m["index"]: m["params"] for m in sweep["members"]}
 
 
-@EMBEDDED_AND_FLEET
+@FLEET_AND_SLOW_EMBEDDED
 def test_a_sweep_packs_what_it_can_and_every_member_is_an_ordinary_job(stack, start_worker) -> None:
     start_worker("w1")
     done, sweep = submit_sweep(

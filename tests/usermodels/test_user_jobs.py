@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import EMBEDDED_AND_FLEET, run_cli
+from tests.conftest import FLEET_AND_SLOW_EMBEDDED, run_cli
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 SCHOOLS_PY = EXAMPLES / "eight_schools.py"
@@ -80,7 +80,7 @@ def test_eight_schools_nuts_through_a_worker(user_code_on, start_worker, tmp_pat
     assert np.asarray(idata.constant_data["sigma"]).tolist() == [15, 10, 16, 11, 9, 11, 10, 18]
 
 
-@EMBEDDED_AND_FLEET
+@FLEET_AND_SLOW_EMBEDDED
 def test_eight_schools_by_svi_with_a_full_rank_guide(user_code_on, start_worker) -> None:
     stack = user_code_on
     start_worker("w1")
@@ -151,6 +151,7 @@ def test_a_fleet_worker_runs_no_user_code_unless_allowed(stack, start_worker) ->
     assert "KILN_ALLOW_USER_CODE is off" in job["error"]
 
 
+@pytest.mark.slow
 @EMBEDDED
 def test_eight_schools_4_chains_of_1000_converge(user_code_on, start_worker, tmp_path) -> None:
     """The issue's bar: NUTS, 4 chains x 1000 draws, r_hat < 1.01 everywhere (about 25 s)."""
