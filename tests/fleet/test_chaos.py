@@ -165,6 +165,7 @@ def test_burst_survives_killed_workers_and_a_redis_restart(tmp_path, db_url) -> 
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # 109 s on a quiet 2-core machine; several minutes on a busy one
 @pytest.mark.postgres
 @pytest.mark.redis
 @pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
