@@ -93,7 +93,7 @@ def add_loss_rows(session: Session, rows: Sequence[tuple[str, int, float]]) -> N
         raw = connection.connection.dbapi_connection
         with raw.cursor() as cursor:  # type: ignore[union-attr]
             with cursor.copy(f"COPY {table.name} ({columns}) FROM STDIN") as copy:
-                copy.write("".join(f"{j}\t{i}\t{v!r}\n" for j, i, v in rows))
+                copy.write("".join(f"{j}\t{int(i)}\t{float(v)!r}\n" for j, i, v in rows))
     elif dialect.paramstyle == "qmark":
         connection.exec_driver_sql(
             f"INSERT INTO {table.name} ({columns}) VALUES (?, ?, ?)", list(rows)

@@ -80,7 +80,7 @@ def test_bulk_writers_store_what_the_one_fit_writers_store(stack) -> None:
         same = fit_record("bulk0", np.random.default_rng(3))  # the same results, other job
         other = fit_record("bulk1", np.random.default_rng(4))
         store_many_fit_results(session, [same, other])
-        add_loss_rows(session, [("bulk0", i, float(v)) for i, v in enumerate(curve)]
+        add_loss_rows(session, [("bulk0", i, v) for i, v in enumerate(curve)]  # numpy floats
                       + [("bulk1", i, float(v)) for i, v in enumerate(curve[:7])])  # fmt: skip
         store_many_fit_results(session, [])  # nothing to write is fine
         add_loss_rows(session, [])
