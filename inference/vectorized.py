@@ -36,13 +36,17 @@ class MemberResult:
     seed: int
     status: str  # "ok" or "failed"
     final_loss: float  # mean loss over the last 100 steps it ran (NaN when it failed at once)
-    params: dict[str, dict[str, float]] = field(default_factory=dict)  # site -> mean/sd/q05/..
+    stats: tuple[SiteStats, ...] = ()  # each site's summary, shaped as a single fit's
     reason: str | None = None
     failed_step: int | None = None
     draws: dict[str, np.ndarray] = field(default_factory=dict)  # site -> (num_samples,)
     state: bytes | None = None  # its guide as a single fit's fitted state (inference.state)
     guide_params: dict[str, np.ndarray] = field(default_factory=dict)  # constrained, by name
-    stats: tuple[SiteStats, ...] = ()  # the same summaries as `params`, as a single fit's
+
+    @property
+    def params(self) -> dict[str, dict[str, float]]:
+        """site -> {mean, sd, q05, q50, q95} (empty for a failed member)."""
+        return {st.site: {n: float(getattr(st, n)) for n in STATS} for st in self.stats}
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,7 +347,6 @@ def fit_many(
             SiteStats(site, (), *(np.asarray(getattr(st, n)[k]) for n in STATS))
             for site, st in stats.items()
         )
-        summary = {st.site: {n: float(getattr(st, n)) for n in STATS} for st in own_stats}
         # The member's own guide, shaped as a single fit's (scalar sites): a predict job
         # rebuilds it from these bytes like any fit's.
         own = {n: v[k].reshape(()).clone().cpu() for n, v in unconstrained.items()}
@@ -354,8 +357,7 @@ def fit_many(
                 int(seeds[k]),
                 "ok",
                 _tail_mean(losses_np[:, k]),
-                summary,
-                stats=own_stats,
+                own_stats,
                 draws={s: d[:, k].copy() for s, d in draws.items()},
                 state=state,
                 guide_params={n: _constrained(v, constraints[n]) for n, v in own.items()},
