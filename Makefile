@@ -32,9 +32,11 @@ bench: $(STAMP)
 bench-sweep: $(STAMP)
 	$(PY) bench/bench_sweep.py
 
+# mypy reads its files and strictness from pyproject.toml's [tool.mypy].
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -61,14 +61,16 @@ def plain_fit(elbo_name: str, steps: int = 1000) -> float:
 def kiln_fit(sessions, sender, elbo: str, steps: int = 1000) -> float:  # type: ignore[no-untyped-def]
     """Submit -> succeeded, polling the job row every 20 ms. Seconds."""
     from db.jobs import get_job
-    from scheduler.enqueue import Limits, submit_fit
-    from scheduler.spec import parse_spec
+    from kiln.specs import parse_spec
+    from scheduler.kinds import Upload
+    from scheduler.limits import Limits
+    from scheduler.submit import submit_job
 
-    spec = parse_spec({"kind": "fit", "model": "linreg", "formula": FORMULA, "steps": steps,
+    spec = parse_spec({"model": "linreg", "formula": FORMULA, "steps": steps,
                        "lr": 0.02, "seed": 0, "elbo": elbo})  # fmt: skip
     content = RUGGED.read_bytes()
     started = time.perf_counter()
-    (job,) = submit_fit(sessions, spec, content, data_name=str(RUGGED), send=sender,
+    (job,) = submit_job(sessions, spec, Upload(content, RUGGED.name), send=sender,
                         limits=Limits(10**7, 1, 10**5, 10**8))  # fmt: skip
     while True:
         with sessions() as session:

@@ -78,13 +78,13 @@ def plain_predictive(repeats: int) -> dict[str, list[float]]:
 def kiln_predict(sessions, sender, fit_id: str) -> tuple[float, float]:  # type: ignore[no-untyped-def]
     """Submit -> succeeded for a predict job of a finished fit; (wall seconds, worker seconds)."""
     from db.jobs import get_job
-    from scheduler.enqueue import Limits, submit_predict
-    from scheduler.spec import parse_predict_spec
+    from kiln.specs import PredictSpec, validate_spec
+    from scheduler.limits import Limits
+    from scheduler.submit import submit_job
 
-    spec = parse_predict_spec({"from_job": fit_id, "num_samples": NUM_SAMPLES, "seed": 1})
+    spec = validate_spec(PredictSpec, {"from_job": fit_id, "num_samples": NUM_SAMPLES, "seed": 1})
     started = time.perf_counter()
-    job = submit_predict(sessions, spec, None, data_name=None, send=sender,
-                         limits=Limits(10**7, 1, 10**5, 10**8))  # fmt: skip
+    (job,) = submit_job(sessions, spec, send=sender, limits=Limits(10**7, 1, 10**5, 10**8))
     while True:
         with sessions() as session:
             row = get_job(session, job.id)

@@ -53,12 +53,12 @@ def wait_sweep(sessions, sweep_id: str, every: float = 0.05) -> None:  # type: i
 
 
 def run_sweep(sessions, sender, limits, members: int, vectorize: str) -> tuple[float, str]:  # type: ignore[no-untyped-def]
-    from scheduler.spec import parse_sweep_spec
+    from kiln.specs import parse_sweep_spec
     from scheduler.sweep import submit_sweep
 
     spec = parse_sweep_spec({
         "kind": "sweep", "bootstrap": members, "vectorize": vectorize, "seed": 2026,
-        "base": {"kind": "fit", "model": "linreg", "formula": FORMULA, "steps": 1000,
+        "base": {"model": "linreg", "formula": FORMULA, "steps": 1000,
                  "lr": 0.005, "guide": "AutoNormal"},
     })  # fmt: skip
     started = time.perf_counter()
@@ -112,17 +112,18 @@ def throughput(sessions, sender, limits, members: int, sequential: int) -> None:
 def overhead(sessions, sender, limits, jobs: int) -> None:  # type: ignore[no-untyped-def]
     from db.jobs import get_job
     from db.models import JobStatus
-    from scheduler.enqueue import submit_fit
-    from scheduler.spec import parse_spec
+    from kiln.specs import parse_spec
+    from scheduler.kinds import Upload
+    from scheduler.submit import submit_job
 
-    spec = parse_spec({"kind": "fit", "model": "linreg", "formula": FORMULA, "steps": 10,
+    spec = parse_spec({"model": "linreg", "formula": FORMULA, "steps": 10,
                        "seed": 0, "num_samples": 100})  # fmt: skip
     content = RUGGED.read_bytes()
     dispatch, total = [], []
     for _ in range(jobs):
         submitted = datetime.now(UTC)
         started = time.perf_counter()
-        (job,) = submit_fit(sessions, spec, content, data_name="rugged.csv", send=sender,
+        (job,) = submit_job(sessions, spec, Upload(content, "rugged.csv"), send=sender,
                             limits=limits)  # fmt: skip
         while True:
             with sessions() as session:
@@ -260,7 +261,7 @@ def main() -> None:
     from db.session import make_engine, make_sessionmaker
     from kiln.embedded import stop_embedded_broker
     from kiln.settings import get_settings
-    from scheduler.enqueue import Limits
+    from scheduler.limits import Limits
     from worker.app import Sender, make_app
 
     settings = get_settings()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 from sqlalchemy import delete, insert, select
@@ -13,6 +13,9 @@ from sqlalchemy.orm import Session
 from db.codec import decode_array, encode_array
 from db.models import FittedState, GuideParam, Loss, Metric, Param, Sample, utcnow
 from kiln.records import DIAGNOSTICS, STATS, SiteStats
+
+if TYPE_CHECKING:
+    import psycopg
 
 
 def store_fit_results(
@@ -90,8 +93,9 @@ def add_loss_rows(session: Session, rows: Sequence[tuple[str, int, float]]) -> N
     connection = session.connection()
     dialect = connection.dialect
     if dialect.name == "postgresql" and dialect.driver == "psycopg":
-        raw = connection.connection.dbapi_connection
-        with raw.cursor() as cursor:  # type: ignore[union-attr]
+        # The DBAPI protocol SQLAlchemy types this with has no COPY: it is psycopg's own.
+        raw = cast("psycopg.Connection[Any]", connection.connection.dbapi_connection)
+        with raw.cursor() as cursor:
             with cursor.copy(f"COPY {table.name} ({columns}) FROM STDIN") as copy:
                 copy.write("".join(f"{j}\t{int(i)}\t{float(v)!r}\n" for j, i, v in rows))
     elif dialect.paramstyle == "qmark":

@@ -8,8 +8,8 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from db.jobs import as_utc, job_counts, oldest_queued, worker_views
-from db.models import TERMINAL, Job, JobStatus, utcnow
+from db.models import TERMINAL, Job, JobStatus, as_utc, utcnow
+from db.workers import worker_views
 
 
 def finished_durations(
@@ -27,7 +27,9 @@ def finished_durations(
         query = query.where(Job.finished_at >= since)
     out = []
     for kind, status, started, finished in session.execute(query).all():
-        seconds = (as_utc(finished) - as_utc(started)).total_seconds()  # type: ignore[operator]
+        if started is None or finished is None:  # excluded by the query; narrows the type
+            continue
+        seconds = (as_utc(finished) - as_utc(started)).total_seconds()
         out.append((kind, status, max(seconds, 0.0)))  # max: hosts' clocks may disagree
     return out
 
@@ -48,9 +50,32 @@ def running_step_rates(
     ).all()
     out = []
     for job_id, queue, step, started in rows:
-        elapsed = (now - as_utc(started)).total_seconds()  # type: ignore[operator]
+        if started is None:  # excluded by the query; narrows the type
+            continue
+        elapsed = (now - as_utc(started)).total_seconds()
         out.append((job_id, queue, step / elapsed if elapsed > 0 else 0.0))
     return out
+
+
+def job_counts(session: Session) -> dict[str, dict[str, int]]:
+    """{queue: {status: count}} over every job."""
+    counts: dict[str, dict[str, int]] = {}
+    rows = session.execute(
+        select(Job.queue, Job.status, func.count()).group_by(Job.queue, Job.status)
+    ).all()
+    for queue, status, count in rows:
+        counts.setdefault(queue, {})[status] = int(count)
+    return counts
+
+
+def oldest_queued(session: Session) -> dict[str, datetime]:
+    """{queue: creation time of its oldest queued job}."""
+    rows = session.execute(
+        select(Job.queue, func.min(Job.created_at))
+        .where(Job.status == JobStatus.QUEUED.value)
+        .group_by(Job.queue)
+    ).all()
+    return {queue: as_utc(moment) for queue, moment in rows if moment is not None}
 
 
 def total_steps(session: Session) -> int:

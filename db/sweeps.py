@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import CursorResult, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from db.models import TERMINAL, Dataset, Job, JobStatus, Param, Sweep, utcnow
@@ -162,7 +162,7 @@ def cancel_sweep(session: Session, sweep_id: str) -> int:
         .execution_options(synchronize_session=False)
     )
     session.commit()
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    return cast(CursorResult[Any], result).rowcount
 
 
 def delete_sweep(session: Session, sweep_id: str) -> None:

@@ -14,6 +14,7 @@ import pyro
 import pyro.optim
 import pyro.util
 import torch
+from pyro.params.param_store import StateDict
 
 CHECKPOINT_FORMAT = "kiln-svi-checkpoint/torch.save/v1"
 
@@ -23,7 +24,7 @@ class Resume:
     """What a checkpoint holds, loaded: the step to take next and the states to put back."""
 
     step: int
-    param_store: dict[str, Any]
+    param_store: StateDict
     optim: dict[str, Any]
     rng: dict[str, Any]
 

@@ -1,11 +1,15 @@
-"""Progress events that runners yield: SVI's Started, Step, Checkpoint, Finished and MCMC's
-McmcStarted, ChainProgress, McmcFinished (frozen dataclasses)."""
+"""Progress events that runners yield: SVI's Started, Step, Checkpoint, Finished, Metric;
+MCMC's McmcStarted, ChainProgress, McmcFinished; a vectorised batch's BatchStep, BatchFinished
+(frozen dataclasses)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-import numpy as np
+from numpy.typing import NDArray
+
+from inference.vector_results import ManyResult
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,8 +83,8 @@ class McmcFinished:
     deterministic sites; `stats[name]` is (chains, samples). `jit` is False when any chain ran
     without jit_compile (`note` says why); `deterministic` names the pyro.deterministic sites."""
 
-    draws: dict[str, np.ndarray]
-    stats: dict[str, np.ndarray]
+    draws: dict[str, NDArray[Any]]
+    stats: dict[str, NDArray[Any]]
     chain_seconds: tuple[float, ...]
     jit: bool
     note: str = ""
@@ -105,4 +109,36 @@ class Metric:
     epoch: int = 0
 
 
-Event = Started | Step | Checkpoint | Finished | Metric | McmcStarted | ChainProgress | McmcFinished
+@dataclass(frozen=True, slots=True)
+class BatchStep:
+    """A vectorised batch has taken `step` of its `total` steps (a count, not an index: the
+    last BatchStep has step == total); `alive` members have a finite latest loss."""
+
+    step: int
+    total: int
+    alive: int
+
+
+@dataclass(frozen=True, slots=True)
+class BatchFinished:
+    """A vectorised batch is done: each member's result and the loss curves."""
+
+    result: ManyResult
+
+    def __repr__(self) -> str:
+        r = self.result
+        return f"BatchFinished({len(r.members)} members, {len(r.ok)} ok, {len(r.losses)} steps)"
+
+
+Event = (
+    Started
+    | Step
+    | Checkpoint
+    | Finished
+    | Metric
+    | McmcStarted
+    | ChainProgress
+    | McmcFinished
+    | BatchStep
+    | BatchFinished
+)

@@ -47,7 +47,7 @@ def prepare_fit(
     formula: str,
     guide: str,
     seed: int,
-    priors: Mapping[str, Mapping[str, float]] | None = None,
+    priors: Mapping[str, Mapping[str, float | str]] | None = None,
     device: str = "cpu",
     init: str = "auto",
     rows: Mapping[str, Any] | None = None,

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import numpy as np
+from numpy.typing import NDArray
 
 from kiln.library import DataRef
 
@@ -58,7 +58,7 @@ class LibraryPrediction:
     `posterior`, `deterministic`, `predictive`, `data` (first axis: draws, or 1 for `data`
     and for per-item summaries such as class probabilities), and plain metrics."""
 
-    sites: dict[str, tuple[str, np.ndarray]]
+    sites: dict[str, tuple[str, NDArray[Any]]]
     metrics: dict[str, float] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
 

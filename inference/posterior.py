@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from numpy.typing import NDArray
 from pyro.infer import Predictive
 from pyro.infer.autoguide import AutoLaplaceApproximation
 
@@ -15,7 +16,7 @@ from kiln.records import SiteStats
 QUANTILES = (0.05, 0.5, 0.95)
 
 
-def summarize_draws(site: str, draws: np.ndarray) -> SiteStats:
+def summarize_draws(site: str, draws: NDArray[Any]) -> SiteStats:
     """Summarise draws shaped (num_samples, *site_shape), in float64 (as db.results.summary_of
     does for the stored draws, so a site's params and samples summaries are the same numbers)."""
     draws = np.asarray(draws, dtype=np.float64)
@@ -45,7 +46,7 @@ def draw_latents(
     kwargs: dict[str, Any],
     sites: Sequence[str],
     num_samples: int,
-) -> dict[str, np.ndarray]:
+) -> dict[str, NDArray[Any]]:
     """`num_samples` joint draws of `sites` from the fitted guide, in the constrained space."""
     drawing_guide = posterior_guide(guide, args, kwargs)
     predictive = Predictive(
@@ -68,7 +69,7 @@ def summarize_posterior(
     kwargs: dict[str, Any],
     sites: Sequence[str],
     num_samples: int = 1000,
-) -> tuple[list[SiteStats], dict[str, np.ndarray]]:
+) -> tuple[list[SiteStats], dict[str, NDArray[Any]]]:
     """Summaries of each latent site's posterior, and the `num_samples` draws they came from."""
     draws = draw_latents(model, guide, args, kwargs, sites, num_samples)
     return [summarize_draws(site, draws[site]) for site in sites], draws

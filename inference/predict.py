@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pyro
 import torch
+from numpy.typing import NDArray
 from pyro.infer import Predictive
 
 from inference.fit import resolve_device
@@ -30,12 +31,14 @@ from kiln.tables import Design, build_design
 class Prediction:
     """Draws by site, as (kind, array shaped (num_samples, *shape)), and facts about the rows."""
 
-    sites: dict[str, tuple[str, np.ndarray]]
+    sites: dict[str, tuple[str, NDArray[Any]]]
     design: Design
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def interval_coverage(draws: np.ndarray, observed: np.ndarray, mass: float = 0.9) -> float | None:
+def interval_coverage(
+    draws: NDArray[np.float64], observed: NDArray[np.float64], mass: float = 0.9
+) -> float | None:
     """Share of finite `observed` values inside the central `mass` interval of their draws."""
     known = np.isfinite(observed)
     if not known.any():
@@ -55,7 +58,7 @@ def predict(
     state: bytes,
     num_samples: int,
     seed: int,
-    priors: Mapping[str, Mapping[str, float]] | None = None,
+    priors: Mapping[str, Mapping[str, float | str]] | None = None,
     new_frame: pd.DataFrame | None = None,
     device: str = "cpu",
 ) -> Prediction:
@@ -93,10 +96,11 @@ def predict(
     with torch.no_grad():
         drawn = predictive(torch.as_tensor(rows.X, **as_tensor))
 
-    def as_numpy(site: str, *shape: int) -> np.ndarray:
-        return drawn[site].detach().cpu().numpy().reshape(num_samples, *shape)
+    def as_numpy(site: str, *shape: int) -> NDArray[np.float32]:
+        values: NDArray[np.float32] = drawn[site].detach().cpu().numpy()
+        return values.reshape(num_samples, *shape)
 
-    sites: dict[str, tuple[str, np.ndarray]] = {s: ("posterior", as_numpy(s)) for s in latent}
+    sites: dict[str, tuple[str, NDArray[Any]]] = {s: ("posterior", as_numpy(s)) for s in latent}
     n = len(rows.y)
     sites["mean"] = ("deterministic", as_numpy("mean", n))
     sites["obs"] = ("predictive", as_numpy("obs", n))

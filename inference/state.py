@@ -5,9 +5,9 @@ from __future__ import annotations
 import io
 from typing import Any
 
-import numpy as np
 import pyro
 import torch
+from numpy.typing import NDArray
 
 STATE_FORMAT = "pyro-param-store/torch.save/v1"
 
@@ -42,7 +42,7 @@ def load_state(content: bytes, map_location: str = "cpu") -> None:
     pyro.get_param_store().set_state(state["param_store"])
 
 
-def param_values() -> dict[str, np.ndarray]:
+def param_values() -> dict[str, NDArray[Any]]:
     """Every parameter in the param store, constrained, as numpy arrays."""
     store = pyro.get_param_store()
     return {name: store[name].detach().cpu().numpy().copy() for name in store.keys()}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 import pyro
@@ -39,7 +39,7 @@ def resolve_elbo(name: str, jit_safe: bool) -> str:
 
 def make_optim(name: str, lr: float) -> pyro.optim.PyroOptim:
     if name == "Adam":
-        return pyro.optim.Adam({"lr": lr})
+        return pyro.optim.PyroOptim(torch.optim.Adam, {"lr": lr})  # what pyro.optim.Adam makes
     if name == "ClippedAdam":
         return pyro.optim.ClippedAdam({"lr": lr})
     raise SpecError(f"unknown optimiser `{name}` (have: Adam, ClippedAdam)", field="optim")
@@ -85,7 +85,7 @@ def _restore(
 
 def _epoch_metrics(
     done: int, epoch: int, losses: list[float], items: int,
-    evaluate: Callable[[], dict[str, float]] | None,
+    evaluate: Callable[..., dict[str, float]] | None,
 ) -> Iterator[Metric]:  # fmt: skip
     """An epoch's metrics; an epoch partly replayed after a resume reports what it saw."""
     if losses:
@@ -119,10 +119,10 @@ def run_svi(
     checkpoint_every_s: float = 0.0,
     batch: Callable[[int], tuple[tuple[Any, ...], dict[str, Any]]] | None = None,
     steps_per_epoch: int = 0,
-    evaluate: Callable[[], dict[str, float]] | None = None,
+    evaluate: Callable[..., dict[str, float]] | None = None,
     loss_items: int = 1,
     max_plate_nesting: int | None = None,
-) -> Iterator[Event]:
+) -> Generator[Event, None, None]:
     """Run `steps` SVI steps of `model`/`guide` on `args`, yielding Started, Step...,
     Checkpoint (every `checkpoint_every_steps` steps or `checkpoint_every_s` seconds, 0: never)
     and Finished.

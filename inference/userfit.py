@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
-import numpy as np
 import pyro
 import pyro.poutine as poutine
 import torch
+from numpy.typing import NDArray
 from pyro.infer import Predictive
 from pyro.poutine.util import site_is_subsample
 
@@ -42,7 +42,7 @@ def site_names(model: Callable[..., Any], data: Mapping[str, Any]) -> tuple[list
     for name, site in trace.nodes.items():
         if site["type"] != "sample" or site_is_subsample(site):  # a plate's own site
             continue
-        if site["infer"].get("_deterministic"):
+        if (site["infer"] or {}).get("_deterministic"):
             deterministic.append(name)
         elif not site["is_observed"]:
             latent.append(name)
@@ -95,7 +95,7 @@ def draw_sites(
     data: Mapping[str, Any],
     sites: Sequence[str],
     num_samples: int,
-) -> dict[str, np.ndarray]:
+) -> dict[str, NDArray[Any]]:
     """`num_samples` draws of `sites` from the fitted guide, (num_samples, *site_shape) each.
 
     One model run per draw: a user's model is not assumed to be batch-safe.
@@ -110,7 +110,7 @@ def draw_sites(
     with torch.no_grad(), poutine.block():
         draws = predictive(**data)
         nodes = poutine.trace(model).get_trace(**data).nodes
-    shapes = {site: tuple(nodes[site]["value"].shape) for site in sites}
+    shapes = {site: tuple(cast(torch.Tensor, nodes[site]["value"]).shape) for site in sites}
     return {
         site: draws[site].detach().cpu().numpy().reshape(num_samples, *shapes[site])
         for site in sites

@@ -14,6 +14,7 @@ with Client() as kiln:                      # KILN_* settings, or database_url=/
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,14 +24,13 @@ import pandas as pd
 from kiln.errors import InfraError
 from kiln.records import DIAGNOSTICS, STATS
 from kiln.settings import Settings
+from kiln.submitter import Submitter
 
 if TYPE_CHECKING:
     import arviz
 
-Data = str | Path | pd.DataFrame
 
-
-class Client:
+class Client(Submitter):
     """Submit jobs, wait for them, and read their results as pandas and ArviZ objects.
 
     Nothing runs here: jobs run on `jobs worker` processes. Errors are Kiln's own
@@ -49,6 +49,16 @@ class Client:
         self._engine: Any = None
         self._sessions: Any = None
         self._celery: Any = None
+        self._make_celery: Callable[[], Any] | None = None
+
+    @classmethod
+    def over(cls, settings: Settings, sessions: Any, celery: Callable[[], Any]) -> Client:
+        """A Client on an open database and a broker app made on first send (the CLI's)."""
+        client = cls.__new__(cls)
+        client.settings = settings
+        client._engine, client._sessions, client._celery = None, sessions, None
+        client._make_celery = celery
+        return client
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -66,7 +76,7 @@ class Client:
         from worker.app import Sender, make_app
 
         if self._celery is None:
-            self._celery = make_app(self.settings)
+            self._celery = self._make_celery() if self._make_celery else make_app(self.settings)
         Sender(self._celery)(job_id, queue, priority)
 
     def close(self) -> None:
@@ -80,55 +90,6 @@ class Client:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    # -- submitting -------------------------------------------------------------------------
-
-    def submit_fit(self, data: Data, formula: str, model: str = "linreg", **options: Any) -> str:
-        """Queue a fit; returns its job id. Options as `jobs submit fit` (guide, steps, lr,
-        seed, elbo, optim, num_samples, init, priors={"rugged": {"dist": "normal", ...}},
-        device, queue, priority)."""
-        from scheduler.enqueue import Limits, submit_fit
-        from scheduler.spec import parse_spec
-
-        spec = parse_spec({"kind": "fit", "model": model, "formula": formula, **options})
-        content, name = _data_bytes(data, self.settings.max_dataset_bytes)
-        (job,) = submit_fit(
-            self._sessionmaker(), spec, content, data_name=name, send=self._send,
-            limits=Limits.from_settings(self.settings),
-        )  # fmt: skip
-        return str(job.id)
-
-    def submit_model(
-        self, model: str | Path, data: Data | dict[str, Any], function: str = "model",
-        method: str = "svi", **options: Any,
-    ) -> str:  # fmt: skip
-        """Queue a fit of your own Pyro model file; returns its job id.
-
-        `data`: a JSON or CSV path, a DataFrame (columns become arrays) or a dict of names to
-        numbers and lists. `method`: svi (options guide, guide_function, steps, lr, ...) or
-        nuts/hmc (warmup, samples, chains, target_accept, max_tree_depth, jit, ...).
-        """
-        import json
-
-        from scheduler.enqueue import Limits, submit_user_fit
-        from scheduler.spec import parse_user_spec
-        from scheduler.usermodel import read_source_file
-
-        path = Path(model)
-        spec = parse_user_spec({
-            "kind": "fit", "source": "user", "model": f"{path.name}:{function}",
-            "model_file": path.name, "model_function": function, "method": method, **options,
-        })  # fmt: skip
-        source = read_source_file(path, self.settings.max_source_bytes)
-        if isinstance(data, dict):
-            content, name = json.dumps(data).encode(), "data.json"
-        else:
-            content, name = _data_bytes(data, self.settings.max_dataset_bytes)
-        job = submit_user_fit(
-            self._sessionmaker(), spec, source, content, data_name=name, send=self._send,
-            limits=Limits.from_settings(self.settings),
-        )  # fmt: skip
-        return str(job.id)
 
     def diagnostics(self, job_id: str) -> pd.DataFrame:
         """An MCMC job's per-site r_hat, ess_bulk and ess_tail (one row per site element)."""
@@ -147,25 +108,6 @@ class Client:
                 rows.append({"site": name, **row})
         return pd.DataFrame(rows)
 
-    def predict(
-        self, from_job: str, num_samples: int = 800, data: Data | None = None, **options: Any
-    ) -> str:
-        """Queue a predict job from a fit (which may still be running); returns its id."""
-        from scheduler.enqueue import Limits, submit_predict
-        from scheduler.spec import parse_predict_spec
-
-        spec = parse_predict_spec(
-            {"kind": "predict", "from_job": from_job, "num_samples": num_samples, **options}
-        )
-        content, name = (
-            _data_bytes(data, self.settings.max_dataset_bytes) if data is not None else (None, None)
-        )
-        job = submit_predict(
-            self._sessionmaker(), spec, content, data_name=name, send=self._send,
-            limits=Limits.from_settings(self.settings),
-        )  # fmt: skip
-        return str(job.id)
-
     def cancel(self, job_id: str) -> str:
         """Cancel a job; returns its status after the request."""
         from db.jobs import request_cancel
@@ -177,7 +119,8 @@ class Client:
 
     def job(self, job_id: str) -> dict[str, Any]:
         """The job as a dict (the same document as `jobs show --json`)."""
-        from db.jobs import attempts_of, get_job
+        from db.claims import attempts_of
+        from db.jobs import get_job
         from kiln.cli.render import job_to_dict
 
         with self._session() as session:
@@ -269,12 +212,3 @@ class Client:
         with self._session() as session:
             results = load_results(session, job_id)
         return write_export(results, fmt, path)
-
-
-def _data_bytes(data: Data, max_bytes: int) -> tuple[bytes, str]:
-    """CSV bytes and a name, from a path or a DataFrame."""
-    if isinstance(data, pd.DataFrame):
-        return data.to_csv(index=False).encode(), "dataframe.csv"
-    from scheduler.enqueue import read_data_file
-
-    return read_data_file(data, max_bytes), str(data)

@@ -41,10 +41,12 @@ def all_diagnostics(draws: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {site: site_diagnostics(values) for site, values in draws.items()}
 
 
-def chain_summary(stats: Mapping[str, np.ndarray], chain_seconds: list[float]) -> list[dict]:
+def chain_summary(
+    stats: Mapping[str, np.ndarray], chain_seconds: list[float]
+) -> list[dict[str, float | int]]:
     """Per chain: divergences, mean step size, mean and max tree depth, mean accept prob, time."""
     chains = len(chain_seconds)
-    out = []
+    out: list[dict[str, float | int]] = []
     for c in range(chains):
         row: dict[str, float | int] = {"chain": c, "seconds": round(float(chain_seconds[c]), 3)}
         if "diverging" in stats:

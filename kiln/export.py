@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 EXPORT_FORMATS = ("netcdf", "csv", "json")
 DATA_SITES = ("__X__", "__y__", "__row__")
+OBSERVED_PREFIX = "observed:"  # a user predict job's data site: the observed values of a site
 # Kiln's per-draw MCMC statistics under ArviZ's names for them.
 ARVIZ_STATS = {"accept_prob": "acceptance_rate"}
 
@@ -54,6 +55,8 @@ class JobResults:
     # Library models: sites stored per item (class_probs, forecast...) and their data sites.
     item_sites: dict[str, np.ndarray] = field(default_factory=dict)
     data_sites: dict[str, np.ndarray] = field(default_factory=dict)
+    # A user model's predict job: the values its data gave each observed site.
+    observed: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def num_samples(self) -> int:
@@ -75,7 +78,8 @@ def load_results(session: Session, job_id: str) -> JobResults:
     fit = get_job(session, job.spec["from_job"]) if job.kind == "predict" else job
     kinds = {s.site: s.kind for s in get_sample_summaries(session, job.id)}
     draws = get_draws(session, job.id, kind=None)
-    if fit.spec.get("source") == "library":
+    fit_kind = str(fit.spec.get("kind"))
+    if fit_kind == "library_fit":
         return JobResults(
             job_id=job.id, kind=job.kind, status=job.status, fit_id=fit.id,
             fit_spec=dict(fit.spec), info=dict(job.info or {}),
@@ -87,10 +91,11 @@ def load_results(session: Session, job_id: str) -> JobResults:
             },
             data_sites={s: d for s, d in draws.items() if kinds.get(s) == "data"},
         )  # fmt: skip
-    if fit.spec.get("source") == "user":
+    if fit_kind in ("user_svi_fit", "user_mcmc_fit"):
         from kiln.userdata import parse_user_data
 
-        dataset = load_dataset(session, fit.dataset_id) if fit.dataset_id else None
+        dataset_id = job.dataset_id or fit.dataset_id  # a predict job's new data, if any
+        dataset = load_dataset(session, dataset_id) if dataset_id else None
         return JobResults(
             job_id=job.id, kind=job.kind, status=job.status, fit_id=fit.id,
             fit_spec=dict(fit.spec), info=dict(job.info or {}),
@@ -101,6 +106,12 @@ def load_results(session: Session, job_id: str) -> JobResults:
             kinds=kinds, chains=int((job.info or {}).get("chains") or 1),
             sample_stats={s: d for s, d in draws.items() if kinds.get(s) == "sample_stats"},
             user_data=parse_user_data(dataset.content, dataset.name)[1] if dataset else {},
+            item_sites={s: d for s, d in draws.items() if kinds.get(s) == "predictive"},
+            observed={
+                s.removeprefix(OBSERVED_PREFIX): d[0] for s, d in draws.items()
+                if kinds.get(s) == "data" and s.startswith(OBSERVED_PREFIX)
+            },
+            new_data=job.kind == "predict" and job.dataset_id is not None,
         )  # fmt: skip
     results = JobResults(
         job_id=job.id, kind=job.kind, status=job.status, fit_id=fit.id,
@@ -113,8 +124,9 @@ def load_results(session: Session, job_id: str) -> JobResults:
     )  # fmt: skip
     if job.kind == "predict":
         results.X, results.y, results.rows = (draws[s][0] for s in DATA_SITES)
-        results.terms = tuple(results.info.get("terms", ()))
-        results.response = str(results.info.get("response", "y"))
+        details = {**results.info, **results.info.get("details", {})}  # older jobs: top level
+        results.terms = tuple(details.get("terms", ()))
+        results.response = str(details.get("response", "y"))
         results.new_data = job.dataset_id is not None
     elif fit.dataset_id:
         design = build_design(
@@ -125,13 +137,12 @@ def load_results(session: Session, job_id: str) -> JobResults:
     return results
 
 
-def import_arviz() -> Any:
-    """arviz, without its import-time notice about a coming refactor."""
+def import_arviz_quietly() -> None:
+    """Import arviz without its import-time notice about a coming refactor (once per process:
+    a later `import arviz` finds it in sys.modules)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        import arviz
-
-    return arviz
+        import arviz  # noqa: F401
 
 
 def to_inference_data(r: JobResults) -> arviz.InferenceData:
@@ -141,7 +152,9 @@ def to_inference_data(r: JobResults) -> arviz.InferenceData:
     import pyro  # noqa: F401  (only for the version attribute below; no model is run)
     import xarray as xr
 
-    az = import_arviz()
+    import_arviz_quietly()
+    import arviz as az
+
     draws = np.arange(r.num_samples)
     chains = np.arange(r.chains)
 
@@ -173,7 +186,7 @@ def to_inference_data(r: JobResults) -> arviz.InferenceData:
         drawn = {k: v for k, v in r.item_sites.items() if v.shape[0] > 1}
         summaries = {k: v[0] for k, v in r.item_sites.items() if v.shape[0] == 1}
         if drawn:
-            groups["posterior_predictive"] = xr.Dataset({
+            groups["predictions" if r.new_data else "posterior_predictive"] = xr.Dataset({
                 site: (("chain", "draw", *(f"{site}_dim_{i}" for i in range(v.ndim - 1))),
                        v[None, ...])
                 for site, v in drawn.items()
@@ -183,6 +196,11 @@ def to_inference_data(r: JobResults) -> arviz.InferenceData:
                 site: (tuple(f"{site}_dim_{i}" for i in range(v.ndim)), v)
                 for site, v in summaries.items()
             })  # fmt: skip
+    if r.observed:
+        groups["observed_data"] = xr.Dataset({
+            site: (tuple(f"{site}_dim_{i}" for i in range(v.ndim)), v)
+            for site, v in r.observed.items()
+        })  # fmt: skip
     if r.data_sites:
         groups["constant_data"] = xr.Dataset(
             {site.strip("_"): (tuple(f"{site.strip('_')}_dim_{i}" for i in range(v.ndim - 1)),
@@ -209,9 +227,9 @@ def to_inference_data(r: JobResults) -> arviz.InferenceData:
             if known:
                 groups["observed_data"] = xr.Dataset({"obs": ("row", r.y)}, coords={"row": rows})
     if r.losses and not r.sample_stats:
-        steps, values = zip(*r.losses, strict=True)
+        loss_steps, loss_values = zip(*r.losses, strict=True)
         groups["loss"] = xr.Dataset(
-            {"loss": ("step", np.asarray(values))}, coords={"step": np.asarray(steps)}
+            {"loss": ("step", np.asarray(loss_values))}, coords={"step": np.asarray(loss_steps)}
         )
     attrs = {
         "kiln_job_id": r.job_id,
@@ -304,7 +322,9 @@ def _as_json(r: JobResults) -> dict[str, Any]:
             return None
         values = np.asarray(values)
         if values.dtype.kind == "f":
-            return np.where(np.isfinite(values), values, None).tolist()
+            cells = values.astype(object)
+            cells[~np.isfinite(values)] = None
+            return cells.tolist()
         return values.tolist()
 
     return {

@@ -1,6 +1,5 @@
-"""From "a user wants this" to "a worker has it": spec validation, datasets, routing, sending."""
+"""From "a user wants this" to "a worker has it": checks by job kind, datasets, routing, sending."""
 
-from scheduler.enqueue import submit_fit
-from scheduler.spec import FitSpec, parse_spec
+from scheduler.submit import submit_job
 
-__all__ = ["FitSpec", "parse_spec", "submit_fit"]
+__all__ = ["submit_job"]

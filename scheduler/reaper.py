@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.jobs import Released, mark_resent, queued_since, reap_expired
+from db.finish import Released
+from db.reaping import mark_resent, queued_since, reap_expired
 from scheduler.routing import broker_priority
 
 log = logging.getLogger(__name__)

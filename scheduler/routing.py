@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from scheduler.spec import JobSpec
+from kiln.specs import BaseSpec
 
 
-def route(spec: JobSpec, gpu_free: Callable[[], bool] = lambda: False) -> str:
+def route(spec: BaseSpec, gpu_free: Callable[[], bool] = lambda: False) -> str:
     """The queue: as asked, else `gpu` for device=cuda, `gpu` for device=auto when a live GPU
     worker is idle right now, and `cpu` otherwise."""
     if spec.queue is not None:

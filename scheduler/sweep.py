@@ -18,18 +18,22 @@ from sqlalchemy.orm import Session, sessionmaker
 from db.datasets import store_dataset
 from db.models import Job, JobStatus, Sweep, utcnow
 from kiln.errors import SpecError, UserError
-from kiln.tables import group_values, member_design, read_csv_bytes
-from scheduler.enqueue import Limits, Sender, _gpu_free, _send_or_forget, check_fit, new_job_id
-from scheduler.routing import route
-from scheduler.spec import (
+from kiln.jobinfo import BatchInfo, SviInfo, SweepRef
+from kiln.specs import (
     GRID_KEYS,
     PACKABLE_KEYS,
     PRIOR_KEY_PREFIX,
+    BatchSpec,
     FitSpec,
     SweepSpec,
     parse_prior_option,
     parse_spec,
 )
+from kiln.tables import group_values, member_design, read_csv_bytes
+from scheduler.kinds.linreg import check_linreg_data
+from scheduler.limits import Limits
+from scheduler.routing import route
+from scheduler.submit import Sender, gpu_free, new_job_id, send_or_forget
 
 log = logging.getLogger(__name__)
 
@@ -238,15 +242,16 @@ def submit_sweep(
     written; if the broker refuses, everything is removed again (InfraError).
     """
     base = spec.base
-    facts = check_fit(base, content, data_name, limits.max_steps)
+    limits.check_steps(base.steps)
+    data = check_linreg_data(base, content, data_name)
     frame = read_csv_bytes(content, data_name)
     groups = group_values(frame, spec.group_by) if spec.group_by else None
-    terms: dict[str | None, tuple[str, ...]] = {None: tuple(facts["terms"])}  # type: ignore[arg-type]
+    terms: dict[str | None, tuple[str, ...]] = {None: data.terms}
     sites = (*terms[None], "sigma")
     for key in spec.grid:
         if key.startswith(PRIOR_KEY_PREFIX) and key[len(PRIOR_KEY_PREFIX) :] not in sites:
             raise SpecError(f"--grid {key}: no such site (sites: {', '.join(sites)})", field="grid")
-    rows = int(facts["rows_used"])  # type: ignore[call-overload]
+    rows = data.rows_used
     if groups is not None:
         if not groups:
             raise UserError(f"--group-by {spec.group_by}: the column has no values")
@@ -272,7 +277,7 @@ def submit_sweep(
     members = expand(spec, seed, groups)
     batch = batch_size(spec, rows, len(terms[None]) + 1, limits)
     packing = plan(spec, members, terms, batch)
-    queue = route(base, lambda: _gpu_free(sessions, limits))
+    queue = route(base, lambda: gpu_free(sessions, limits))
     sweep_id = new_job_id()
     member_ids = [new_job_id() for _ in members]
     batch_ids = [new_job_id() for _ in packing.batches]
@@ -286,7 +291,7 @@ def submit_sweep(
     with sessions() as session:
         dataset_id = store_dataset(
             session, content, name=Path(data_name).name, format="csv",
-            columns=list(facts.pop("columns")), num_rows=int(facts.pop("num_rows")),  # type: ignore[call-overload]
+            columns=data.columns, num_rows=data.num_rows,
         )  # fmt: skip
         session.add(
             Sweep(
@@ -297,7 +302,7 @@ def submit_sweep(
                 members=len(members),
                 batches=len(batch_ids),
                 info={
-                    "data": facts,
+                    "data": data.facts,
                     "groups": groups,
                     "batch_size": batch,
                     "single": {str(i): packing.why_single[i] for i in packing.single},
@@ -310,10 +315,11 @@ def submit_sweep(
                 insert(Job),
                 [
                     {**common, "id": batch_ids[b], "kind": "batch", "member": None,
-                     "spec": {"kind": "batch", "sweep": sweep_id, "members": len(indices),
-                              "steps": base.steps},
+                     "spec": BatchSpec(sweep=sweep_id, members=len(indices), steps=base.steps,
+                                       seed=seed, device=base.device, queue=base.queue,
+                                       priority=base.priority).model_dump(mode="json"),
                      "dataset_id": dataset_id, "total_steps": base.steps,
-                     "info": {"members": len(indices)}}
+                     "info": BatchInfo(members=len(indices)).dump()}
                     for b, indices in enumerate(packing.batches)
                 ],
             )  # fmt: skip
@@ -323,7 +329,8 @@ def submit_sweep(
                 {**common, "id": member_ids[m.index], "member": m.index,
                  "batch_id": in_batch.get(m.index), "spec": m.spec.model_dump(mode="json"),
                  "dataset_id": dataset_id, "total_steps": m.spec.steps,
-                 "info": {"sweep": {"id": sweep_id, "index": m.index, "settings": m.settings}}}
+                 "info": SviInfo(sweep=SweepRef(id=sweep_id, index=m.index,
+                                                settings=m.settings)).dump()}
                 for m in members
             ],
         )  # fmt: skip
@@ -346,7 +353,7 @@ def _send_or_forget_sweep(
     from db.sweeps import delete_sweep
 
     try:
-        _send_or_forget(sessions, messages, [], send)
+        send_or_forget(sessions, messages, [], send)
     except Exception:
         with sessions() as session:
             delete_sweep(session, sweep_id)

@@ -15,10 +15,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.jobs import create_job, register_worker, stop_worker
+from db.jobs import create_job
 from db.models import Job, JobStatus, utcnow
 from db.session import make_engine, make_sessionmaker
 from db.stats import finished_durations, running_step_rates, total_steps
+from db.workers import register_worker, stop_worker
 from kiln.metrics import MetricsServer, start_metrics_server
 from kiln.settings import normalise_db_url
 

@@ -61,12 +61,14 @@ def _worker(env: dict[str, str], log: Path, *options: str, ready: str = "ready."
 
 def _queued_fit(stack: Stack) -> str:
     """A queued fit in the database whose id was sent to no queue."""
-    from scheduler.enqueue import Limits, submit_fit
-    from scheduler.spec import FitSpec
+    from kiln.specs import FitSpec
+    from scheduler.kinds import Upload
+    from scheduler.limits import Limits
+    from scheduler.submit import submit_job
 
     spec = FitSpec(model="linreg", formula=RUGGED_FORMULA, steps=50, num_samples=50)
-    [job] = submit_fit(
-        stack.sessions(), spec, RUGGED.read_bytes(), data_name=RUGGED.name,
+    [job] = submit_job(
+        stack.sessions(), spec, Upload(RUGGED.read_bytes(), RUGGED.name),
         send=lambda *message: None, limits=Limits.from_settings(stack.settings()),
     )  # fmt: skip
     return job.id

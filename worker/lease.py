@@ -8,7 +8,7 @@ import threading
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.jobs import renew_lease
+from db.claims import renew_lease
 
 log = logging.getLogger(__name__)
 

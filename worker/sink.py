@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
-from db.jobs import record_progress
+from db.claims import record_progress
 from inference.checkpoint import CHECKPOINT_FORMAT
 from inference.events import (
+    BatchStep,
     ChainProgress,
     Checkpoint,
     Event,
@@ -24,79 +26,110 @@ from inference.events import (
     Step,
 )
 from kiln.errors import Cancelled, InfraError
+from kiln.jobinfo import BatchInfo, ChainState, JobInfo, McmcInfo, SviInfo
+from worker.context import JobContext
 
 log = logging.getLogger(__name__)
+
+# Called in each flush's transaction before it commits (a batch moves its members' steps).
+OnFlush = Callable[[Session, int | None], None]
 
 
 class Sink:
     """One per running job. Flushes every `flush_every_s` seconds, at each checkpoint and at
-    the end; a checkpoint is written in the same transaction as the losses before it."""
+    the end; a checkpoint is written in the same transaction as the losses before it. The
+    job's typed info (ctx.info) is updated from the events and written with the flushes."""
 
     def __init__(
         self,
-        sessions: sessionmaker[Session],
+        sessions: Callable[[], Session],
         job_id: str,
         *,
         worker: str,
         lease_s: float,
         flush_every_s: float,
-        info: dict[str, Any],
+        info: JobInfo,
         db_retry_s: float = 30.0,
+        on_flush: OnFlush | None = None,
     ) -> None:
         self.sessions = sessions
         self.job_id = job_id
         self.worker = worker
         self.lease_s = lease_s
+        self.info = info
+        self.on_flush = on_flush
         self.flush_every_s = flush_every_s
         self.db_retry_s = db_retry_s
-        self.info = info
         self.pending: list[tuple[int, float]] = []
         self.metrics: list[tuple[str, int, int, float]] = []
         self.checkpoint: tuple[int, str, bytes] | None = None
         self.last_flush = self.last_ok = time.monotonic()
-        self.final_loss: float | None = None
         self.chain_done: dict[int, int] = {}  # MCMC: iterations done by chain
         self.step: int | None = None
 
+    @classmethod
+    def for_job(cls, ctx: JobContext[Any], on_flush: OnFlush | None = None) -> Sink:
+        """The sink of a claimed job, with the worker's settings."""
+        s = ctx.settings
+        return cls(
+            ctx.sessions, ctx.job_id, worker=ctx.worker, lease_s=s.lease_s,
+            flush_every_s=s.flush_every_s, info=ctx.info, db_retry_s=s.db_retry_s,
+            on_flush=on_flush,
+        )  # fmt: skip
+
+    def _due(self) -> bool:
+        return time.monotonic() - self.last_flush >= self.flush_every_s
+
     def add(self, event: Event) -> None:
+        info = self.info
         if isinstance(event, Step):
             self.pending.append((event.step, event.loss))
-            if time.monotonic() - self.last_flush >= self.flush_every_s:
+            if self._due():
                 self.flush()
         elif isinstance(event, Metric):
             self.metrics.append((event.name, event.step, event.epoch, event.value))
-            self.info.setdefault("metrics", {})[event.name] = event.value  # the latest
+            info.metrics = {**info.metrics, event.name: event.value}  # the latest
         elif isinstance(event, Checkpoint):
             self.checkpoint = (event.step, CHECKPOINT_FORMAT, event.content)
             self.flush()
         elif isinstance(event, Started):
-            self.info.update(elbo=event.elbo, device=event.device)
+            assert isinstance(info, SviInfo)
+            info.elbo, info.device = event.elbo, event.device
             if event.first_step:
-                self.info["resumed_from_step"] = event.first_step
+                info.resumed_from_step = event.first_step
             if event.note:
-                self.info["note"] = event.note
+                info.note = event.note
             self.flush(info=True, must=True)
         elif isinstance(event, Finished):
-            self.final_loss = event.final_loss
+            assert isinstance(info, SviInfo)
+            info.final_loss = event.final_loss
             self.flush(must=True)
         elif isinstance(event, ChainProgress):
+            assert isinstance(info, McmcInfo)
             self.chain_done[event.chain] = event.done
             self.step = sum(self.chain_done.values())
-            chains = self.info.setdefault("chain_progress", {})
-            chains[str(event.chain)] = {
-                "done": event.done, "total": event.total, "warmup": event.warmup,
-                "divergences": event.divergences,
+            info.chain_progress = {
+                **info.chain_progress,
+                str(event.chain): ChainState(
+                    done=event.done, total=event.total, warmup=event.warmup,
+                    divergences=event.divergences,
+                ),
             }  # fmt: skip
-            if time.monotonic() - self.last_flush >= self.flush_every_s:
+            if self._due():
                 self.flush(info=True)
         elif isinstance(event, McmcStarted):
-            self.info.update(
-                method=event.method, device=event.device, chains=event.chains,
-                jit=event.jit, parallel=event.parallel,
-            )  # fmt: skip
+            assert isinstance(info, McmcInfo)
+            info.method, info.device, info.chains = event.method, event.device, event.chains
+            info.jit, info.parallel = event.jit, event.parallel
             self.flush(info=True, must=True)
         elif isinstance(event, McmcFinished):
             self.flush(must=True)
+        elif isinstance(event, BatchStep):
+            assert isinstance(info, BatchInfo)
+            info.alive = event.alive
+            self.step = event.step
+            if event.step < event.total and self._due():
+                self.flush(info=True)
 
     def flush(self, info: bool = False, must: bool = False) -> None:
         """Write pending losses (and checkpoint), renew the lease; raise Cancelled if the user
@@ -108,9 +141,11 @@ class Sink:
         while True:
             try:
                 with self.sessions() as session:
+                    if self.on_flush is not None:
+                        self.on_flush(session, self.step)
                     cancel = record_progress(
                         session, self.job_id, worker=self.worker, losses=self.pending,
-                        lease_s=self.lease_s, info=dict(self.info) if info else None,
+                        lease_s=self.lease_s, info=self.info.dump() if info else None,
                         checkpoint=self.checkpoint, step=self.step, metrics=self.metrics,
                     )  # fmt: skip
                 break

@@ -9,7 +9,7 @@ from db.models import Base
 from db.session import make_engine
 
 config = context.config
-url = config.get_main_option("sqlalchemy.url")
+url = config.get_main_option("sqlalchemy.url") or ""
 assert url, "sqlalchemy.url must be set by db.migrate.alembic_config()"
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
+from numpy.typing import NDArray
 from pyro import poutine
 from pyro.infer import Predictive
 from pyro.infer.autoguide import AutoNormal
@@ -75,7 +76,8 @@ class NetworkForecast(PyroModule):
         self.sigma_scale = torch.tensor(SIGMA_SCALE, device=device)
 
     def mean(self, X: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.fc1(X)).squeeze(-1)
+        out: torch.Tensor = self.fc2(self.fc1(X))
+        return out.squeeze(-1)
 
     def forward(
         self, X: torch.Tensor, y: torch.Tensor | None = None, idx: torch.Tensor | None = None
@@ -97,16 +99,16 @@ def _likelihood(
     return mean
 
 
-def epoch_rows(rows: int, batch_size: int, seed: int) -> Callable[[int], np.ndarray]:
+def epoch_rows(rows: int, batch_size: int, seed: int) -> Callable[[int], NDArray[np.int64]]:
     """step -> the rows of that step's mini-batch: each epoch a permutation of all rows drawn
     from a generator seeded by (seed, epoch), cut into batches; a pure function of the step."""
     per_epoch = steps_per_epoch(rows, batch_size)
 
     @lru_cache(maxsize=2)
-    def permutation(epoch: int) -> np.ndarray:
+    def permutation(epoch: int) -> NDArray[np.int64]:
         return np.random.default_rng([seed, epoch]).permutation(rows)
 
-    def batch_rows(step: int) -> np.ndarray:
+    def batch_rows(step: int) -> NDArray[np.int64]:
         epoch, k = divmod(step, per_epoch)
         return permutation(epoch)[k * batch_size : (k + 1) * batch_size]
 
@@ -135,7 +137,7 @@ class _Forecast:
         scale = found.X_train.std(axis=0)
         scale[scale == 0] = 1.0
 
-        def tensor(values: np.ndarray) -> torch.Tensor:
+        def tensor(values: NDArray[np.float64]) -> torch.Tensor:
             return torch.as_tensor(values, dtype=torch.float32, device=device)
 
         X_train = tensor((found.X_train - center) / scale)
@@ -148,7 +150,8 @@ class _Forecast:
         def init_loc(site: dict[str, Any]) -> torch.Tensor:
             if site["name"] == "sigma":
                 return torch.tensor(sigma_start, device=device)
-            return init_to_uniform(site, radius=INIT_RADIUS)
+            start: torch.Tensor = init_to_uniform(site, radius=INIT_RADIUS)
+            return start
 
         guide = AutoNormal(model, init_loc_fn=init_loc, init_scale=INIT_SCALE)
         batch_size = int(options["batch_size"])
@@ -200,7 +203,7 @@ class _Forecast:
             draws = {k: v.detach().cpu().numpy() for k, v in predictive(X_test).items()}
         forecast = draws.pop("obs").reshape(num_samples, -1)
         mean = draws.pop("mean").reshape(num_samples, -1)
-        result: dict[str, tuple[str, np.ndarray]] = {
+        result: dict[str, tuple[str, NDArray[Any]]] = {
             "forecast": ("predictive", forecast),
             "mean": ("deterministic", mean),
             "__y__": ("data", observed[None, :]),
@@ -221,12 +224,12 @@ class _Forecast:
                   "holdout_to": problem.info.get("holdout_to")},
         )  # fmt: skip
 
-    def derived(self, draws: Mapping[str, np.ndarray]) -> dict[str, tuple[str, np.ndarray]]:
+    def derived(self, draws: Mapping[str, NDArray[Any]]) -> dict[str, tuple[str, NDArray[Any]]]:
         return {}
 
 
 def forecast_metrics(
-    observed: np.ndarray, point: np.ndarray, draws: np.ndarray
+    observed: NDArray[np.float64], point: NDArray[np.float64], draws: NDArray[Any]
 ) -> dict[str, float]:
     """MSE/MAE of the predictive mean and of the zero-change forecast, and the share of days
     inside the 90% band of the draws."""
@@ -260,7 +263,7 @@ class ForecastBNN(_Forecast):
     def build(self, features: int, options: Mapping[str, Any], device: str) -> Any:
         return NetworkForecast(features, int(options["hidden"]), device)
 
-    def derived(self, draws: Mapping[str, np.ndarray]) -> dict[str, tuple[str, np.ndarray]]:
+    def derived(self, draws: Mapping[str, NDArray[Any]]) -> dict[str, tuple[str, NDArray[Any]]]:
         # With a linear activation the network is a linear map: fc2.weight @ fc1.weight, the
         # per-feature effect to set beside forecast-linreg's `weight`.
         effect = draws["fc2.weight"] @ draws["fc1.weight"]  # (draws, 1, features)

@@ -16,6 +16,7 @@ import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
+from numpy.typing import NDArray
 from pyro import poutine
 from pyro.infer.autoguide import AutoNormal
 from pyro.infer.autoguide.initialization import init_to_value
@@ -28,6 +29,8 @@ __all__ = ["HMM", "GaussianHmm", "HmmModel", "forward_backward", "viterbi"]
 STICKY = 0.9  # the transition matrix starts with this on its diagonal
 INIT_SCALE = 0.05  # AutoNormal's starting sd (unconstrained space)
 LATENTS = ("initial", "transition", "means", "sds")
+
+_F64 = NDArray[np.float64]
 
 
 class GaussianHmm:
@@ -54,19 +57,21 @@ class GaussianHmm:
         pyro.sample("obs", dist.DiscreteHMM(initial.log(), transition.log(), emission), obs=y)
 
 
-def _logsumexp(a: np.ndarray, axis: int) -> np.ndarray:
+def _logsumexp(a: _F64, axis: int) -> _F64:
     top = np.max(a, axis=axis, keepdims=True)
-    return np.squeeze(top, axis=axis) + np.log(np.sum(np.exp(a - top), axis=axis))
+    total: _F64 = np.squeeze(top, axis=axis) + np.log(np.sum(np.exp(a - top), axis=axis))
+    return total
 
 
-def _log_emissions(y: np.ndarray, means: np.ndarray, sds: np.ndarray) -> np.ndarray:
+def _log_emissions(y: _F64, means: _F64, sds: _F64) -> _F64:
     z = (y[:, None] - means[None, :]) / sds[None, :]
-    return -0.5 * z**2 - np.log(sds)[None, :] - 0.5 * math.log(2 * math.pi)
+    log_e: _F64 = -0.5 * z**2 - np.log(sds)[None, :] - 0.5 * math.log(2 * math.pi)
+    return log_e
 
 
 def forward_backward(
-    y: np.ndarray, initial: np.ndarray, transition: np.ndarray, means: np.ndarray, sds: np.ndarray
-) -> tuple[np.ndarray, float]:
+    y: _F64, initial: _F64, transition: _F64, means: _F64, sds: _F64
+) -> tuple[_F64, float]:
     """P(z_t = k | all of y) as (T, K), rows summing to 1, and log p(y); in log space."""
     log_e = _log_emissions(y, means, sds)
     with np.errstate(divide="ignore"):  # a transition that underflowed to 0 is log 0 = -inf
@@ -85,9 +90,7 @@ def forward_backward(
     return post, log_p
 
 
-def viterbi(
-    y: np.ndarray, initial: np.ndarray, transition: np.ndarray, means: np.ndarray, sds: np.ndarray
-) -> np.ndarray:
+def viterbi(y: _F64, initial: _F64, transition: _F64, means: _F64, sds: _F64) -> NDArray[np.int64]:
     """The most probable state path (T,) int64."""
     log_e = _log_emissions(y, means, sds)
     with np.errstate(divide="ignore"):
@@ -106,7 +109,7 @@ def viterbi(
     return path
 
 
-def _permuted(name: str, values: np.ndarray, order: np.ndarray) -> np.ndarray:
+def _permuted(name: str, values: NDArray[Any], order: NDArray[np.intp]) -> NDArray[Any]:
     """Relabel states by `order` (new state j is old state order[j])."""
     if name == "transition":
         return values[..., order, :][..., :, order]
@@ -172,7 +175,7 @@ class HmmModel:
         fitted = (values, point["initial"], point["transition"], point["means"], point["sds"])
         probs, log_p = forward_backward(*fitted)
         path = viterbi(*fitted)
-        sites: dict[str, tuple[str, np.ndarray]] = {
+        sites: dict[str, tuple[str, NDArray[Any]]] = {
             "state_probs": ("deterministic", probs[None, :, :]),
             "states": ("deterministic", path[None, :]),
             "__y__": ("data", values[None, :]),

@@ -29,7 +29,7 @@ class LinReg:
     def __init__(
         self,
         terms: Sequence[str],
-        priors: Mapping[str, Mapping[str, float]] | None = None,
+        priors: Mapping[str, Mapping[str, float | str]] | None = None,
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
         record_mean: bool = False,
@@ -50,13 +50,12 @@ class LinReg:
             locs.append(float(prior.get("loc", default[0])))
             scales.append(float(prior.get("scale", default[1])))
         sigma = priors.get("sigma", {})
-        as_tensor = dict(dtype=dtype, device=device)
-        self.locs = torch.tensor(locs, **as_tensor)
-        self.scales = torch.tensor(scales, **as_tensor)
-        self.sigma_low = torch.tensor(float(sigma.get("low", DEFAULT_SIGMA_PRIOR[0])), **as_tensor)
-        self.sigma_high = torch.tensor(
-            float(sigma.get("high", DEFAULT_SIGMA_PRIOR[1])), **as_tensor
-        )
+        low = float(sigma.get("low", DEFAULT_SIGMA_PRIOR[0]))
+        high = float(sigma.get("high", DEFAULT_SIGMA_PRIOR[1]))
+        self.locs = torch.tensor(locs, dtype=dtype, device=device)
+        self.scales = torch.tensor(scales, dtype=dtype, device=device)
+        self.sigma_low = torch.tensor(low, dtype=dtype, device=device)
+        self.sigma_high = torch.tensor(high, dtype=dtype, device=device)
 
     @property
     def latent_sites(self) -> tuple[str, ...]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import pyro
 import pyro.distributions as dist
@@ -43,7 +43,8 @@ class Decoder(nn.Module):
         self.fc2 = nn.Linear(hidden, inputs)
 
     def logits(self, z: torch.Tensor) -> torch.Tensor:
-        return self.fc2(nn.functional.softplus(self.fc1(z)))
+        logits: torch.Tensor = self.fc2(nn.functional.softplus(self.fc1(z)))
+        return logits
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.logits(z))
@@ -80,10 +81,12 @@ class VAE:
         logits = self.decoder.logits(z)
         if self.likelihood == "continuous_bernoulli":
             # Its normaliser is unstable at extreme logits; +-15 is a pixel of 3e-7 or 1-3e-7.
-            return dist.ContinuousBernoulli(logits=logits.clamp(-15.0, 15.0))
-        # Grey levels in [0, 1] are not Bernoulli's {0, 1}: its log-density still applies
-        # (cross-entropy), so skip the support check.
-        return dist.Bernoulli(logits=logits, validate_args=False)
+            pixels = dist.ContinuousBernoulli(logits=logits.clamp(-15.0, 15.0))
+        else:
+            # Grey levels in [0, 1] are not Bernoulli's {0, 1}: its log-density still applies
+            # (cross-entropy), so skip the support check.
+            pixels = dist.Bernoulli(logits=logits, validate_args=False)
+        return cast(dist.TorchDistribution, pixels)  # Pyro's distribution classes type as Any
 
     def observed(self, x: torch.Tensor) -> torch.Tensor:
         if self.likelihood == "continuous_bernoulli":

@@ -17,6 +17,8 @@ from kiln.settings import Settings, get_settings
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
 
+    from kiln.client import Client
+
 OK = 0
 JOB_FAILED = 1
 BAD_INPUT = 2
@@ -43,6 +45,13 @@ class App:
 
         self.engine, sessions = open_database(self.settings)
         return sessions
+
+    @cached_property
+    def client(self) -> Client:
+        """The Client over this command's database and broker: every flow goes through it."""
+        from kiln.client import Client
+
+        return Client.over(self.settings, self.sessions, lambda: self.celery)
 
     @cached_property
     def celery(self) -> Any:

@@ -58,7 +58,7 @@ def upgrade(app: App) -> None:
 @click.pass_obj
 def worker(app: App, queues: str, concurrency: int, name: str | None, loglevel: str) -> None:
     """Run a worker that takes jobs from the queues [env: KILN_BROKER_URL, KILN_DATABASE_URL]."""
-    from db.jobs import heartbeat_worker, register_worker, stop_worker
+    from db.workers import heartbeat_worker, register_worker, stop_worker
 
     logging.getLogger().setLevel(loglevel.upper())  # lifecycle lines: claimed, ready, failed
     wanted = [q.strip() for q in queues.split(",") if q.strip()]

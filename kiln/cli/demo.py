@@ -42,18 +42,14 @@ def demo(app: App, data_path: str | None, guide: str, steps: int, seed: int, out
     from kiln.cli.watch import wait_for_job
     from kiln.export import load_results
     from kiln.plots import plot_predictive
-    from scheduler.enqueue import Limits, read_data_file, submit_fit
-    from scheduler.spec import parse_spec
-    from worker.app import Sender
 
     path = Path(data_path) if data_path else default_rugged_path()
     if path is None:
         app.abort("rugged_data.csv not found beside the checkout; pass --data PATH", BAD_INPUT)
     app.say(f"kiln demo: database {app.settings.db_url}, broker {app.settings.broker_url}")
-    spec = parse_spec({"kind": "fit", "model": "linreg", "formula": RUGGED_FORMULA,
-                       "guide": guide, "steps": steps, "lr": 0.02, "seed": seed})  # fmt: skip
-    content = read_data_file(path, app.settings.max_dataset_bytes)
-    sender = Sender(app.celery)  # starts the embedded broker if it is not running
+    request = app.client.fit_request(path, RUGGED_FORMULA, guide=guide, steps=steps, lr=0.02,
+                                     seed=seed)  # fmt: skip
+    app.celery  # noqa: B018  (starts the embedded broker if it is not running)
     log_path = app.settings.home / "demo-worker.log"
     with open(log_path, "ab") as log:
         worker = subprocess.Popen(
@@ -63,10 +59,7 @@ def demo(app: App, data_path: str | None, guide: str, steps: int, seed: int, out
         )  # fmt: skip
     app.say(f"kiln demo: started worker pid {worker.pid} (log: {log_path})")
     try:
-        job, predict = submit_fit(
-            app.sessions, spec, content, data_name=str(path), send=sender,
-            limits=Limits.from_settings(app.settings), then_predict=800,
-        )  # fmt: skip
+        job, predict = app.client.submit(request, then_predict=800)
         app.say(
             f"kiln demo: submitted fit {job.id}: linreg {RUGGED_FORMULA}, {guide}, {steps} steps,"
             f" and predict {predict.id} (800 draws) that waits for it"

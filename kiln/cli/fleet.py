@@ -29,7 +29,7 @@ def _ago(moment: datetime | None) -> str:
 @click.pass_obj
 def workers(app: App, include_dead: bool, as_json: bool) -> None:
     """Workers: alive or not, queues, device, last heartbeat, and the job each runs."""
-    from db.jobs import worker_views
+    from db.workers import worker_views
 
     with app.sessions() as session:
         views = worker_views(session, app.settings.worker_alive_s, include_dead)
@@ -59,7 +59,8 @@ def _view_dict(v: object) -> dict[str, object]:
 @click.pass_obj
 def stats(app: App, as_json: bool) -> None:
     """Jobs by queue and status, live workers per queue, and the oldest queued job's age."""
-    from db.jobs import job_counts, oldest_queued, worker_views
+    from db.stats import job_counts, oldest_queued
+    from db.workers import worker_views
 
     with app.sessions() as session:
         counts = job_counts(session)

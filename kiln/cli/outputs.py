@@ -110,7 +110,7 @@ def plot(app: App, job_id: str, kind: str, output: str) -> None:
                 r = load_results(session, latest)
     spec = r.fit_spec
     title = f"job {r.job_id}: {spec.get('formula')} ({spec.get('guide')})"
-    if spec.get("source") == "user":
+    if spec.get("kind") in ("user_svi_fit", "user_mcmc_fit"):
         how = spec.get("guide_function") or spec.get("guide")
         if spec.get("method", "svi") != "svi":
             how = f"{spec['method'].upper()}, {r.chains} chains"
@@ -132,7 +132,7 @@ def plot(app: App, job_id: str, kind: str, output: str) -> None:
         written = plot_loss(r.losses, output, title=f"fit {r.fit_id}: ELBO loss")
     elif kind == "params":
         written = plot_params(r.posterior, output, title=title)
-    elif spec.get("source") == "library":
+    elif spec.get("kind") == "library_fit":
         written = _plot_library(app, r, output, title=f"job {r.job_id}: {spec['model']}")
     else:
         if not {"mean", "obs"} <= set(r.row_sites) or r.X is None or r.y is None:

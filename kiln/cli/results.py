@@ -51,7 +51,8 @@ def list_(app: App, status: str | None, limit: int, as_json: bool) -> None:
 
 
 def show_job(app: App, job_id: str, as_json: bool) -> None:
-    from db.jobs import attempts_of, get_job
+    from db.claims import attempts_of
+    from db.jobs import get_job
 
     with app.sessions() as session:
         job = get_job(session, job_id)

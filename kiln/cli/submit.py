@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from kiln.catalog import ELBOS, GUIDES, LIBRARY_MODELS, MODELS, OPTIMS, QUEUES
 from kiln.cli import App, jobs
 from kiln.errors import SpecError
+
+if TYPE_CHECKING:
+    from kiln.submitter import Request
 
 WAIT = click.option("--wait", is_flag=True, help="Wait for the job to end; exit 1 if it failed.")
 TIMEOUT = click.option(
@@ -123,22 +126,30 @@ def fit(app: App, data_path: str, priors: tuple[str, ...], wait: bool, timeout: 
     jobs submit fit --model eight_schools.py --data schools.json --guide AutoMultivariateNormal
     jobs submit fit --model bnn-classifier --data digits --set hidden=64 --then-predict 100
     """
-    from scheduler.enqueue import Limits, read_data_file, submit_fit
-    from scheduler.spec import parse_prior_option, parse_spec
-    from worker.app import Sender
-
     mcmc_options = ("warmup", "samples", "chains", "target_accept", "max_tree_depth", "num_steps",
                     "jit")  # fmt: skip
     if options["model"] in LIBRARY_MODELS:
-        _submit_library_fit(app, data_path, settings, priors, wait, timeout, as_json,
-                            then_predict, options, mcmc_options)  # fmt: skip
-        return
-    if settings:
+        request = _library_request(app, data_path, settings, priors, options, mcmc_options)
+    elif settings:
         raise SpecError(f"--set is for library models ({', '.join(LIBRARY_MODELS)})", "options")
-    if options["model"] not in MODELS:
-        _submit_user_fit(app, data_path, priors, wait, timeout, as_json, then_predict, options,
-                         mcmc_options)  # fmt: skip
-        return
+    elif options["model"] not in MODELS:
+        request = _model_request(app, data_path, priors, options, mcmc_options)
+    else:
+        request = _linreg_request(app, data_path, priors, options, mcmc_options)
+    _report(app, app.client.submit(request, then_predict), wait, timeout, as_json)
+
+
+def _given(options: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    return {k: options[k] for k in keys if options.get(k) is not None}
+
+
+COMMON = ("seed", "device", "queue", "priority", "checkpoint_every", "checkpoint_every_s")
+
+
+def _linreg_request(
+    app: App, data_path: str, priors: tuple[str, ...], options: dict[str, Any],
+    mcmc_options: tuple[str, ...],
+) -> Request:  # fmt: skip
     given = [f"--{o.replace('_', '-')}" for o in mcmc_options if options[o] is not None]
     if options["method"] != "svi" or given:
         raise SpecError(
@@ -150,33 +161,17 @@ def fit(app: App, data_path: str, priors: tuple[str, ...], wait: bool, timeout: 
         raise SpecError(f"--formula is required for the built-in model {options['model']}")
     if options["guide"] not in GUIDES:
         raise SpecError(f"--guide {options['guide']!r}: built-in models take {', '.join(GUIDES)}")
-    for option in (*mcmc_options, "method"):
-        options.pop(option)
-    if options["lr"] is None:
-        options.pop("lr")
-    raw = {"kind": "fit", **options, "priors": dict(parse_prior_option(p) for p in priors)}
-    spec = parse_spec(raw)
-    content = read_data_file(data_path, app.settings.max_dataset_bytes)
-    created = submit_fit(
-        app.sessions, spec, content, data_name=data_path,
-        send=lambda *message: Sender(app.celery)(*message),
-        limits=Limits.from_settings(app.settings), then_predict=then_predict,
-    )  # fmt: skip
-    _report(app, created, wait, timeout, as_json)
+    fields = _given(options, ("guide", "elbo", "optim", "steps", "lr", "num_samples", "init",
+                              *COMMON))  # fmt: skip
+    return app.client.fit_request(
+        data_path, options["formula"], options["model"], priors=list(priors), **fields
+    )
 
 
-def _submit_library_fit(
-    app: App, data_path: str, settings: tuple[str, ...], priors: tuple[str, ...], wait: bool,
-    timeout: float | None, as_json: bool, then_predict: int | None, options: dict[str, Any],
-    mcmc_options: tuple[str, ...],
-) -> None:  # fmt: skip
-    from pathlib import Path
-
-    from kiln.library import DataRef, get_card, parse_options
-    from scheduler.enqueue import Limits, read_data_file, submit_library_fit
-    from scheduler.spec import parse_library_spec
-    from worker.app import Sender
-
+def _library_request(
+    app: App, data_path: str, settings: tuple[str, ...], priors: tuple[str, ...],
+    options: dict[str, Any], mcmc_options: tuple[str, ...],
+) -> Request:  # fmt: skip
     name = options["model"]
     unused = {"--formula": options["formula"], "--prior": priors or None,
               "--method": None if options["method"] == "svi" else options["method"],
@@ -192,49 +187,22 @@ def _submit_library_fit(
                 f" its options with --set (see `jobs models`)",
                 field="model",
             )
-    card = get_card(name)
     given = list(settings)
     if options["lr"] is not None:
         given.append(f"lr={options['lr']}")
-    parsed = parse_options(card, given)
-    path = Path(data_path)
-    if data_path == "digits":
-        data = DataRef("builtin", "digits")
-    elif path.is_dir():
-        from kiln.library.digits import read_mnist_dir
-
-        data = DataRef("npz", path.name, read_mnist_dir(path))
-    else:
-        data = DataRef("csv", path.name, read_data_file(path, app.settings.max_dataset_bytes))
-    raw: dict[str, Any] = {
-        "kind": "fit", "source": "library", "model": name, "data": data.name,
-        "data_kind": data.kind, "options": parsed,
-    }  # fmt: skip
-    for key in ("optim", "num_samples", "seed", "device", "queue", "priority",
-                "checkpoint_every", "checkpoint_every_s"):  # fmt: skip
-        if options.get(key) is not None:
-            raw[key] = options[key]
-    if raw.get("num_samples") == 1000:  # the SVI default; library models summarise 200
-        raw.pop("num_samples")
-    spec = parse_library_spec(raw)
-    created = submit_library_fit(
-        app.sessions, spec, data, send=lambda *message: Sender(app.celery)(*message),
-        limits=Limits.from_settings(app.settings), then_predict=then_predict,
-    )  # fmt: skip
-    _report(app, created, wait, timeout, as_json)
+    fields = _given(options, ("optim", *COMMON))
+    if options.get("num_samples") not in (None, 1000):  # the SVI default; library: 200
+        fields["num_samples"] = options["num_samples"]
+    return app.client.library_request(name, data_path, given, **fields)
 
 
-def _submit_user_fit(
-    app: App, data_path: str, priors: tuple[str, ...], wait: bool, timeout: float | None,
-    as_json: bool, then_predict: int | None, options: dict[str, Any],
+def _model_request(
+    app: App, data_path: str, priors: tuple[str, ...], options: dict[str, Any],
     mcmc_options: tuple[str, ...],
-) -> None:  # fmt: skip
+) -> Request:  # fmt: skip
     from pathlib import Path
 
-    from scheduler.enqueue import Limits, read_data_file, submit_user_fit
-    from scheduler.spec import parse_user_spec
-    from scheduler.usermodel import parse_model_option, read_source_file
-    from worker.app import Sender
+    from scheduler.usermodel import parse_model_option
 
     if ":" not in options["model"] and not options["model"].endswith(".py"):
         raise SpecError(
@@ -246,7 +214,6 @@ def _submit_user_fit(
     for flag, value in (
         ("--formula", options["formula"]),
         ("--prior", priors or None),
-        ("--then-predict", then_predict),
         ("--init", None if options["init"] == "auto" else options["init"]),
     ):
         if value is not None:
@@ -262,28 +229,18 @@ def _submit_user_fit(
                 field="guide",
             )
         guide = "AutoNormal"
-    raw: dict[str, Any] = {
-        "kind": "fit", "source": "user", "model": options["model"],
-        "model_file": Path(path).name, "model_function": function, "method": options["method"],
-        "guide": guide, "guide_function": guide_function,
-    }  # fmt: skip
-    for key in ("elbo", "optim", "steps", "lr", "num_samples", "seed", "device", "queue",
-                "priority", "checkpoint_every", "checkpoint_every_s", *mcmc_options):  # fmt: skip
-        if options.get(key) is not None:
-            raw[key] = options[key]
     if options["method"] == "svi":
         given = [o for o in mcmc_options if options[o] is not None]
         if given:
             raise SpecError(f"--{given[0].replace('_', '-')} is for --method nuts or hmc")
-    spec = parse_user_spec(raw)
-    source = read_source_file(path, app.settings.max_source_bytes)
-    content = read_data_file(data_path, app.settings.max_dataset_bytes)
-    job = submit_user_fit(
-        app.sessions, spec, source, content, data_name=data_path,
-        send=lambda *message: Sender(app.celery)(*message),
-        limits=Limits.from_settings(app.settings),
-    )  # fmt: skip
-    _report(app, [job], wait, timeout, as_json)
+        fields = _given(options, ("elbo", "optim", "steps", "lr", "num_samples", *COMMON))
+        fields.update(guide=guide, guide_function=guide_function)
+    else:
+        if guide_function is not None:
+            raise SpecError(f"--guide is for SVI; method {options['method']} needs no guide",
+                            "guide")  # fmt: skip
+        fields = _given(options, (*mcmc_options, "seed", "device", "queue", "priority"))
+    return app.client.model_request(path, data_path, function, options["method"], **fields)
 
 
 @submit.command()
@@ -292,7 +249,8 @@ def _submit_user_fit(
 )
 @click.option(
     "--data", "data_path", default=None,
-    help="CSV of new rows (out-of-sample). Default: the fit's own data.",
+    help="New data: a CSV of rows (built-in models), or a JSON/CSV file of the names your"
+    " model takes (its observed ones may be left out). Default: the fit's own data.",
 )  # fmt: skip
 @click.option(
     "--samples", "num_samples", type=int, default=800, show_default=True,
@@ -315,18 +273,9 @@ def predict(app: App, data_path: str | None, wait: bool, timeout: float | None, 
     A fit that is still queued or running is waited for: the predict job starts when the fit
     has succeeded, and fails with the reason if the fit did not.
     """
-    from scheduler.enqueue import Limits, read_data_file, submit_predict
-    from scheduler.spec import parse_predict_spec
-    from worker.app import Sender
-
-    spec = parse_predict_spec({"kind": "predict", **options})
-    content = read_data_file(data_path, app.settings.max_dataset_bytes) if data_path else None
-    job = submit_predict(
-        app.sessions, spec, content, data_name=data_path,
-        send=lambda *message: Sender(app.celery)(*message),
-        limits=Limits.from_settings(app.settings),
-    )  # fmt: skip
-    _report(app, [job], wait, timeout, as_json)
+    from_job, num_samples = options.pop("from_job"), options.pop("num_samples")
+    request = app.client.predict_request(from_job, num_samples, data_path, **options)
+    _report(app, app.client.submit(request), wait, timeout, as_json)
 
 
 def _report(app: App, created: list[Any], wait: bool, timeout: float | None, as_json: bool) -> None:
@@ -357,7 +306,8 @@ def _report(app: App, created: list[Any], wait: bool, timeout: float | None, as_
         from kiln.cli.render import job_to_dict
 
         with app.sessions() as session:
-            from db.jobs import attempts_of, get_job
+            from db.claims import attempts_of
+            from db.jobs import get_job
 
             app.emit([job_to_dict(get_job(session, f.id), attempts_of(session, f.id))
                       for f in finals], as_json=True)  # fmt: skip

@@ -108,21 +108,14 @@ def sweep(app: App, data_path: str, grid: tuple[str, ...], priors: tuple[str, ..
     jobs submit sweep ... --bootstrap 256 --wait
     jobs submit sweep ... --grid "prior.rugged=normal(0,0.1),normal(0,1),normal(0,10)"
     """
-    from scheduler.enqueue import Limits, read_data_file
-    from scheduler.spec import parse_prior_option, parse_sweep_spec
-    from scheduler.sweep import submit_sweep
-    from worker.app import Sender
+    from kiln.specs import parse_prior_option
 
-    base = {"kind": "fit", **options, "priors": dict(parse_prior_option(p) for p in priors)}
-    raw = {"kind": "sweep", "base": base, "grid": parse_grid(grid), "seeds": seeds,
-           "bootstrap": bootstrap, "group_by": group_by, "vectorize": vectorize,
-           "batch_size": batch_size, "seed": seed}  # fmt: skip
-    spec = parse_sweep_spec(raw)
-    content = read_data_file(data_path, app.settings.max_dataset_bytes)
-    done = submit_sweep(
-        app.sessions, spec, content, data_name=data_path,
-        send=lambda *message: Sender(app.celery)(*message),
-        limits=Limits.from_settings(app.settings),
+    sweep = {"seeds": seeds, "bootstrap": bootstrap, "group_by": group_by,
+             "vectorize": vectorize, "batch_size": batch_size, "seed": seed}  # fmt: skip
+    formula = options.pop("formula")
+    done = app.client.submit_sweep(
+        data_path, formula, grid=parse_grid(grid), sweep=sweep,
+        priors=dict(parse_prior_option(p) for p in priors), **options,
     )  # fmt: skip
     line = (f"sweep {done.sweep_id}: {len(done.members)} members on `{done.queue}`,"
             f" {done.packed} in {len(done.batches)} vectorised batch(es)")  # fmt: skip

@@ -20,8 +20,9 @@ def wait_for_job(app: App, job_id: str, timeout: float | None, quiet: bool = Fal
     Says so on stderr when no live worker serves the job's queue, and keeps waiting;
     with `timeout`, gives up with exit code UNAVAILABLE.
     """
-    from db.jobs import get_job, live_workers
+    from db.jobs import get_job
     from db.models import JobStatus
+    from db.workers import live_workers
 
     started = time.monotonic()
     warned = False

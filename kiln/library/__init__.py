@@ -7,41 +7,13 @@ The Pyro side of each model is in inference/models/ (inference.library.LibraryMo
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 from kiln.errors import SpecError
+from kiln.library.cards import CARDS, DataRef, ModelCard, register
 
-
-@dataclass(frozen=True)
-class DataRef:
-    """The data a job names: a built-in set (`digits`), a CSV file's bytes, or arrays (an
-    MNIST directory's IDX files, read by the submitter into an .npz)."""
-
-    kind: str  # "builtin" | "csv" | "npz"
-    name: str  # `digits`, or the file's name
-    content: bytes | None = None
-
-
-@dataclass(frozen=True)
-class ModelCard:
-    """A library model as the scheduler and the CLI see it."""
-
-    name: str
-    summary: str
-    defaults: Mapping[str, Any]  # `--set key=value` may change these; the type is the default's
-    data: tuple[str, ...]  # what --data may be: "digits", "mnist" (a directory), "csv"
-    # check(options, data) -> facts for the job record; raises SpecError/DataError by name.
-    check: Callable[[Mapping[str, Any], DataRef], dict[str, Any]]
-
-
-CARDS: dict[str, ModelCard] = {}
-
-
-def register(card: ModelCard) -> ModelCard:
-    CARDS[card.name] = card
-    return card
+__all__ = ["CARDS", "DataRef", "ModelCard", "get_card", "parse_options", "register"]
 
 
 def get_card(name: str) -> ModelCard:

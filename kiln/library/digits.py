@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from kiln.errors import DataError, SpecError
-from kiln.library import DataRef, ModelCard, register
+from kiln.library.cards import DataRef, ModelCard, register
 
 __all__ = [
     "BNN_CLASSIFIER",

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from kiln.errors import DataError, SpecError
-from kiln.library import DataRef, ModelCard, register
+from kiln.library.cards import DataRef, ModelCard, register
 
 __all__ = [
     "FORECAST_BNN",

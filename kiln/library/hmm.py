@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from kiln.errors import DataError, SpecError
-from kiln.library import DataRef, ModelCard, register
+from kiln.library.cards import DataRef, ModelCard, register
 from kiln.library.forecast import (
     daily_changes,
     numeric_cells,

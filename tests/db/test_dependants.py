@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import update
 
-from db.jobs import claim_job, create_job, finish_job, get_job, release_dependants, request_cancel
+from db.claims import claim_job
+from db.finish import finish_job, release_dependants
+from db.jobs import create_job, get_job, request_cancel
 from db.models import Job, JobStatus
 from tests.conftest import EACH_DATABASE
 

@@ -7,23 +7,14 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 
-from db.jobs import (
-    attempts_of,
-    claim_job,
-    create_job,
-    get_job,
-    idle_gpu_workers,
-    mark_resent,
-    queued_since,
-    reap_expired,
-    record_progress,
-    register_worker,
-    renew_lease,
-)
+from db.claims import attempts_of, claim_job, record_progress, renew_lease
+from db.jobs import create_job, get_job
 from db.models import Checkpoint, Job, JobStatus, Loss, utcnow
+from db.reaping import mark_resent, queued_since, reap_expired
+from db.workers import idle_gpu_workers, register_worker
+from kiln.specs import parse_spec
 from scheduler.reaper import Reaper
 from scheduler.routing import route
-from scheduler.spec import parse_spec
 from tests.conftest import EACH_DATABASE
 
 pytestmark = EACH_DATABASE
@@ -174,6 +165,7 @@ def test_the_sink_keeps_steps_while_the_database_does_not_answer(stack, failures
     from sqlalchemy.exc import OperationalError
 
     from inference.events import Finished, Started, Step
+    from kiln.jobinfo import SviInfo
     from worker.sink import Sink
 
     sessions = stack.sessions()
@@ -187,7 +179,7 @@ def test_the_sink_keeps_steps_while_the_database_does_not_answer(stack, failures
             raise OperationalError("SELECT 1", {}, Exception("server closed the connection"))
         return sessions()
 
-    sink = Sink(flaky, "job00001", worker="w1", lease_s=60, flush_every_s=0, info={},
+    sink = Sink(flaky, "job00001", worker="w1", lease_s=60, flush_every_s=0, info=SviInfo(),
                 db_retry_s=30)  # fmt: skip
     sink.add(Started(elbo="Trace_ELBO", device="cpu", total=10))
     for step in range(10):
@@ -204,7 +196,7 @@ def test_the_sink_keeps_steps_while_the_database_does_not_answer(stack, failures
 
     from kiln.errors import InfraError
 
-    gone = Sink(down, "job00001", worker="w1", lease_s=60, flush_every_s=0, info={},
+    gone = Sink(down, "job00001", worker="w1", lease_s=60, flush_every_s=0, info=SviInfo(),
                 db_retry_s=0.3)  # fmt: skip
     with pytest.raises(InfraError, match="database unreachable"):
         gone.add(Finished(steps=10, final_loss=9.0))

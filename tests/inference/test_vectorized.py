@@ -1,4 +1,5 @@
-"""fit_many(): a vectorised batch of rugged fits matches single fits; a NaN member fails alone."""
+"""fit_many() and run_many(): a vectorised batch of rugged fits matches single fits; a NaN member
+fails alone; run_many reports progress as events and stops when closed."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ import pyro
 import pytest
 import torch
 
+from inference.events import BatchFinished, BatchStep
 from inference.fit import prepare_fit
 from inference.models.linreg import LinReg
 from inference.svi import run_svi
-from inference.vectorized import _initial_values, _Priors, fit_many
+from inference.vector_model import _initial_values, _Priors
+from inference.vectorized import ManyResult, fit_many, run_many
 from kiln.errors import SpecError
 from kiln.tables import Design, build_design, read_csv_bytes
 from tests.conftest import RUGGED, RUGGED_FORMULA
@@ -81,6 +84,7 @@ def test_a_member_whose_loss_overflows_fails_alone(design, single_means) -> None
                       seeds=range(5), steps=STEPS, lr=LR)  # fmt: skip
     failed = result.members[2]
     assert failed.status == "failed" and failed.failed_step == 0 and failed.params == {}
+    assert failed.reason is not None
     assert "loss is inf at step 0" in failed.reason and "weights" in failed.reason
     assert np.isnan(result.losses[:, 2]).all()
     assert result.ok == (0, 1, 3, 4)
@@ -108,7 +112,7 @@ def test_a_guide_that_couples_members_is_refused(design) -> None:
 
 
 def test_a_member_whose_lr_is_too_large_fails_alone_and_leaves_the_others_bitwise(design) -> None:
-    def run(bad_lr: float):  # type: ignore[no-untyped-def]
+    def run(bad_lr: float) -> ManyResult:
         return fit_many(design.X, design.y, terms=design.terms, members=3, weights=None,
                         seeds=[0, 1, 2], steps=300, lr=[LR, bad_lr, 0.02],
                         num_samples=50)  # fmt: skip
@@ -116,7 +120,7 @@ def test_a_member_whose_lr_is_too_large_fails_alone_and_leaves_the_others_bitwis
     bad, good = run(1e3), run(LR)
     failed = bad.members[1]
     assert failed.status == "failed" and failed.failed_step is not None
-    assert failed.failed_step < 5 and "lr (now 1000)" in failed.reason
+    assert failed.failed_step < 5 and "lr (now 1000)" in (failed.reason or "")
     assert bad.ok == (0, 2) and good.ok == (0, 1, 2)
     # the same random stream, and no leak from the failed member: equal to the last bit
     np.testing.assert_array_equal(bad.losses[:, [0, 2]], good.losses[:, [0, 2]])
@@ -145,8 +149,10 @@ def test_groups_in_one_batch_each_match_their_own_fit() -> None:
 def test_each_member_fits_with_its_own_priors(design, single_means) -> None:
     """Member 1's tight prior pins its `rugged` slope near 0; members 0 and 2 (the default
     priors) fit what a single fit does: one batch, one tensor row of priors per member."""
-    tight = {"rugged": {"dist": "normal", "loc": 0.0, "scale": 0.01},
-             "sigma": {"dist": "uniform", "low": 0.0, "high": 2.0}}  # fmt: skip
+    tight: dict[str, dict[str, float | str]] = {
+        "rugged": {"dist": "normal", "loc": 0.0, "scale": 0.01},
+        "sigma": {"dist": "uniform", "low": 0.0, "high": 2.0},
+    }
     result = fit_many(design.X, design.y, terms=design.terms, members=3, weights=None,
                       seeds=[0, 1, 2], steps=STEPS, lr=LR, priors=[None, tight, None])  # fmt: skip
     assert [m.status for m in result.members] == ["ok"] * 3
@@ -157,3 +163,42 @@ def test_each_member_fits_with_its_own_priors(design, single_means) -> None:
     with pytest.raises(SpecError, match="prior for `ruggd`: no such site"):
         fit_many(design.X, design.y, terms=design.terms, members=2, weights=None, seeds=[0, 1],
                  steps=2, lr=LR, priors=[None, {"ruggd": {"loc": 0, "scale": 1}}])  # fmt: skip
+
+
+def test_run_many_yields_increasing_steps_then_the_result_fit_many_returns(design) -> None:
+    kwargs = dict(terms=design.terms, members=3, weights=None, seeds=[0, 1, 2], steps=120,
+                  lr=[LR, 1e3, 0.02], num_samples=200)  # fmt: skip
+    events = list(run_many(design.X, design.y, progress_every=50, **kwargs))
+    steps = [e for e in events if isinstance(e, BatchStep)]
+    finished = events[-1]
+    assert events[:-1] == steps and isinstance(finished, BatchFinished)
+    assert [(e.step, e.total) for e in steps] == [(50, 120), (100, 120), (120, 120)]
+    assert all(e.alive == 2 for e in steps)  # member 1 diverged at once
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    alone = fit_many(design.X, design.y, **kwargs)
+    ours = finished.result
+    assert ours.ok == alone.ok == (0, 2)
+    np.testing.assert_array_equal(ours.losses, alone.losses)
+    for k in ours.ok:  # the same random stream and steps: equal to the last bit
+        assert means(ours, k) == means(alone, k)
+
+
+def test_closing_run_many_stops_the_batch_and_leaves_validation_as_it_was(design) -> None:
+    events = run_many(design.X, design.y, terms=design.terms, members=2, weights=None,
+                      seeds=[0, 1], steps=10_000, lr=LR, progress_every=5)  # fmt: skip
+    with pyro.validation_enabled(True):
+        first = next(events)
+        # suspended at a yield: the batch's validation-off setting does not leak out
+        assert pyro.distributions.is_validation_enabled()
+        events.close()
+    assert first == BatchStep(step=5, total=10_000, alive=2)
+    with pytest.raises(StopIteration):
+        next(events)
+
+
+def test_run_many_checks_its_arguments_when_the_first_event_is_asked_for(design) -> None:
+    events = run_many(design.X, design.y, terms=design.terms, members=2, weights=None,
+                      seeds=[0, 1], steps=10, lr=LR, progress_every=0)  # fmt: skip
+    with pytest.raises(SpecError, match="progress_every must be >= 1"):
+        next(events)

@@ -8,8 +8,10 @@ from sqlalchemy import func, select, update
 
 from db.models import Dataset, Job
 from kiln.cli import get_cli
-from scheduler.enqueue import Limits, submit_fit
-from scheduler.spec import parse_spec
+from kiln.specs import parse_spec
+from scheduler.kinds import Upload
+from scheduler.limits import Limits
+from scheduler.submit import submit_job
 from tests.conftest import EMBEDDED_AND_FLEET, RUGGED, RUGGED_FORMULA
 from tests.scheduler.test_bad_input import queued_messages
 
@@ -19,8 +21,8 @@ pytestmark = EMBEDDED_AND_FLEET
 def stored_fit(stack, status: str = "succeeded") -> str:  # type: ignore[no-untyped-def]
     """A fit job row in `status`, made without a broker (the message is dropped)."""
     spec = parse_spec({"model": "linreg", "formula": RUGGED_FORMULA, "steps": 10, "seed": 0})
-    (job,) = submit_fit(
-        stack.sessions(), spec, RUGGED.read_bytes(), data_name=str(RUGGED),
+    (job,) = submit_job(
+        stack.sessions(), spec, Upload(RUGGED.read_bytes(), RUGGED.name),
         send=lambda *message: None, limits=Limits(10**6, 3, 10**5, 10**7),
     )  # fmt: skip
     with stack.sessions()() as session:

@@ -64,11 +64,11 @@ def test_a_bad_sweep_writes_nothing(stack, monkeypatch, args, message) -> None:
 @EMBEDDED
 def test_a_sweep_the_broker_refuses_leaves_nothing(stack, monkeypatch) -> None:
     from kiln.errors import InfraError
-    from scheduler.enqueue import Limits
-    from scheduler.spec import parse_sweep_spec
+    from kiln.specs import parse_sweep_spec
+    from scheduler.limits import Limits
     from scheduler.sweep import submit_sweep
 
-    base = {"kind": "fit", "model": "linreg", "formula": RUGGED_FORMULA}
+    base = {"model": "linreg", "formula": RUGGED_FORMULA}
     grid = {"guide": ["AutoNormal", "AutoMultivariateNormal"]}
     spec = parse_sweep_spec({"kind": "sweep", "seeds": 4, "grid": grid, "base": base})
     sent = []

@@ -8,9 +8,9 @@ import torch
 
 from inference.vectorized import _Adam
 from kiln.errors import DataError, SpecError
+from kiln.specs import parse_sweep_spec
 from kiln.tables import build_design, group_values, member_design, read_csv_bytes
-from scheduler.enqueue import Limits
-from scheduler.spec import parse_sweep_spec
+from scheduler.limits import Limits
 from scheduler.sweep import batch_size, expand, plan
 from tests.conftest import RUGGED, RUGGED_FORMULA
 
@@ -19,7 +19,7 @@ LIMITS = Limits(max_steps=10**6, max_attempts=3, max_predict_samples=10**5,
 
 
 def sweep(base_priors=None, **fields):  # type: ignore[no-untyped-def]
-    base = {"kind": "fit", "model": "linreg", "formula": RUGGED_FORMULA, "steps": 100,
+    base = {"model": "linreg", "formula": RUGGED_FORMULA, "steps": 100,
             "priors": base_priors or {}}  # fmt: skip
     return parse_sweep_spec({"kind": "sweep", "base": base, **fields})
 

@@ -1,0 +1,121 @@
+"""Typed job info (jobs.info): what a job records about itself, one model per family of kinds.
+
+The submitter writes the data facts; the worker's Sink and the kind's runner add what the run
+learns (device, ELBO, chains, timings, final figures). Stored as JSON; read back with
+`info_for(kind, raw)`, which ignores keys an older Kiln wrote and this one no longer knows.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Json = dict[str, Any]
+
+
+class _Info(BaseModel):
+    model_config = ConfigDict(extra="ignore", validate_assignment=True)
+
+
+class SweepRef(_Info):
+    """A sweep member's place: the sweep, its index, what sets it apart."""
+
+    id: str
+    index: int
+    settings: Json = Field(default_factory=dict)
+
+
+class ChainState(_Info):
+    """One MCMC chain's latest progress."""
+
+    done: int
+    total: int
+    warmup: bool
+    divergences: int = 0
+
+
+class JobInfo(_Info):
+    """What every job may record."""
+
+    data: Json | None = None  # facts about its data, from the submit-time check
+    device: str | None = None
+    note: str | None = None
+    fit_seconds: float | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)  # the latest value of each
+    sweep: SweepRef | None = None
+
+    def dump(self) -> Json:
+        """The JSON stored in jobs.info (unset fields left out)."""
+        return self.model_dump(mode="json", exclude_none=True, exclude_defaults=True)
+
+
+class SviInfo(JobInfo):
+    """A fit by SVI (built-in, library or user model; a sweep member)."""
+
+    elbo: str | None = None
+    resumed_from_step: int | None = None
+    final_loss: float | None = None
+    epochs: int | None = None
+    steps_per_epoch: int | None = None
+    problem: Json = Field(default_factory=dict)  # what the model said of its problem
+    batch: str | None = None  # a sweep member fitted in this vectorised batch
+    vectorized: bool = False
+
+
+class McmcInfo(JobInfo):
+    """A user model sampled by NUTS or HMC."""
+
+    method: str | None = None
+    chains: int | None = None
+    warmup: int | None = None
+    samples: int | None = None
+    jit: bool | None = None
+    parallel: str | None = None
+    chain_progress: dict[str, ChainState] = Field(default_factory=dict)
+    chain_seconds: list[float] = Field(default_factory=list)
+    divergences: int | None = None
+    per_chain: list[Json] = Field(default_factory=list)
+    max_r_hat: float | None = None
+    problem: Json = Field(default_factory=dict)
+
+
+class PredictInfo(JobInfo):
+    """A predict job: from which fit, how many draws, for how many rows, how well it covers."""
+
+    from_job: str | None = None
+    num_samples: int | None = None
+    rows: int | None = None
+    new_data: bool = False
+    observed: int | None = None
+    coverage_90: float | None = None
+    predict_seconds: float | None = None
+    sites: list[str] = Field(default_factory=list)
+    details: Json = Field(default_factory=dict)  # what the model said of its prediction
+
+
+class BatchInfo(JobInfo):
+    """A vectorised batch of sweep members."""
+
+    members: int | None = None
+    succeeded: int | None = None
+    failed: int | None = None
+    alive: int | None = None
+    store_seconds: float | None = None
+
+
+INFO_BY_KIND: dict[str, type[JobInfo]] = {
+    "linreg_fit": SviInfo,
+    "library_fit": SviInfo,
+    "user_svi_fit": SviInfo,
+    "user_mcmc_fit": McmcInfo,
+    "predict": PredictInfo,
+    "library_predict": PredictInfo,
+    "user_predict": PredictInfo,
+    "batch": BatchInfo,
+}
+
+
+def info_for(kind: str, raw: Json | None) -> JobInfo:
+    """A job's stored info as its kind's model (an unknown kind reads as plain JobInfo)."""
+    return INFO_BY_KIND.get(kind, JobInfo).model_validate(raw or {})

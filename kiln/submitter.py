@@ -1,0 +1,231 @@
+"""Submitter: the submission flows the Client and the `jobs` CLI share (one path for both).
+
+Each `*_request` turns what a user gives (a data path or frame, a formula, a model file,
+options) into a typed spec and its upload; `submit` checks and stores it by its kind
+(scheduler.submit_job) and sends it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from kiln.errors import SpecError
+from kiln.settings import Settings
+from kiln.specs import (
+    BaseSpec,
+    PredictSpec,
+    parse_library_spec,
+    parse_prior_option,
+    parse_spec,
+    parse_sweep_spec,
+    parse_user_spec,
+    validate_spec,
+)
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from scheduler.kinds import Upload
+    from scheduler.sweep import Submitted as SubmittedSweep
+
+Data = str | Path | pd.DataFrame
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A spec and the bytes it carries, ready to submit."""
+
+    spec: BaseSpec
+    upload: Upload
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    """A job just created: what `jobs submit` reports."""
+
+    id: str
+    kind: str
+    status: str
+    queue: str
+    depends_on: str | None
+
+
+class Submitter:
+    """Submission flows over `settings`, a database and a broker (given by the subclass)."""
+
+    settings: Settings
+
+    def _sessionmaker(self) -> sessionmaker[Session]:
+        raise NotImplementedError
+
+    def _send(self, job_id: str, queue: str, priority: int) -> None:
+        raise NotImplementedError
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def fit_request(
+        self, data: Data, formula: str, model: str = "linreg",
+        priors: Mapping[str, Any] | Iterable[str] = (), **options: Any,
+    ) -> Request:  # fmt: skip
+        """A linreg fit: a CSV path or DataFrame and a formula. `priors`: {"rugged": {"dist":
+        "normal", "loc": 0, "scale": 1}} or ["rugged=normal(0,1)", ...]."""
+        from scheduler.kinds import Upload
+
+        spec = parse_spec({"model": model, "formula": formula, "priors": _priors(priors),
+                           **options})  # fmt: skip
+        content, name = self._data_bytes(data)
+        return Request(spec, Upload(content, name))
+
+    def library_request(
+        self, model: str, data: str | Path = "digits", settings: Iterable[str] = (),
+        **fields: Any,
+    ) -> Request:  # fmt: skip
+        """A library model's fit: `digits`, an MNIST folder or a CSV file; `settings` are
+        `key=value` options (see `jobs models`)."""
+        from kiln.library import get_card, parse_options
+        from scheduler.kinds import Upload
+
+        options = parse_options(get_card(model), list(settings))
+        path = Path(data)
+        content: bytes | None = None
+        if str(data) == "digits":
+            kind, name = "builtin", "digits"
+        elif path.is_dir():
+            from kiln.library.digits import read_mnist_dir
+
+            kind, name, content = "npz", path.name, read_mnist_dir(path)
+        else:
+            kind, name, content = "csv", path.name, self._read(path)
+        spec = parse_library_spec({"model": model, "data": name, "data_kind": kind,
+                                   "options": options, **fields})  # fmt: skip
+        return Request(spec, Upload(content, name))
+
+    def model_request(
+        self, model: str | Path, data: Data | dict[str, Any], function: str = "model",
+        method: str = "svi", **options: Any,
+    ) -> Request:  # fmt: skip
+        """A fit of your own Pyro model file, by SVI (guide, guide_function, steps, lr, ...)
+        or MCMC (method nuts/hmc: warmup, samples, chains, target_accept, ...)."""
+        from scheduler.kinds import Upload
+        from scheduler.usermodel import read_source_file
+
+        path = Path(model)
+        spec = parse_user_spec({
+            "model": f"{path.name}:{function}", "model_file": path.name,
+            "model_function": function, "method": method, **options,
+        })  # fmt: skip
+        source = read_source_file(path, self.settings.max_source_bytes)
+        if isinstance(data, dict):
+            content, name = json.dumps(data).encode(), "data.json"
+        else:
+            content, name = self._data_bytes(data)
+        return Request(spec, Upload(content, name, source))
+
+    def predict_request(
+        self, from_job: str, num_samples: int = 800, data: Data | dict[str, Any] | None = None,
+        **options: Any,
+    ) -> Request:  # fmt: skip
+        """A predict job from any fit (the fit's kind picks the predict kind); `data`: new
+        rows (a CSV path or DataFrame; a JSON path or dict for a user model)."""
+        from scheduler.kinds import Upload
+
+        spec = validate_spec(
+            PredictSpec, {"from_job": from_job, "num_samples": num_samples, **options}
+        )
+        if data is None:
+            return Request(spec, Upload())
+        if isinstance(data, dict):
+            return Request(spec, Upload(json.dumps(data).encode(), "data.json"))
+        content, name = self._data_bytes(data)
+        return Request(spec, Upload(content, name))
+
+    # -- submitting -------------------------------------------------------------------------
+
+    def submit(self, request: Request, then_predict: int | None = None) -> list[Submitted]:
+        """Check and store the request's job(s), then send them; the jobs created."""
+        from scheduler.limits import Limits
+        from scheduler.submit import submit_job
+
+        jobs = submit_job(
+            self._sessionmaker(), request.spec, request.upload, send=self._send,
+            limits=Limits.from_settings(self.settings), then_predict=then_predict,
+        )  # fmt: skip
+        return [Submitted(j.id, j.kind, j.status, j.queue, j.depends_on) for j in jobs]
+
+    def submit_fit(self, data: Data, formula: str, model: str = "linreg", **options: Any) -> str:
+        """Queue a linreg fit; returns its job id. Options as `jobs submit fit` (guide, steps,
+        lr, seed, elbo, optim, num_samples, init, priors, device, queue, priority)."""
+        return self.submit(self.fit_request(data, formula, model, **options))[0].id
+
+    def submit_library(
+        self, model: str, data: str | Path = "digits", settings: Iterable[str] = (),
+        **fields: Any,
+    ) -> str:  # fmt: skip
+        """Queue a library model's fit (bnn-classifier, vae, forecast-*, hmm); its job id."""
+        return self.submit(self.library_request(model, data, settings, **fields))[0].id
+
+    def submit_model(
+        self, model: str | Path, data: Data | dict[str, Any], function: str = "model",
+        method: str = "svi", **options: Any,
+    ) -> str:  # fmt: skip
+        """Queue a fit of your own Pyro model file; returns its job id.
+
+        `data`: a JSON or CSV path, a DataFrame (columns become arrays) or a dict of names to
+        numbers and lists. `method`: svi (options guide, guide_function, steps, lr, ...) or
+        nuts/hmc (warmup, samples, chains, target_accept, max_tree_depth, jit, ...).
+        """
+        return self.submit(self.model_request(model, data, function, method, **options))[0].id
+
+    def predict(
+        self, from_job: str, num_samples: int = 800, data: Data | dict[str, Any] | None = None,
+        **options: Any,
+    ) -> str:  # fmt: skip
+        """Queue a predict job from a fit (which may still be running); returns its id."""
+        return self.submit(self.predict_request(from_job, num_samples, data, **options))[0].id
+
+    def submit_sweep(
+        self, data: Data, formula: str, *, grid: Mapping[str, list[Any]] | None = None,
+        priors: Mapping[str, Any] | Iterable[str] = (), sweep: Mapping[str, Any] | None = None,
+        **base: Any,
+    ) -> SubmittedSweep:  # fmt: skip
+        """Queue a sweep of linreg fits: `grid` of settings, `sweep` options (seeds,
+        bootstrap, group_by, vectorize, batch_size, seed), `base` settings of every member."""
+        from scheduler.limits import Limits
+        from scheduler.sweep import submit_sweep
+
+        spec = parse_sweep_spec({
+            "base": {"model": "linreg", "formula": formula, "priors": _priors(priors), **base},
+            "grid": dict(grid or {}), **dict(sweep or {}),
+        })  # fmt: skip
+        content, name = self._data_bytes(data)
+        return submit_sweep(
+            self._sessionmaker(), spec, content, data_name=name, send=self._send,
+            limits=Limits.from_settings(self.settings),
+        )  # fmt: skip
+
+    # -- data -------------------------------------------------------------------------------
+
+    def _read(self, path: str | Path) -> bytes:
+        from scheduler.limits import read_data_file
+
+        return read_data_file(path, self.settings.max_dataset_bytes)
+
+    def _data_bytes(self, data: Data) -> tuple[bytes, str]:
+        """Bytes and a name, from a path or a DataFrame (as CSV)."""
+        if isinstance(data, pd.DataFrame):
+            return data.to_csv(index=False).encode(), "dataframe.csv"
+        return self._read(data), Path(data).name
+
+
+def _priors(priors: Mapping[str, Any] | Iterable[str]) -> dict[str, Any]:
+    if isinstance(priors, Mapping):
+        return dict(priors)
+    if isinstance(priors, str):
+        raise SpecError("priors: give a list of NAME=dist(...) strings or a mapping", "priors")
+    return dict(parse_prior_option(p) for p in priors)

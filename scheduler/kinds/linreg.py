@@ -1,0 +1,81 @@
+"""Submit-time check of a linreg fit: the CSV, the formula's terms, the priors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kiln.catalog import LINREG_RESERVED_SITES
+from kiln.errors import SpecError
+from kiln.jobinfo import SviInfo
+from kiln.specs import FitSpec
+from kiln.tables import build_design, read_csv_bytes
+from scheduler.kinds.base import (
+    CheckContext,
+    Checked,
+    NewDataset,
+    Upload,
+    device_fits_queue,
+    require_data,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class LinregData:
+    """A linreg fit's data as checked: its design's terms and rows, the CSV's columns."""
+
+    terms: tuple[str, ...]
+    response: str
+    rows_used: int
+    rows_dropped: int
+    columns: list[str]
+    num_rows: int
+
+    @property
+    def facts(self) -> dict[str, object]:
+        """What the job records about its data."""
+        return {
+            "rows_used": self.rows_used,
+            "rows_dropped": self.rows_dropped,
+            "terms": list(self.terms),
+            "response": self.response,
+        }
+
+
+def check_linreg_data(spec: FitSpec, content: bytes, data_name: str) -> LinregData:
+    """The CSV, the formula's terms and the priors' sites; raises on a bad column, formula or
+    prior before anything is written."""
+    frame = read_csv_bytes(content, data_name)
+    design = build_design(frame, spec.formula)
+    sites = (*design.terms, "sigma")
+    clash = sorted(set(design.terms) & set(LINREG_RESERVED_SITES))
+    if clash:
+        raise SpecError(f"formula term `{clash[0]}` clashes with a model site; rename the column")
+    unknown = sorted(set(spec.priors) - set(sites))
+    if unknown:
+        raise SpecError(
+            f"prior for `{unknown[0]}`: no such site (sites: {', '.join(sites)})", field="priors"
+        )
+    return LinregData(
+        terms=tuple(design.terms),
+        response=str(design.response),
+        rows_used=design.rows_used,
+        rows_dropped=design.rows_dropped,
+        columns=[str(c) for c in frame.columns],
+        num_rows=len(frame),
+    )
+
+
+def check_linreg_fit(spec: FitSpec, upload: Upload, ctx: CheckContext) -> Checked:
+    """Everything about a linreg fit that can be checked before anything is written."""
+    ctx.limits.check_steps(spec.steps)
+    device_fits_queue(spec)
+    content, name = require_data(upload, "a linreg fit")
+    data = check_linreg_data(spec, content, name)
+    return Checked(
+        spec=spec,
+        model=spec.model,
+        info=SviInfo(data=data.facts),
+        total_steps=spec.steps,
+        dataset=NewDataset(content, name, "csv", data.columns, data.num_rows),
+        predict_rows=data.rows_used,
+    )

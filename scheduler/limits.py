@@ -1,0 +1,67 @@
+"""Limits: the caps from the settings that every submission is checked against."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kiln.errors import DataError, SpecError
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Caps from the settings that a submission is checked against."""
+
+    max_steps: int
+    max_attempts: int
+    max_predict_samples: int
+    max_predict_values: int
+    worker_alive_s: float = 20.0  # for routing device=auto to a GPU worker that is free
+    max_sweep_members: int = 20_000
+    sweep_max_batch: int = 1024
+    sweep_memory_mb: float = 512.0
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> Limits:
+        return cls(
+            max_steps=settings.max_steps,
+            max_attempts=settings.max_attempts,
+            max_predict_samples=settings.max_predict_samples,
+            max_predict_values=settings.max_predict_values,
+            worker_alive_s=settings.worker_alive_s,
+            max_sweep_members=settings.max_sweep_members,
+            sweep_max_batch=settings.sweep_max_batch,
+            sweep_memory_mb=settings.sweep_memory_mb,
+        )
+
+    def check_steps(self, steps: int, what: str = "spec.steps") -> None:
+        if steps > self.max_steps:
+            raise SpecError(f"{what}: at most {self.max_steps} (got {steps})", field="steps")
+
+    def check_predict_size(self, num_samples: int, rows: int) -> None:
+        """A predict job's draws must fit the configured caps (KILN_MAX_PREDICT_*)."""
+        if num_samples > self.max_predict_samples:
+            raise SpecError(
+                f"spec.num_samples: at most {self.max_predict_samples} (got {num_samples};"
+                " KILN_MAX_PREDICT_SAMPLES sets the cap)",
+                field="num_samples",
+            )
+        if num_samples * rows > self.max_predict_values:
+            raise SpecError(
+                f"spec.num_samples: {num_samples} draws x {rows} rows is {num_samples * rows}"
+                f" values per site, above the cap of {self.max_predict_values}"
+                " (KILN_MAX_PREDICT_VALUES); draw fewer samples or predict fewer rows",
+                field="num_samples",
+            )
+
+
+def read_data_file(path: str | Path, max_bytes: int) -> bytes:
+    """The bytes of a data file, with errors that name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"data file {path} not found")
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise DataError(f"data file {path} is {size} bytes; the limit is {max_bytes}")
+    return path.read_bytes()
