@@ -6,13 +6,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pyro
 import torch
 from pyro import poutine
 from pyro.infer import Predictive
+from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 
 from kiln.errors import ModelError
@@ -29,6 +30,30 @@ class UserPrediction:
     sites: dict[str, tuple[str, np.ndarray]]
     observed: dict[str, np.ndarray] = field(default_factory=dict)
     vectorized: bool = False
+
+
+class _Unobserve(Messenger):
+    """Sample the sites the data observed (as pyro's uncondition does), but leave the
+    pyro.deterministic sites alone: they are observed Deltas, whose draw inside a plate would
+    come out with the plate's shape added."""
+
+    def _pyro_sample(self, msg: Any) -> None:
+        infer = msg["infer"] if msg["infer"] is not None else {}
+        if msg["is_observed"] and not infer.get("_deterministic"):
+            msg["is_observed"] = False
+            msg["infer"] = {**infer, "was_observed": True, "obs": msg["value"]}
+            msg["value"] = None
+            msg["done"] = False
+
+
+def unobserved(model: Callable[..., Any]) -> Callable[..., Any]:
+    """`model` with its observed sites sampled from their distributions."""
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        with _Unobserve():
+            return model(*args, **kwargs)
+
+    return run
 
 
 def pick_draws(
@@ -48,12 +73,12 @@ def _sites(
     """One unconditioned run: its trace, the sites to predict (observed by the data, or left
     unobserved by new data that lacks them) and the deterministic sites."""
     with torch.no_grad(), poutine.block():
-        trace = poutine.trace(poutine.uncondition(model)).get_trace(**data)
+        trace = poutine.trace(unobserved(model)).get_trace(**data)
     predicted, deterministic = [], []
     for name, site in trace.nodes.items():
         if site["type"] != "sample" or site_is_subsample(site):
             continue
-        if site["infer"].get("_deterministic"):
+        if (site["infer"] or {}).get("_deterministic"):
             deterministic.append(name)
         elif name not in latent:
             predicted.append(name)
@@ -96,6 +121,16 @@ def predict_user_model(
                 f" {have}; a site sized by the data cannot be predicted for other sizes"
             )
     drawn, vectorized = _vectorized(model, data, given, wanted, shapes, num_samples)
+    if drawn is not None and deterministic:
+        # A model can broadcast over the draws and still mix them up (a sum over the wrong
+        # axis): its deterministic sites must match a plain run's for the first draws.
+        check = _one_by_one(model, data, {s: v[:2] for s, v in given.items()}, deterministic, 2)
+        for s in deterministic:
+            one = drawn[s].reshape(num_samples, *shapes[s])[:2]
+            if not np.allclose(one, check[s], rtol=1e-5, atol=1e-6, equal_nan=True):
+                log.info("predict: site %s differs from a plain run; one run per draw", s)
+                drawn, vectorized = None, False
+                break
     if drawn is None:
         drawn = _one_by_one(model, data, given, wanted, num_samples)
     sites: dict[str, tuple[str, np.ndarray]] = {
@@ -121,7 +156,7 @@ def _vectorized(
     num_samples: int,
 ) -> tuple[dict[str, np.ndarray] | None, bool]:
     predictive = Predictive(
-        poutine.uncondition(model), posterior_samples=dict(given), return_sites=wanted,
+        unobserved(model), posterior_samples=dict(given), return_sites=wanted,
         parallel=True,
     )  # fmt: skip
     try:
@@ -152,8 +187,9 @@ def _one_by_one(
     with torch.no_grad():
         for i in range(num_samples):
             fixed = {s: v[i] for s, v in given.items()}
-            conditioned = poutine.condition(poutine.uncondition(model), data=fixed)
+            conditioned = poutine.condition(unobserved(model), data=fixed)
             trace = poutine.trace(conditioned).get_trace(**data)
             for s in wanted:
-                out[s].append(trace.nodes[s]["value"].detach().cpu().numpy())
+                value = cast(torch.Tensor, trace.nodes[s]["value"])
+                out[s].append(value.detach().cpu().numpy())
     return {s: np.stack(v) for s, v in out.items()}
