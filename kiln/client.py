@@ -44,7 +44,12 @@ class Client(Submitter):
         home: str | Path | None = None,
         **settings: Any,
     ) -> None:
-        given = {"database_url": database_url, "broker_url": broker_url, "home": home}
+        # Pydantic validates each value against its field (a str home becomes a Path).
+        given: dict[str, Any] = {
+            "database_url": database_url,
+            "broker_url": broker_url,
+            "home": home,
+        }
         self.settings = Settings(**{k: v for k, v in given.items() if v is not None}, **settings)
         self._engine: Any = None
         self._sessions: Any = None
@@ -121,7 +126,7 @@ class Client(Submitter):
         """The job as a dict (the same document as `jobs show --json`)."""
         from db.claims import attempts_of
         from db.jobs import get_job
-        from kiln.cli.render import job_to_dict
+        from kiln.render import job_to_dict
 
         with self._session() as session:
             job = get_job(session, job_id)
@@ -141,7 +146,7 @@ class Client(Submitter):
     def jobs(self, status: str | None = None, limit: int = 20) -> pd.DataFrame:
         """Recent jobs, newest first."""
         from db.jobs import list_jobs
-        from kiln.cli.render import job_to_dict
+        from kiln.render import job_to_dict
 
         with self._session() as session:
             rows = [job_to_dict(j) for j in list_jobs(session, status, limit)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -102,6 +103,7 @@ def normalise_db_url(url: str) -> str:
     return url
 
 
-def get_settings(**overrides: object) -> Settings:
-    """Read settings now (environment and kiln.toml); keyword arguments win."""
-    return Settings(**overrides)  # type: ignore[arg-type]
+def get_settings(**overrides: Any) -> Settings:
+    """Read settings now (environment and kiln.toml); keyword arguments win (pydantic
+    validates each against its field)."""
+    return Settings(**overrides)

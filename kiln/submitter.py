@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import pandas as pd
 
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from scheduler.kinds import Upload
     from scheduler.sweep import Submitted as SubmittedSweep
 
-Data = str | Path | pd.DataFrame
+Data: TypeAlias = str | Path | pd.DataFrame
 
 
 @dataclass(frozen=True, slots=True)

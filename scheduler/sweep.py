@@ -25,6 +25,7 @@ from kiln.specs import (
     PRIOR_KEY_PREFIX,
     BatchSpec,
     FitSpec,
+    GridValue,
     SweepSpec,
     parse_prior_option,
     parse_spec,
@@ -110,7 +111,7 @@ def expand(spec: SweepSpec, seed: int, groups: list[str] | None) -> list[Member]
 
 
 def _typed(values: dict[str, Any]) -> dict[str, Any]:
-    out = {}
+    out: dict[str, GridValue] = {}  # a prior dict, or a value of the key's GRID_KEYS type
     for key, value in values.items():
         if key.startswith(PRIOR_KEY_PREFIX):
             out[key] = _prior(key, value)
@@ -212,7 +213,8 @@ def plan(
             why[m.index] = reason
             continue
         groups.setdefault(pack_key(m.spec, terms[m.spec.group]), []).append(m.index)
-    batches, single = [], sorted(why)
+    batches: list[list[int]] = []
+    single = sorted(why)
     for indices in groups.values():
         if len(indices) == 1 and spec.vectorize == "auto":
             single.append(indices[0])

@@ -12,11 +12,18 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from kiln.settings import Settings
 
 PG_ADMIN_URL = os.environ.get("KILN_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 # One Redis database per pytest-xdist worker (gw0 -> 11, gw1 -> 12, ...): tests flush theirs.
@@ -113,7 +120,7 @@ def broker_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "redis":
         yield request.getfixturevalue("redis_server")
         return
-    from kiln.embedded import ensure_embedded_broker, stop_embedded_broker
+    from worker.embedded import ensure_embedded_broker, stop_embedded_broker
 
     home = tmp_path / "broker"
     url = ensure_embedded_broker(home)
@@ -138,20 +145,20 @@ class Stack:
         env.update(self.extra)
         return env
 
-    def settings(self):  # type: ignore[no-untyped-def]
+    def settings(self) -> Settings:
         from kiln.settings import Settings
 
         return Settings(home=self.home, database_url=self.db_url, broker_url=self.broker_url,
                         poll_interval_s=0.1, heartbeat_s=1, flush_every_s=0.2)  # fmt: skip
 
-    def sessions(self):  # type: ignore[no-untyped-def]
+    def sessions(self) -> sessionmaker[Session]:
         from db.session import make_engine, make_sessionmaker
 
         if self.engine is None:
             self.engine = make_engine(self.settings().db_url)
         return make_sessionmaker(self.engine)
 
-    engine: object = None
+    engine: Engine | None = None
     extra: dict[str, str] = field(default_factory=dict)  # more KILN_* for CLI calls and workers
 
 
@@ -173,7 +180,7 @@ def stack(
             monkeypatch.setenv(key, value)
     yield s
     if s.engine is not None:
-        s.engine.dispose()  # type: ignore[attr-defined]
+        s.engine.dispose()
 
 
 class WorkerProcess:
@@ -211,7 +218,7 @@ class WorkerProcess:
 
 
 @pytest.fixture
-def start_worker(stack: Stack) -> Iterator:  # type: ignore[type-arg]
+def start_worker(stack: Stack) -> Iterator[Callable[..., WorkerProcess]]:
     """Factory: start_worker(name) -> a running `jobs worker` process, stopped afterwards."""
     started: list[WorkerProcess] = []
 
@@ -225,13 +232,15 @@ def start_worker(stack: Stack) -> Iterator:  # type: ignore[type-arg]
         worker.stop()
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300):  # type: ignore[no-untyped-def]
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
     """Run `jobs ARGS` in a subprocess; returns the CompletedProcess."""
     return subprocess.run([sys.executable, "-m", "kiln.cli", *args], env=env,
                           capture_output=True, text=True, timeout=timeout)  # fmt: skip
 
 
-def cli_json(stack: Stack, *args: str):  # type: ignore[no-untyped-def]
+def cli_json(stack: Stack, *args: str) -> Any:
     """Run `jobs ARGS` (which must succeed) against the stack; its stdout parsed as JSON."""
     done = run_cli(*args, env=stack.env)
     assert done.returncode == 0, done.stderr

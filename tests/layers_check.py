@@ -13,7 +13,7 @@ Layers (docs/architecture.md), lowest first:
 - db, inference: base only (and themselves).
 - scheduler: db and base.
 - worker: db, inference, scheduler and base.
-- kiln top: every other kiln module (client, cli/*, connect, embedded, export, metrics, plots,
+- kiln top: every other kiln module (client, cli/*, connect, export, metrics, plots, render,
   library/plots; a new kiln module is top until it is listed in `KILN_BASE`). May import
   everything; nothing outside top may import it.
 

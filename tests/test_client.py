@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from kiln.errors import DataError, NotFound, SpecError
-from tests.conftest import EMBEDDED_AND_FLEET, RUGGED, RUGGED_FORMULA
+from tests.conftest import EMBEDDED_AND_FLEET, RUGGED, RUGGED_FORMULA, Stack
+
+if TYPE_CHECKING:
+    from kiln import Client
 
 
 @pytest.fixture
-def client(stack):  # type: ignore[no-untyped-def]
+def client(stack: Stack) -> Iterator[Client]:
     from kiln import Client
 
     with Client(database_url=stack.db_url, broker_url=stack.broker_url, home=stack.home) as c:

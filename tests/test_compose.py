@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import yaml
@@ -44,7 +44,7 @@ def container_argv(service: dict[str, Any]) -> list[str]:
         return words(service["entrypoint"]) + words(service.get("command"))
     found = re.search(r"^ENTRYPOINT\s+(\[.*\])\s*$", DOCKERFILE, re.M)
     assert found, "the Dockerfile has no exec-form ENTRYPOINT"
-    return json.loads(found.group(1)) + words(service.get("command"))
+    return cast(list[str], json.loads(found.group(1))) + words(service.get("command"))
 
 
 def test_compose_has_the_whole_stack() -> None:

@@ -34,11 +34,11 @@ def test_inference_data_groups_and_coordinates() -> None:
     assert set(idata.groups()) == {
         "posterior", "posterior_predictive", "observed_data", "constant_data", "loss"
     }  # fmt: skip
-    assert idata.posterior["x"].dims == ("chain", "draw")
-    assert idata.posterior_predictive["obs"].dims == ("chain", "draw", "row")
-    assert list(idata.observed_data["row"].values) == [0, 2, 3, 7]
-    assert list(idata.constant_data["term"].values) == ["Intercept", "x"]
-    assert list(idata.loss["loss"].values) == [10.0, 9.0, 8.5]
+    assert idata["posterior"]["x"].dims == ("chain", "draw")
+    assert idata["posterior_predictive"]["obs"].dims == ("chain", "draw", "row")
+    assert list(idata["observed_data"]["row"].values) == [0, 2, 3, 7]
+    assert list(idata["constant_data"]["term"].values) == ["Intercept", "x"]
+    assert list(idata["loss"]["loss"].values) == [10.0, 9.0, 8.5]
 
 
 def test_new_rows_go_to_predictions() -> None:

@@ -12,6 +12,8 @@ from kiln.logs import configure_logging, current_job_id, job_context
 from kiln.redact import redact
 
 SECRET = "s3cretpw"
+# log_to(as_json) configures logging and returns a reader of what has been logged since.
+LogTo = Callable[[bool], Callable[[], str]]
 
 
 @pytest.mark.parametrize(
@@ -60,7 +62,7 @@ def test_redact_leaves_text_without_a_url_password_alone(text: str) -> None:
 
 
 @pytest.fixture
-def log_to(capsys: pytest.CaptureFixture[str]) -> Iterator[Callable[[bool], Callable[[], str]]]:
+def log_to(capsys: pytest.CaptureFixture[str]) -> Iterator[LogTo]:
     """configure_logging(-v, as_json) into captured stderr; the root logger restored after."""
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
@@ -75,7 +77,7 @@ def log_to(capsys: pytest.CaptureFixture[str]) -> Iterator[Callable[[bool], Call
     root.setLevel(level)
 
 
-def test_a_text_line_inside_job_context_shows_the_job_id(log_to) -> None:  # type: ignore[no-untyped-def]
+def test_a_text_line_inside_job_context_shows_the_job_id(log_to: LogTo) -> None:
     read = log_to(False)
     log = logging.getLogger("worker.run")
     with job_context("abc123"):
@@ -86,7 +88,7 @@ def test_a_text_line_inside_job_context_shows_the_job_id(log_to) -> None:  # typ
     assert second.endswith(" INFO worker.run: between jobs")
 
 
-def test_a_json_line_always_has_job_id_which_is_null_outside_a_job(log_to) -> None:  # type: ignore[no-untyped-def]
+def test_a_json_line_always_has_job_id_which_is_null_outside_a_job(log_to: LogTo) -> None:
     read = log_to(True)
     library = logging.getLogger("celery.app.trace")  # another library's record reaching root
     library.info("before")
@@ -108,7 +110,7 @@ def test_a_json_line_always_has_job_id_which_is_null_outside_a_job(log_to) -> No
     assert current_job_id() is None
 
 
-def test_job_context_is_reset_when_the_job_raises(log_to) -> None:  # type: ignore[no-untyped-def]
+def test_job_context_is_reset_when_the_job_raises(log_to: LogTo) -> None:
     read = log_to(True)
     with pytest.raises(RuntimeError), job_context("abc123"):
         raise RuntimeError("boom")
@@ -117,7 +119,7 @@ def test_job_context_is_reset_when_the_job_raises(log_to) -> None:  # type: igno
 
 
 @pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
-def test_a_password_in_a_message_or_traceback_is_masked(log_to, as_json: bool) -> None:  # type: ignore[no-untyped-def]
+def test_a_password_in_a_message_or_traceback_is_masked(log_to: LogTo, as_json: bool) -> None:
     read = log_to(as_json)
     log = logging.getLogger("kombu.connection")
     log.warning("cannot reach %s", f"redis://:{SECRET}@cache:6379/0")
@@ -141,7 +143,7 @@ def test_a_password_in_a_message_or_traceback_is_masked(log_to, as_json: bool) -
         assert "Traceback" in docs[2]["exc"]
 
 
-def test_a_job_id_given_with_extra_wins_over_the_context(log_to) -> None:  # type: ignore[no-untyped-def]
+def test_a_job_id_given_with_extra_wins_over_the_context(log_to: LogTo) -> None:
     read = log_to(True)
     with job_context("abc123"):
         logging.getLogger("scheduler.reaper").info("resent", extra={"job_id": "def456"})

@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any, TypedDict
 from urllib.request import urlopen
 
 import pytest
@@ -34,11 +35,11 @@ def sessions(db_url: str) -> Iterator[sessionmaker[Session]]:
 
 
 @pytest.fixture
-def serve() -> Iterator:  # type: ignore[type-arg]
+def serve() -> Iterator[Callable[..., MetricsServer]]:
     """Factory: serve(sessions, **kwargs) -> a MetricsServer on a free port, closed afterwards."""
     started: list[MetricsServer] = []
 
-    def start(sessions: sessionmaker[Session], **kwargs) -> MetricsServer:  # type: ignore[no-untyped-def]
+    def start(sessions: sessionmaker[Session], **kwargs: Any) -> MetricsServer:
         server = start_metrics_server(sessions, port=0, **kwargs)
         started.append(server)
         return server
@@ -79,11 +80,19 @@ def add_job(
     job.started_at, job.finished_at = started_at, finished_at
 
 
+class Ran(TypedDict):
+    started_at: datetime
+    finished_at: datetime
+
+
 def make_fleet(sessions: sessionmaker[Session]) -> None:
     """Queues cpu and gpu with jobs of known times; queue `old` is served only by a dead worker."""
     now = utcnow().replace(microsecond=0)
     t0 = now - timedelta(hours=5)
-    ended = lambda seconds: {"started_at": t0, "finished_at": t0 + timedelta(seconds=seconds)}  # noqa: E731
+
+    def ended(seconds: float) -> Ran:
+        return {"started_at": t0, "finished_at": t0 + timedelta(seconds=seconds)}
+
     with sessions() as session:
         add_job(
             session, "queued01", "cpu", JobStatus.QUEUED, created_at=now - timedelta(seconds=300)
@@ -163,7 +172,10 @@ def test_job_durations_fill_cumulative_buckets(sessions, serve) -> None:
     assert series("fit", "failed") == {**below, 7200: 1, inf: 1}
     assert series("predict", "succeeded") == {**below, 7200: 0, inf: 1}
     assert series("fit", "cancelled") == {}  # never started, so not timed
-    labels = lambda kind, status: (("kind", kind), ("status", status))  # noqa: E731
+
+    def labels(kind: str, status: str) -> tuple[tuple[str, str], ...]:
+        return (("kind", kind), ("status", status))
+
     assert got["kiln_job_duration_seconds_sum"] == {
         labels("fit", "succeeded"): 98.25,
         labels("fit", "failed"): 7200.0,
@@ -242,7 +254,7 @@ def test_stats_queries_read_naive_and_aware_times_alike(sessions) -> None:
             *[("fit", "succeeded", seconds) for seconds in (0.25, 4.0, 4.0, 90.0)],
             ("predict", "succeeded", 10_000.0),
         ]
-        now = session.get(Job, "run00001").started_at + timedelta(seconds=250)  # type: ignore[operator]
+        now = session.get(Job, "run00001").started_at + timedelta(seconds=250)
         if now.tzinfo is None:  # SQLite: naive, UTC
             now = now.replace(tzinfo=utcnow().tzinfo)
         rates = {job_id: (queue, rate) for job_id, queue, rate in running_step_rates(session, now)}

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
@@ -74,10 +75,10 @@ def _queued_fit(stack: Stack) -> str:
     return job.id
 
 
-def _show(stack: Stack, job_id: str) -> dict:  # type: ignore[type-arg]
+def _show(stack: Stack, job_id: str) -> dict[str, Any]:
     shown = run_cli("show", job_id, "--json", env=stack.env)
     assert shown.returncode == 0, shown.stderr
-    return json.loads(shown.stdout)  # type: ignore[no-any-return]
+    return cast(dict[str, Any], json.loads(shown.stdout))
 
 
 @EMBEDDED_AND_FLEET

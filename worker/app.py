@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from celery import Celery
 
-from kiln.embedded import ensure_embedded_broker
 from kiln.settings import Settings, get_settings
+from worker.embedded import ensure_embedded_broker
 
 TASK_NAME = "kiln.run_job"
 
@@ -58,6 +58,9 @@ class Sender:
             TASK_NAME, args=[job_id], queue=queue, priority=priority, retry=True,
             retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5},
         )  # fmt: skip
+
+
+app: Celery  # declared, not bound: the module's __getattr__ below builds it on first access
 
 
 def __getattr__(name: str) -> Celery:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from celery import shared_task
+from celery import Task, shared_task
 
 from kiln.logs import job_context
 from scheduler.routing import broker_priority
@@ -15,8 +15,9 @@ from worker.runtime import runtime
 log = logging.getLogger(__name__)
 
 
-@shared_task(name="kiln.run_job", bind=True, acks_late=True, ignore_result=True)
-def run_job(self, job_id: str) -> str:  # type: ignore[no-untyped-def]
+# Celery ships no types: its decorator is untyped to mypy.
+@shared_task(name="kiln.run_job", bind=True, acks_late=True, ignore_result=True)  # type: ignore[untyped-decorator]
+def run_job(self: Task, job_id: str) -> str:
     """Claim, run and store one job; a job put back to queued is sent again, and so are the
     jobs that were waiting for this one (predict jobs of a fit that succeeded)."""
     with job_context(job_id):  # every line logged while this job runs carries its id

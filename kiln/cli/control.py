@@ -9,7 +9,7 @@ import threading
 
 import click
 
-from kiln.cli import UNAVAILABLE, App, jobs
+from kiln.cli.app import UNAVAILABLE, App, jobs
 from kiln.redact import redact
 
 log = logging.getLogger(__name__)

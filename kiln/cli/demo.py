@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from kiln.cli import BAD_INPUT, JOB_FAILED, App, jobs
+from kiln.cli.app import BAD_INPUT, JOB_FAILED, App, jobs
 
 RUGGED_FORMULA = "log(rgdppc_2000) ~ cont_africa * rugged"
 

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import click
 
-from kiln.cli import App, jobs
-from kiln.cli.render import JSON, emit_rows
+from kiln.cli.app import App, jobs
+from kiln.render import JSON, emit_rows
+
+if TYPE_CHECKING:
+    from db.workers import WorkerView
 
 STATUSES = ("waiting", "queued", "running", "succeeded", "failed", "cancelled")
 
@@ -46,9 +50,9 @@ def workers(app: App, include_dead: bool, as_json: bool) -> None:
     )  # fmt: skip
 
 
-def _view_dict(v: object) -> dict[str, object]:
-    out = {}
-    for key in v.__slots__:  # type: ignore[attr-defined]
+def _view_dict(v: WorkerView) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for key in v.__slots__:
         value = getattr(v, key)
         out[key] = value.isoformat() if isinstance(value, datetime) else value
     return out

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any, TypedDict
+
 import click
 
-from kiln.cli import App, jobs
-from kiln.cli.render import FORMAT, JSON, emit_rows
+from kiln.cli.app import App, jobs
+from kiln.render import FORMAT, JSON, emit_rows
 
 
 @jobs.command()
@@ -38,6 +40,13 @@ def metrics(app: App, job_id: str, name: str | None, fmt: str) -> None:
     emit_rows(["name", "step", "epoch", "value"], rows, fmt)
 
 
+class _ModelDoc(TypedDict):
+    name: str
+    summary: str
+    data: list[str]
+    options: dict[str, Any]
+
+
 @jobs.command()
 @JSON
 @click.pass_obj
@@ -46,9 +55,10 @@ def models(app: App, as_json: bool) -> None:
     from kiln.catalog import LIBRARY_MODELS, MODELS
     from kiln.library import get_card
 
-    docs = [{"name": name, "summary": "Bayesian linear regression on a formula (the rugged "
-             "model); --formula, --prior, --guide", "data": ["csv"], "options": {}}
-            for name in MODELS]  # fmt: skip
+    docs: list[_ModelDoc] = [
+        {"name": name, "summary": "Bayesian linear regression on a formula (the rugged model);"
+         " --formula, --prior, --guide", "data": ["csv"], "options": {}}
+        for name in MODELS]  # fmt: skip
     for name in LIBRARY_MODELS:
         card = get_card(name)
         docs.append({"name": name, "summary": card.summary, "data": list(card.data),

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from kiln.cli import BAD_INPUT, App, jobs
+from kiln.cli.app import BAD_INPUT, App, jobs
 from kiln.records import STATS
 
 
@@ -26,8 +26,8 @@ def samples(app: App, job_id: str, site: str | None, raw: bool, fmt: str | None)
     """
     from db.jobs import get_job
     from db.results import get_draws, get_sample_summaries
-    from kiln.cli.render import emit_rows
     from kiln.export import DATA_SITES, draws_table, summary_rows
+    from kiln.render import emit_rows
 
     fmt = fmt or ("csv" if raw else "table")
     if raw and fmt == "table":

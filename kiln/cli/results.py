@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
-from kiln.cli import JOB_FAILED, OK, App, jobs
-from kiln.cli.render import FORMAT, JSON, emit_rows, job_to_dict
+from kiln.cli.app import JOB_FAILED, OK, App, jobs
 from kiln.records import STATS as STAT_KEYS
+from kiln.render import FORMAT, JSON, emit_rows, job_to_dict
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
 
 STATUSES = ["waiting", "queued", "running", "succeeded", "failed", "cancelled"]
 
@@ -185,7 +191,7 @@ def params(app: App, job_id: str, fmt: str) -> None:
     emit_rows(columns, rows, fmt, title=f"posterior of job {job.id}" if fmt == "table" else None)
 
 
-def _indices(shape: tuple[int, ...]) -> list:  # type: ignore[type-arg]
+def _indices(shape: tuple[int, ...]) -> list[NDArray[np.intp]]:
     import numpy as np
 
     return list(np.indices(shape))
@@ -200,7 +206,7 @@ def diagnostics(app: App, job_id: str, as_json: bool) -> None:
     divergences, step size, tree depth, acceptance and time."""
     from db.jobs import get_job
     from db.results import get_diagnostics, get_params
-    from kiln.cli import BAD_INPUT
+    from kiln.cli.app import BAD_INPUT
     from kiln.records import DIAGNOSTICS
 
     with app.sessions() as session:
@@ -216,13 +222,15 @@ def diagnostics(app: App, job_id: str, as_json: bool) -> None:
         )
     if not diags:
         app.abort(f"job {job.id} has no diagnostics yet (status {job.status})", JOB_FAILED)
-    rows = []
+    # Per element: its name, the STAT_KEYS values, the DIAGNOSTICS values (None without any).
+    entries: list[tuple[str, list[float], list[float | None]]] = []
     for s in sites:
         diag = diags.get(s.site)
         for name, index in _elements(s.site, s.mean.shape):
             stats = [float(getattr(s, k)[index]) for k in STAT_KEYS]
             extra = [float(diag[i][index]) if diag is not None else None for i in range(3)]
-            rows.append([name, *stats, *extra])
+            entries.append((name, stats, extra))
+    rows = [[name, *stats, *extra] for name, stats, extra in entries]
     per_chain = info.get("per_chain") or []
     if as_json:
         app.emit(
@@ -247,8 +255,10 @@ def diagnostics(app: App, job_id: str, as_json: bool) -> None:
     def short(x: float | None, digits: int = 4) -> float | None:
         return None if x is None or x != x else float(f"{x:.{digits}g}")
 
-    shown = [[r[0], *(short(v) for v in r[1:6]), short(r[6], 5), *(round(v) if v == v else v
-              for v in r[7:9])] for r in rows]  # fmt: skip
+    # r_hat to 5 digits, ess_bulk and ess_tail rounded (NaN and None shown as they are).
+    shown = [[name, *(short(v) for v in stats), short(extra[0], 5),
+              *(round(v) if v is not None and v == v else v for v in extra[1:])]
+             for name, stats, extra in entries]  # fmt: skip
     emit_rows(["site", *STAT_KEYS, *DIAGNOSTICS], shown, "table", title=title)
     if per_chain:
         keys = ["chain", "seconds", "divergences", "step_size", "tree_depth_mean",

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from kiln.catalog import ELBOS, GUIDES, LIBRARY_MODELS, MODELS, OPTIMS, QUEUES
-from kiln.cli import App, jobs
+from kiln.cli.app import App, jobs
 from kiln.errors import SpecError
 
 if TYPE_CHECKING:
@@ -113,7 +113,7 @@ def submit() -> None:
 @TIMEOUT
 @AS_JSON
 @click.pass_obj
-def fit(app: App, data_path: str, priors: tuple[str, ...], wait: bool, timeout: float | None,
+def fit(app: App, /, data_path: str, priors: tuple[str, ...], wait: bool, timeout: float | None,
         as_json: bool, then_predict: int | None, settings: tuple[str, ...],
         **options: Any) -> None:  # fmt: skip
     """Fit a model: a built-in one by SVI (linreg on a CSV file and a formula; the library's
@@ -266,8 +266,8 @@ def _model_request(
 @TIMEOUT
 @AS_JSON
 @click.pass_obj
-def predict(app: App, data_path: str | None, wait: bool, timeout: float | None, as_json: bool,
-            **options: Any) -> None:  # fmt: skip
+def predict(app: App, /, data_path: str | None, wait: bool, timeout: float | None,
+            as_json: bool, **options: Any) -> None:  # fmt: skip
     """Draw from the posterior predictive of a fit, for its own rows or new ones.
 
     A fit that is still queued or running is waited for: the predict job starts when the fit
@@ -303,7 +303,7 @@ def _report(app: App, created: list[Any], wait: bool, timeout: float | None, as_
     for job in created:
         finals.append(wait_for_job(app, job.id, timeout, quiet=as_json))
     if as_json and len(finals) > 1:
-        from kiln.cli.render import job_to_dict
+        from kiln.render import job_to_dict
 
         with app.sessions() as session:
             from db.claims import attempts_of

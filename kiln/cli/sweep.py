@@ -9,10 +9,10 @@ from typing import Any
 import click
 
 from kiln.catalog import ELBOS, GUIDES, MODELS, OPTIMS, QUEUES
-from kiln.cli import JOB_FAILED, OK, UNAVAILABLE, App, jobs
-from kiln.cli.render import FORMAT, emit_rows
+from kiln.cli.app import JOB_FAILED, OK, UNAVAILABLE, App, jobs
 from kiln.cli.submit import AS_JSON, TIMEOUT, WAIT, submit
 from kiln.errors import SpecError
+from kiln.render import FORMAT, emit_rows
 
 LINE_EVERY_S = 5.0
 
@@ -92,7 +92,7 @@ def _split_top(text: str) -> list[str]:
 @TIMEOUT
 @AS_JSON
 @click.pass_obj
-def sweep(app: App, data_path: str, grid: tuple[str, ...], priors: tuple[str, ...],
+def sweep(app: App, /, data_path: str, grid: tuple[str, ...], priors: tuple[str, ...],
           seeds: int, bootstrap: int | None, group_by: str | None, vectorize: str,
           batch_size: int | None, seed: int | None, wait: bool, timeout: float | None,
           as_json: bool, **options: Any) -> None:  # fmt: skip

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from kiln.cli import UNAVAILABLE, App, jobs
+from kiln.cli.app import UNAVAILABLE, App, jobs
 
 NO_WORKER_AFTER_S = 3.0
 LINE_EVERY_S = 5.0

@@ -28,7 +28,7 @@ def get_card(name: str) -> ModelCard:
         ) from None
 
 
-def parse_options(card: ModelCard, pairs: Mapping[str, str] | list[str]) -> dict[str, Any]:
+def parse_options(card: ModelCard, pairs: Mapping[str, object] | list[str]) -> dict[str, Any]:
     """`--set key=value` strings (or a mapping from a spec) -> the card's defaults, updated and
     typed; an unknown key or a value of the wrong type is a SpecError naming it."""
     given: dict[str, Any] = {}

@@ -69,6 +69,8 @@ def check_predict(spec: PredictOptions, upload: Upload, ctx: CheckContext) -> Ch
             columns = [str(c) for c in frame.columns]
             dataset = NewDataset(content, name, "csv", columns, len(frame))
     else:
+        # PREDICT_KIND above has taken only fit kinds: what is left is a user fit.
+        assert isinstance(fit_spec, UserSviFitSpec | UserMcmcFitSpec)
         rows, dataset = _user_data(fit_spec, upload, source, fit_data.num_rows if fit_data else 1)
     ctx.limits.check_predict_size(own.num_samples, rows)
     return Checked(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from kiln.errors import SpecError
 from kiln.jobinfo import McmcInfo, SviInfo
 from kiln.specs import UserMcmcFitSpec, UserSviFitSpec
@@ -17,7 +19,7 @@ from scheduler.kinds.base import (
 from scheduler.usermodel import check_data_names, check_source
 
 
-def data_rows(data: dict[str, object]) -> int:
+def data_rows(data: Mapping[str, object]) -> int:
     """The length of the longest list in the data (a CSV's row count)."""
     return max((len(v) for v in data.values() if isinstance(v, list)), default=1)
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
 
 from db.jobs import create_job
 from db.models import Job, JobStatus, Loss
@@ -35,7 +38,7 @@ def fit_record(job_id: str, rng: np.random.Generator) -> FitRecord:
         sites=[summarize_draws(s, d) for s, d in draws.items()],
         draws=draws,
         guide_params={
-            "AutoNormal.locs.a": np.float32(rng.normal()).reshape(()),
+            "AutoNormal.locs.a": np.asarray(rng.normal(), dtype=np.float32),  # shape ()
             "AutoNormal.scales.b": rng.random(3).astype(np.float32),
         },  # fmt: skip
         state=rng.bytes(64),
@@ -44,21 +47,29 @@ def fit_record(job_id: str, rng: np.random.Generator) -> FitRecord:
     )
 
 
-def add_jobs(session, *ids: str, **fields) -> None:  # type: ignore[no-untyped-def]
+def add_jobs(session: Session, *ids: str, **fields: Any) -> None:
     for job_id in ids:
         create_job(session, id=job_id, kind="fit", spec={}, model="linreg", queue="cpu",
                    total_steps=50, **fields)  # fmt: skip
 
 
-def stored(sessions, job_id: str) -> dict:  # type: ignore[no-untyped-def, type-arg]
+def present(array: np.ndarray | None) -> np.ndarray:
+    """The array, which must be there."""
+    assert array is not None
+    return array
+
+
+def stored(sessions: sessionmaker[Session], job_id: str) -> dict[str, Any]:
     """Everything read back for a fit, by the readers the CLI uses."""
     with sessions() as session:
         state = get_fitted_state(session, job_id)
+        assert state is not None
         return {
             "params": [(p.site, p.shape, [np.asarray(getattr(p, k)).tolist() for k in STATS])
                        for p in get_params(session, job_id)],
             "draws": {s: (d.dtype.str, d.tolist()) for s, d in get_draws(session, job_id).items()},
-            "summaries": [(x.site, x.kind, x.num_samples, x.shape, x.dtype, x.stats.tolist())
+            "summaries": [(x.site, x.kind, x.num_samples, x.shape, x.dtype,
+                           present(x.stats).tolist())
                           for x in get_sample_summaries(session, job_id)],
             "guide": {n: (v.dtype.str, v.shape, v.tolist())
                       for n, v in get_guide_params(session, job_id).items()},

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 from sqlalchemy import update
+from sqlalchemy.orm import Session, sessionmaker
 
 from db.claims import claim_job
-from db.finish import finish_job, release_dependants
+from db.finish import Released, finish_job, release_dependants
 from db.jobs import create_job, get_job, request_cancel
 from db.models import Job, JobStatus
 from tests.conftest import EACH_DATABASE
@@ -14,7 +15,7 @@ from tests.conftest import EACH_DATABASE
 pytestmark = EACH_DATABASE
 
 
-def make_pair(sessions, fit_status: str = "queued") -> tuple[str, str]:  # type: ignore[no-untyped-def]
+def make_pair(sessions: sessionmaker[Session], fit_status: str = "queued") -> tuple[str, str]:
     with sessions() as session:
         create_job(session, id="fit00001", kind="fit", spec={}, model="linreg", queue="cpu",
                    total_steps=10)  # fmt: skip
@@ -24,7 +25,9 @@ def make_pair(sessions, fit_status: str = "queued") -> tuple[str, str]:  # type:
     return "fit00001", "pred0001"
 
 
-def run_to_end(sessions, job_id: str, status: JobStatus, error: str | None = None):  # type: ignore[no-untyped-def]
+def run_to_end(
+    sessions: sessionmaker[Session], job_id: str, status: JobStatus, error: str | None = None
+) -> list[Released]:
     with sessions() as session:
         attempt = claim_job(session, job_id, worker="w", host="h", pid=1, device="cpu", lease_s=60)
         assert attempt == 1

@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pytest
 from sqlalchemy import event, update
+from sqlalchemy.orm import Session, sessionmaker
 
 from db.claims import attempts_of, claim_job, record_progress
 from db.finish import finish_job
@@ -18,7 +19,9 @@ pytestmark = EACH_DATABASE
 FINAL_INFO = {"final_loss": 1.25, "device": "cpu", "timings": {"fit_s": 3.5}}
 
 
-def running_job(sessions, job_id: str = "job00001", worker: str = "w1") -> None:  # type: ignore[no-untyped-def]
+def running_job(
+    sessions: sessionmaker[Session], job_id: str = "job00001", worker: str = "w1"
+) -> None:
     with sessions() as session:
         create_job(session, id=job_id, kind="fit", spec={}, model="linreg", queue="cpu",
                    total_steps=10)  # fmt: skip

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
 
 from db.claims import attempts_of, claim_job, record_progress, renew_lease
 from db.jobs import create_job, get_job
@@ -15,25 +18,27 @@ from db.workers import idle_gpu_workers, register_worker
 from kiln.specs import parse_spec
 from scheduler.reaper import Reaper
 from scheduler.routing import route
-from tests.conftest import EACH_DATABASE
+from tests.conftest import EACH_DATABASE, Stack
 
 pytestmark = EACH_DATABASE
 
 
-def add_job(sessions, job_id: str, max_attempts: int = 3, **fields) -> None:  # type: ignore[no-untyped-def]
+def add_job(
+    sessions: sessionmaker[Session], job_id: str, max_attempts: int = 3, **fields: Any
+) -> None:
     with sessions() as session:
         create_job(session, id=job_id, kind="fit", spec={}, model="linreg", queue="cpu",
                    total_steps=100, max_attempts=max_attempts, **fields)  # fmt: skip
         session.commit()
 
 
-def claim(sessions, job_id: str, worker: str = "w1") -> int | None:  # type: ignore[no-untyped-def]
+def claim(sessions: sessionmaker[Session], job_id: str, worker: str = "w1") -> int | None:
     with sessions() as session:
         return claim_job(session, job_id, worker=worker, host="h", pid=1, device="cpu",
                          lease_s=60)  # fmt: skip
 
 
-def expire(sessions, job_id: str) -> None:  # type: ignore[no-untyped-def]
+def expire(sessions: sessionmaker[Session], job_id: str) -> None:
     with sessions() as session:
         session.execute(update(Job).where(Job.id == job_id)
                         .values(lease_expires_at=utcnow() - timedelta(seconds=1)))  # fmt: skip
@@ -52,6 +57,7 @@ def test_an_expired_lease_is_requeued_and_its_attempt_closed_as_lost(stack) -> N
     with sessions() as session:
         job = get_job(session, "job00001")
         assert (job.status, job.worker, job.lease_expires_at) == ("queued", None, None)
+        assert job.error is not None
         assert "w1 stopped renewing its lease" in job.error
         assert [(a.outcome, a.ended_at is not None) for a in attempts_of(session, job.id)] == [
             ("lost", True)
@@ -75,7 +81,8 @@ def test_a_job_that_keeps_losing_its_worker_fails_after_its_attempts(stack) -> N
     assert reaped.failed == ["job00001"] and reaped.requeued == []
     with sessions() as session:
         job = get_job(session, "job00001")
-        assert job.status == "failed" and job.error.startswith("gave up after 2 attempts")
+        assert job.status == "failed" and job.error is not None
+        assert job.error.startswith("gave up after 2 attempts")
         assert [(a.worker, a.outcome) for a in attempts_of(session, job.id)] == [
             ("w1", "lost"), ("w2", "lost")
         ]  # fmt: skip
@@ -132,7 +139,7 @@ def test_queued_jobs_missing_from_the_broker_are_resent_once_stale(stack) -> Non
     assert report.resent == ["job00001"] and [m[0] for m in sent] == ["job00001"]
     assert reaper.run_once().resent == []  # its clock restarted: not sent again at once
 
-    def broker_down(queues):  # type: ignore[no-untyped-def]
+    def broker_down(queues: Iterable[str]) -> set[str]:
         raise ConnectionError("Error 111 connecting to 127.0.0.1:6379")
 
     with sessions() as session:
@@ -161,7 +168,9 @@ def test_device_auto_goes_to_an_idle_gpu_worker_only(stack) -> None:
 
 
 @pytest.mark.parametrize("failures", [2])
-def test_the_sink_keeps_steps_while_the_database_does_not_answer(stack, failures) -> None:
+def test_the_sink_keeps_steps_while_the_database_does_not_answer(
+    stack: Stack, failures: int
+) -> None:
     from sqlalchemy.exc import OperationalError
 
     from inference.events import Finished, Started, Step
@@ -173,7 +182,7 @@ def test_the_sink_keeps_steps_while_the_database_does_not_answer(stack, failures
     claim(sessions, "job00001")
     calls = {"n": 0}
 
-    def flaky():  # type: ignore[no-untyped-def]
+    def flaky() -> Session:
         calls["n"] += 1
         if 2 <= calls["n"] <= 1 + failures:
             raise OperationalError("SELECT 1", {}, Exception("server closed the connection"))
@@ -191,7 +200,7 @@ def test_the_sink_keeps_steps_while_the_database_does_not_answer(stack, failures
         )
         assert get_job(session, "job00001").step == 10
 
-    def down():  # type: ignore[no-untyped-def]
+    def down() -> Session:
         raise OperationalError("SELECT 1", {}, Exception("connection refused"))
 
     from kiln.errors import InfraError

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
 
-from tests.conftest import EMBEDDED_AND_FLEET, RUGGED, RUGGED_FORMULA, run_cli
+from tests.conftest import EMBEDDED_AND_FLEET, RUGGED, RUGGED_FORMULA, Stack, run_cli
+
+if TYPE_CHECKING:
+    from arviz import InferenceData
 
 
-def submit(stack, *args: str):  # type: ignore[no-untyped-def]
+def submit(stack: Stack, *args: str) -> tuple[Any, subprocess.CompletedProcess[str]]:
     out = run_cli("submit", *args, "--json", env=stack.env)
     assert out.returncode in (0, 1), out.stderr
     return json.loads(out.stdout), out
@@ -21,12 +27,13 @@ def fit_args(*extra: str) -> list[str]:
     return ["fit", "--model", "linreg", "--data", str(RUGGED), "--formula", RUGGED_FORMULA, *extra]
 
 
-def open_netcdf(path):  # type: ignore[no-untyped-def]
+def open_netcdf(path: Path) -> InferenceData:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         import arviz
 
-    return arviz.from_netcdf(str(path))
+    idata: InferenceData = arviz.from_netcdf(str(path))
+    return idata
 
 
 def test_fit_then_predict_800_covers_90_percent_and_exports(stack, start_worker, tmp_path) -> None:
@@ -64,19 +71,19 @@ def test_fit_then_predict_800_covers_90_percent_and_exports(stack, start_worker,
         assert group in idata.groups(), idata.groups()
     params = json.loads(run_cli("params", predict["id"], "--format", "json", env=stack.env).stdout)
     for row in params:
-        assert float(idata.posterior[row["site"]].mean()) == pytest.approx(row["mean"], abs=1e-6)
+        assert float(idata["posterior"][row["site"]].mean()) == pytest.approx(row["mean"], abs=1e-6)
     fit_params = json.loads(run_cli("params", fit["id"], "--format", "json", env=stack.env).stdout)
     for a, b in zip(params, fit_params, strict=True):
         assert a["site"] == b["site"] and abs(a["mean"] - b["mean"]) < 0.05
-    assert idata.posterior_predictive["obs"].shape == (1, 800, 170)
-    assert np.allclose(idata.posterior_predictive["obs"].values[0], draws, atol=1e-6)
-    observed = idata.observed_data["obs"].values
+    assert idata["posterior_predictive"]["obs"].shape == (1, 800, 170)
+    assert np.allclose(idata["posterior_predictive"]["obs"].values[0], draws, atol=1e-6)
+    observed = idata["observed_data"]["obs"].values
     inside = (observed >= np.quantile(draws, 0.05, axis=0)) & (
         observed <= np.quantile(draws, 0.95, axis=0)
     )
     assert inside.mean() == pytest.approx(info["coverage_90"])
-    assert idata.loss["loss"].shape == (1000,)
-    assert idata.posterior.attrs["kiln_fit_id"] == fit["id"]
+    assert idata["loss"]["loss"].shape == (1000,)
+    assert idata["posterior"].attrs["kiln_fit_id"] == fit["id"]
 
     # The tutorial's figure, from stored draws only.
     png = tmp_path / "predictive.png"
@@ -129,6 +136,6 @@ def test_out_of_sample_rows_and_seeded_repeat(stack, start_worker, tmp_path) -> 
     assert run_cli("export", runs[0]["id"], "-o", str(path), env=stack.env).returncode == 0
     idata = open_netcdf(path)
     assert "predictions" in idata.groups() and "posterior_predictive" not in idata.groups()
-    assert list(idata.predictions["row"].values) == [0, 1, 2]
+    assert list(idata["predictions"]["row"].values) == [0, 1, 2]
     png = tmp_path / "new.png"
     assert run_cli("plot", runs[0]["id"], "-o", str(png), env=stack.env).returncode == 0

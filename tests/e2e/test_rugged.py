@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import time
+from typing import Any
 
 import pytest
 import torch
 
-from tests.conftest import EMBEDDED_AND_FLEET, RUGGED, RUGGED_FORMULA, run_cli
+from tests.conftest import EMBEDDED_AND_FLEET, RUGGED, RUGGED_FORMULA, Stack, run_cli
 
 # Worker-process tests run on the embedded defaults and a fleet (PostgreSQL + Redis); the mixed
 # pairs are covered by the in-process submission tests (tests/scheduler/test_bad_input.py).
@@ -17,7 +19,7 @@ pytestmark = EMBEDDED_AND_FLEET
 TUTORIAL = {"Intercept": 9.17, "cont_africa": -1.85, "rugged": -0.19, "cont_africa:rugged": 0.36}
 
 
-def submit_rugged(stack, *extra: str, wait: bool = True):  # type: ignore[no-untyped-def]
+def submit_rugged(stack: Stack, *extra: str, wait: bool = True) -> subprocess.CompletedProcess[str]:
     args = ["submit", "fit", "--model", "linreg", "--data", str(RUGGED),
             "--formula", RUGGED_FORMULA, "--json", *extra]  # fmt: skip
     if wait:
@@ -78,7 +80,10 @@ def test_same_seed_gives_the_same_fit(stack, start_worker) -> None:
     start_worker("w1")
     first = json.loads(submit_rugged(stack, "--steps", "100", "--seed", "7").stdout)
     second = json.loads(submit_rugged(stack, "--steps", "100", "--seed", "7").stdout)
-    get = lambda j: run_cli("losses", j["id"], "--format", "json", env=stack.env).stdout  # noqa: E731
+
+    def get(job: dict[str, Any]) -> str:
+        return run_cli("losses", job["id"], "--format", "json", env=stack.env).stdout
+
     a, b = json.loads(get(first)), json.loads(get(second))
     assert [r["step"] for r in a] == [r["step"] for r in b] == list(range(100))
     # Equal up to float noise: TorchScript optimises a traced ELBO differently on later runs.

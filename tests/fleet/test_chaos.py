@@ -9,11 +9,15 @@ import subprocess
 import time
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.conftest import FAST_FLEET, RUGGED, RUGGED_FORMULA, Stack, WorkerProcess
 from tests.fleet.helpers import until
+
+if TYPE_CHECKING:
+    import redis
 
 
 class RedisProcess:
@@ -47,7 +51,7 @@ class RedisProcess:
             self.proc.wait()
 
 
-def _pings(client) -> bool:  # type: ignore[no-untyped-def]
+def _pings(client: redis.Redis) -> bool:
     try:
         return bool(client.ping())
     except Exception:
@@ -95,8 +99,11 @@ def chaos_run(tmp_path: Path, db_url: str, jobs: int, steps: int) -> dict[str, i
             return sum(counts[s] for s in ("succeeded", "failed", "cancelled"))
 
         for fraction, action in ((0.15, "kill w1"), (0.4, "restart redis"), (0.65, "kill w1")):
-            until(f"{fraction:.0%} of the jobs done", lambda f=fraction: done() >= f * jobs,
-                  timeout=600, every=0.2)  # fmt: skip
+
+            def reached(f: float = fraction) -> bool:
+                return done() >= f * jobs
+
+            until(f"{fraction:.0%} of the jobs done", reached, timeout=600, every=0.2)
             if action == "kill w1":
                 until("w1 in the middle of a fit", lambda: _counts(stack)[1] > 0, timeout=120,
                       every=0.02)  # fmt: skip
@@ -132,7 +139,8 @@ def chaos_run(tmp_path: Path, db_url: str, jobs: int, steps: int) -> dict[str, i
         distinct_steps = session.scalar(
             select(func.count()).select_from(select(Loss.job_id, Loss.step).distinct().subquery())
         )
-    stack.engine.dispose()  # type: ignore[attr-defined]
+    assert stack.engine is not None  # stack.sessions() made it
+    stack.engine.dispose()
     report = {
         "jobs": jobs,
         "succeeded": status["succeeded"],

@@ -7,11 +7,11 @@ from __future__ import annotations
 import json
 import time
 
-from tests.conftest import FAST_FLEET, FLEET_AND_SLOW_EMBEDDED, run_cli
+from tests.conftest import FAST_FLEET, FLEET_AND_SLOW_EMBEDDED, Stack, run_cli
 from tests.fleet.helpers import job_row, submit_fit, until
 
 
-def restore_visible(stack) -> None:  # type: ignore[no-untyped-def]
+def restore_visible(stack: Stack) -> None:
     """What kombu in an idle worker does every unacked_restore_interval x throttle (100 s by
     default): put messages unacked for longer than visibility_timeout back in their queue."""
     from worker.app import make_app

@@ -7,11 +7,11 @@ import json
 
 import numpy as np
 
-from tests.conftest import FAST_FLEET, FLEET_AND_SLOW_EMBEDDED, run_cli
+from tests.conftest import FAST_FLEET, FLEET_AND_SLOW_EMBEDDED, Stack, run_cli
 from tests.fleet.helpers import job_row, submit_fit, until
 
 
-def guide_params(stack, job_id: str) -> dict[str, np.ndarray]:  # type: ignore[no-untyped-def]
+def guide_params(stack: Stack, job_id: str) -> dict[str, np.ndarray]:
     from sqlalchemy import select
 
     from db.codec import decode_array

@@ -17,7 +17,7 @@ import pytest
 import torch
 from pyro.ops.stats import split_gelman_rubin
 
-from inference.events import ChainProgress, McmcFinished, McmcStarted
+from inference.events import ChainProgress, Event, McmcFinished, McmcStarted
 from inference.mcmc import HMC_STATS, STATS, run_mcmc
 from kiln.errors import DataError, ModelError, SpecError
 
@@ -32,6 +32,11 @@ SCHOOLS_DATA = json.loads((EXAMPLES / "eight_schools.json").read_text())
 
 def source(text: str) -> str:
     return textwrap.dedent(text).lstrip("\n")
+
+
+def mcmc_started(event: Event) -> McmcStarted:
+    assert isinstance(event, McmcStarted)
+    return event
 
 
 def finished(events: list[Any]) -> McmcFinished:
@@ -219,7 +224,7 @@ def test_model_raising_in_a_chain_gives_model_error_with_the_users_line() -> Non
     data = {"sigma": [1.0, 2.0], "y": [0.5, -0.3]}
     events = run_mcmc(FAILS_LATER, "later.py", "model", data, method="nuts", warmup=200,
                       samples=200, chains=1, seed=0, jit=False)  # fmt: skip
-    assert next(events).parallel == "processes"
+    assert mcmc_started(next(events)).parallel == "processes"
     with pytest.raises(ModelError) as caught:
         list(events)
     assert str(caught.value) == (
@@ -272,6 +277,7 @@ def test_closing_the_generator_mid_run_leaves_no_child_process() -> None:
     events.close()
     assert multiprocessing.active_children() == []
     for pid in pids:
+        assert pid is not None  # a started process has one
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)  # gone, and reaped
 
@@ -291,7 +297,7 @@ def _run_in_a_daemon(results: Any) -> None:
     events = list(run_mcmc(SCHOOLS, "eight_schools.py", "model", SCHOOLS_DATA, method="nuts",
                            warmup=10, samples=10, chains=2, seed=0, jit=False,
                            processes=True))  # fmt: skip
-    results.put((events[0].parallel, finished(events).draws["mu"].shape))
+    results.put((mcmc_started(events[0]).parallel, finished(events).draws["mu"].shape))
 
 
 def test_a_daemonic_process_like_a_celery_child_runs_chains_in_a_thread() -> None:

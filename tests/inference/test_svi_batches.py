@@ -3,16 +3,21 @@ and a resume in the middle of an epoch that replays the batches the uninterrupte
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import pyro
 import pyro.distributions as dist
 import torch
+from numpy.typing import NDArray
 from pyro.infer.autoguide import AutoNormal
 
-from inference.events import Checkpoint, Metric, Step
+from inference.events import Checkpoint, Event, Metric, Step
 from inference.state import param_values
 from inference.svi import run_svi
 
 N, BATCH = 200, 50
+Batch = tuple[tuple[Any, ...], dict[str, Any]]  # (args, kwargs) of one step
 
 
 def data() -> torch.Tensor:
@@ -26,10 +31,10 @@ def model(x: torch.Tensor, idx: torch.Tensor) -> None:
         pyro.sample("obs", dist.Normal(loc, scale), obs=x[idx])
 
 
-def batches(seed: int):  # type: ignore[no-untyped-def]
+def batches(seed: int) -> Callable[[int], Batch]:
     x = data()
 
-    def batch(step: int) -> tuple[tuple, dict]:  # type: ignore[type-arg]
+    def batch(step: int) -> Batch:
         epoch, position = divmod(step, N // BATCH)
         order = torch.randperm(N, generator=torch.Generator().manual_seed(seed * 1000 + epoch))
         return (), {"x": x, "idx": order[position * BATCH : (position + 1) * BATCH]}
@@ -37,7 +42,9 @@ def batches(seed: int):  # type: ignore[no-untyped-def]
     return batch
 
 
-def fit(steps: int, resume: bytes | None = None, every: int = 0) -> tuple[list, dict]:  # type: ignore[type-arg]
+def fit(
+    steps: int, resume: bytes | None = None, every: int = 0
+) -> tuple[list[Event], dict[str, NDArray[Any]]]:
     pyro.clear_param_store()
     pyro.set_rng_seed(0)
     guide = AutoNormal(model)

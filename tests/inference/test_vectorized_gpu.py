@@ -31,12 +31,15 @@ def test_a_batch_on_the_gpu_fits_what_the_cpu_fits() -> None:
     }  # fmt: skip
     cpu, gpu = runs["cpu"], runs["cuda"]
     assert [m.status for m in gpu.members] == ["ok"] * (members - 1) + ["failed"]
-    assert gpu.members[-1].reason.startswith(f"member {members - 1}:")
+    reason = gpu.members[-1].reason
+    assert reason is not None and reason.startswith(f"member {members - 1}:")
     for k in range(members - 1):
         for site in cpu.sites:
             ours, theirs = gpu.members[k].params[site]["mean"], cpu.members[k].params[site]["mean"]
             assert abs(ours - theirs) < 0.05, (k, site, ours, theirs)
-    load_state(gpu.members[0].state, map_location="cpu")  # as a predict job on a CPU worker
+    state = gpu.members[0].state
+    assert state is not None
+    load_state(state, map_location="cpu")  # as a predict job on a CPU worker
     store = pyro.get_param_store()
     assert sorted(store.keys()) == sorted(gpu.members[0].guide_params)
     assert all(store[n].device.type == "cpu" and store[n].dim() == 0 for n in store.keys())

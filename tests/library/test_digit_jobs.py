@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import run_cli
-from tests.library.test_forecast_hmm_jobs import EMBEDDED, cli_json, submit
+from tests.conftest import cli_json, run_cli
+from tests.library.test_forecast_hmm_jobs import EMBEDDED, submit
 
 pytestmark = EMBEDDED
 
@@ -31,7 +31,9 @@ def test_bnn_classifier_on_digits_reaches_90_percent(stack, start_worker, tmp_pa
 
 
 @pytest.mark.slow
-def test_vae_test_elbo_improves_and_reconstructions_are_stored(stack, start_worker, tmp_path):  # type: ignore[no-untyped-def]
+def test_vae_test_elbo_improves_and_reconstructions_are_stored(
+    stack, start_worker, tmp_path
+) -> None:
     start_worker("w1")
     done, (fit, predict) = submit(stack, "--model", "vae", "--data", "digits", "--seed", "1",
                                   "--set", "epochs=30", "--set", "likelihood=continuous_bernoulli",

@@ -4,11 +4,14 @@ epoch, a waiting predict job, stored draws and metrics, the figure."""
 from __future__ import annotations
 
 import json
+import subprocess
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
-from tests.conftest import EMBEDDED_AND_FLEET, SHARED, cli_json, run_cli
+from tests.conftest import EMBEDDED_AND_FLEET, SHARED, Stack, cli_json, run_cli
 
 ETH = SHARED / "ethusd_tweets.csv"
 EMBEDDED = pytest.mark.parametrize(
@@ -16,7 +19,9 @@ EMBEDDED = pytest.mark.parametrize(
 )
 
 
-def submit(stack, *args: str, timeout: int = 300):  # type: ignore[no-untyped-def]
+def submit(
+    stack: Stack, *args: str, timeout: int = 300
+) -> tuple[subprocess.CompletedProcess[str], Any]:
     done = run_cli("submit", "fit", *args, "--json", "--wait", "--timeout", str(timeout),
                    env=stack.env, timeout=timeout + 60)  # fmt: skip
     assert done.stdout.strip(), done.stderr
@@ -68,7 +73,7 @@ def test_forecast_bnn_and_the_metrics_figure(stack, start_worker, tmp_path) -> N
                    env=stack.env).returncode == 0  # fmt: skip
 
 
-def simulated_hmm_csv(path, seed: int = 0) -> None:  # type: ignore[no-untyped-def]
+def simulated_hmm_csv(path: Path, seed: int = 0) -> None:
     rng = np.random.default_rng(seed)
     transition = np.array([[0.95, 0.05], [0.1, 0.9]])
     means, sds = np.array([-1.5, 2.0]), np.array([0.5, 0.8])

@@ -5,22 +5,23 @@ parameters equal an uninterrupted fit's with the same seed."""
 from __future__ import annotations
 
 import json
+from typing import cast
 
 import numpy as np
 import pytest
 
-from tests.conftest import FAST_FLEET, run_cli
+from tests.conftest import FAST_FLEET, Stack, run_cli
 from tests.fleet.helpers import job_row, until
 from tests.fleet.test_resume import guide_params
 from tests.library.test_forecast_hmm_jobs import EMBEDDED, ETH
 
 
-def submit(stack) -> str:  # type: ignore[no-untyped-def]
+def submit(stack: Stack) -> str:
     done = run_cli("submit", "fit", "--model", "forecast-linreg", "--data", str(ETH), "--seed",
                    "5", "--set", "epochs=300", "--checkpoint-every", "200", "--json",
                    env=stack.env)  # fmt: skip
     assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)["id"]
+    return cast(str, json.loads(done.stdout)["id"])
 
 
 @pytest.mark.slow

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 from sqlalchemy import func, select, update
 
 from db.models import Dataset, Job
@@ -12,13 +15,13 @@ from kiln.specs import parse_spec
 from scheduler.kinds import Upload
 from scheduler.limits import Limits
 from scheduler.submit import submit_job
-from tests.conftest import EMBEDDED_AND_FLEET, RUGGED, RUGGED_FORMULA
+from tests.conftest import EMBEDDED_AND_FLEET, RUGGED, RUGGED_FORMULA, Stack
 from tests.scheduler.test_bad_input import queued_messages
 
 pytestmark = EMBEDDED_AND_FLEET
 
 
-def stored_fit(stack, status: str = "succeeded") -> str:  # type: ignore[no-untyped-def]
+def stored_fit(stack: Stack, status: str = "succeeded") -> str:
     """A fit job row in `status`, made without a broker (the message is dropped)."""
     spec = parse_spec({"model": "linreg", "formula": RUGGED_FORMULA, "steps": 10, "seed": 0})
     (job,) = submit_job(
@@ -31,7 +34,7 @@ def stored_fit(stack, status: str = "succeeded") -> str:  # type: ignore[no-unty
     return job.id
 
 
-def counts(stack) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+def counts(stack: Stack) -> tuple[int, int]:
     with stack.sessions()() as session:
         return (
             session.scalar(select(func.count()).select_from(Job)) or 0,
@@ -39,13 +42,13 @@ def counts(stack) -> tuple[int, int]:  # type: ignore[no-untyped-def]
         )
 
 
-def invoke(*args: str):  # type: ignore[no-untyped-def]
+def invoke(*args: str) -> Result:
     return CliRunner().invoke(get_cli(), ["submit", "predict", *args, "--json"])
 
 
 @pytest.fixture
-def new_rows(tmp_path):  # type: ignore[no-untyped-def]
-    def write(text: str):  # type: ignore[no-untyped-def]
+def new_rows(tmp_path: Path) -> Callable[[str], str]:
+    def write(text: str) -> str:
         path = tmp_path / "new.csv"
         path.write_text(text)
         return str(path)

@@ -71,7 +71,7 @@ def test_a_sweep_the_broker_refuses_leaves_nothing(stack, monkeypatch) -> None:
     base = {"model": "linreg", "formula": RUGGED_FORMULA}
     grid = {"guide": ["AutoNormal", "AutoMultivariateNormal"]}
     spec = parse_sweep_spec({"kind": "sweep", "seeds": 4, "grid": grid, "base": base})
-    sent = []
+    sent: list[str] = []
 
     def send(job_id: str, queue: str, priority: int) -> None:
         if len(sent) == 2:

@@ -5,6 +5,8 @@ killed."""
 from __future__ import annotations
 
 import json
+import subprocess
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,6 +16,7 @@ from tests.conftest import (
     FLEET_AND_SLOW_EMBEDDED,
     RUGGED,
     RUGGED_FORMULA,
+    Stack,
     cli_json,
     run_cli,
 )
@@ -24,7 +27,9 @@ EMBEDDED = pytest.mark.parametrize(
 )
 
 
-def submit_sweep(stack, *args: str, timeout: int = 300):  # type: ignore[no-untyped-def]
+def submit_sweep(
+    stack: Stack, *args: str, timeout: int = 300
+) -> tuple[subprocess.CompletedProcess[str], Any]:
     done = run_cli("submit", "sweep", "--model", "linreg", "--data", str(RUGGED), *args,
                    "--json", "--wait", "--timeout", str(timeout), env=stack.env,
                    timeout=timeout + 60)  # fmt: skip
@@ -32,7 +37,7 @@ def submit_sweep(stack, *args: str, timeout: int = 300):  # type: ignore[no-unty
     return done, json.loads(done.stdout)
 
 
-def posterior_means(sweep: dict) -> dict[int, dict[str, float]]:
+def posterior_means(sweep: dict[str, Any]) -> dict[int, dict[str, float]]:
     return {m["index"]: m["params"] for m in sweep["members"]}
 
 
@@ -122,7 +127,7 @@ def test_vectorised_members_equal_the_same_members_fitted_alone(stack, start_wor
 @pytest.mark.redis
 @pytest.mark.parametrize(("db_url", "broker_url"), [("postgres", "redis")], indirect=True)
 def test_a_batch_whose_worker_is_killed_runs_again_and_stores_each_member_once(
-    stack, start_worker
+    stack: Stack, start_worker
 ) -> None:
     from sqlalchemy import func, select
 
@@ -137,9 +142,11 @@ def test_a_batch_whose_worker_is_killed_runs_again_and_stores_each_member_once(
     sweep = json.loads(submitted.stdout)
     (batch,) = sweep["batches"]
 
-    def batch_row():  # type: ignore[no-untyped-def]
+    def batch_row() -> Job:
         with stack.sessions()() as session:
-            return session.get(Job, batch)
+            job = session.get(Job, batch)
+            assert job is not None
+            return job
 
     until("batch at step 200", lambda: batch_row().step >= 200, timeout=120, every=0.05)
     first.kill()

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any, cast
+
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
-from inference.vectorized import _Adam
+from inference.vector_loss import _Adam
 from kiln.errors import DataError, SpecError
-from kiln.specs import parse_sweep_spec
+from kiln.specs import NormalPrior, Prior, SweepSpec, UniformPrior, parse_sweep_spec
 from kiln.tables import build_design, group_values, member_design, read_csv_bytes
 from scheduler.limits import Limits
 from scheduler.sweep import batch_size, expand, plan
@@ -18,14 +22,29 @@ LIMITS = Limits(max_steps=10**6, max_attempts=3, max_predict_samples=10**5,
                 max_predict_values=10**7)  # fmt: skip
 
 
-def sweep(base_priors=None, **fields):  # type: ignore[no-untyped-def]
+def sweep(base_priors: dict[str, Any] | None = None, **fields: Any) -> SweepSpec:
     base = {"model": "linreg", "formula": RUGGED_FORMULA, "steps": 100,
             "priors": base_priors or {}}  # fmt: skip
     return parse_sweep_spec({"kind": "sweep", "base": base, **fields})
 
 
+def normal(prior: Prior) -> NormalPrior:
+    assert isinstance(prior, NormalPrior)
+    return prior
+
+
+def uniform(prior: Prior) -> UniformPrior:
+    assert isinstance(prior, UniformPrior)
+    return prior
+
+
+def tensor_sum(terms: Iterable[torch.Tensor]) -> torch.Tensor:
+    """sum() of tensors: a tensor (there is at least one term)."""
+    return cast(torch.Tensor, sum(terms))
+
+
 @pytest.fixture(scope="module")
-def frame():  # type: ignore[no-untyped-def]
+def frame() -> pd.DataFrame:
     return read_csv_bytes(RUGGED.read_bytes(), "rugged_data.csv")
 
 
@@ -49,9 +68,9 @@ def test_a_prior_grid_packs_into_one_batch_with_each_members_priors() -> None:
     members = expand(spec, seed=0, groups=None)
     assert [m.settings["prior.rugged"] for m in members] == ["normal(0, 0.1)"] * 2 + [
         "normal(0, 10)"] * 2  # fmt: skip
-    assert members[0].spec.priors["rugged"].scale == 0.1
-    assert members[3].spec.priors["rugged"].scale == 10 and members[3].spec.lr == 0.02
-    assert all(m.spec.priors["sigma"].high == 5 for m in members)  # the base's prior kept
+    assert normal(members[0].spec.priors["rugged"]).scale == 0.1
+    assert normal(members[3].spec.priors["rugged"]).scale == 10 and members[3].spec.lr == 0.02
+    assert all(uniform(m.spec.priors["sigma"]).high == 5 for m in members)  # the base's prior kept
     packed = plan(spec, members, {None: ("Intercept", "rugged")}, size=8)
     assert packed.batches == [[0, 1, 2, 3]] and packed.single == []
 
@@ -60,7 +79,7 @@ def test_packing_keeps_apart_what_cannot_share_a_program() -> None:
     spec = sweep(grid={"lr": ["0.005", "0.01"], "guide": ["AutoNormal", "AutoMultivariateNormal"],
                        "steps": ["100", "200"]}, seeds=3)  # fmt: skip
     members = expand(spec, seed=0, groups=None)
-    terms = {None: ("Intercept", "x")}
+    terms: dict[str | None, tuple[str, ...]] = {None: ("Intercept", "x")}
     packed = plan(spec, members, terms, size=4)
     by_index = {m.index: m for m in members}
     for batch in packed.batches:
@@ -142,11 +161,16 @@ def test_per_member_adam_is_torchs_adam() -> None:
         targets = [torch.randn_like(s) for s in starts]
         for p in ours:
             p.grad = None
-        sum(((p - t) ** 2).sum() for p, t in zip(ours, targets, strict=True)).backward()
+        # Tensor.backward is unannotated in torch; torch.autograd.backward is what it calls
+        torch.autograd.backward(
+            tensor_sum(((p - t) ** 2).sum() for p, t in zip(ours, targets, strict=True))
+        )
         adam.step(adam.gradients(), alive)
         for k in range(2):
             optims[k].zero_grad()
-            sum(((p - t[k]) ** 2).sum() for p, t in zip(theirs[k], targets, strict=True)).backward()
+            torch.autograd.backward(
+                tensor_sum(((p - t[k]) ** 2).sum() for p, t in zip(theirs[k], targets, strict=True))
+            )
             optims[k].step()
     for k in range(2):
         for p, q in zip(ours, theirs[k], strict=True):

@@ -4,14 +4,15 @@ the problem (file, line, function, data name), exit code 2, no row, no message o
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 from sqlalchemy import func, select
 
 from db.models import Dataset, Job, ModelSource
 from kiln.cli import get_cli
-from tests.conftest import EACH_DATABASE
+from tests.conftest import EACH_DATABASE, Stack
 from tests.scheduler.test_bad_input import queued_messages
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -30,11 +31,11 @@ def model(J, y, sigma):
 """
 
 
-def submit(*args: str):  # type: ignore[no-untyped-def]
+def submit(*args: str) -> Result:
     return CliRunner().invoke(get_cli(), ["submit", "fit", *args, "--json"])
 
 
-def assert_nothing_written(stack) -> None:  # type: ignore[no-untyped-def]
+def assert_nothing_written(stack: Stack) -> None:
     with stack.sessions()() as session:
         for table in (Job, Dataset, ModelSource):
             assert session.scalar(select(func.count()).select_from(table)) == 0, table
@@ -147,4 +148,4 @@ def test_csv_columns_become_arrays() -> None:
 
     fmt, data = parse_user_data(b"x,n\n0.5,1\n1.5,2\n", "d.csv")
     assert fmt == "csv" and data == {"x": [0.5, 1.5], "n": [1, 2]}
-    assert isinstance(data["n"][0], int)
+    assert isinstance(cast(list[Any], data["n"])[0], int)

@@ -4,12 +4,14 @@ SVI with AutoMultivariateNormal, stored, diagnosed and exported; broken models f
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
-from tests.conftest import FLEET_AND_SLOW_EMBEDDED, run_cli
+from tests.conftest import FLEET_AND_SLOW_EMBEDDED, Stack, run_cli
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 SCHOOLS_PY = EXAMPLES / "eight_schools.py"
@@ -18,14 +20,16 @@ SCHOOLS_JSON = EXAMPLES / "eight_schools.json"
 PUBLISHED = {"mu": 4.4, "tau": 3.6}
 
 
-def submit(stack, *args: str, timeout: int = 400):  # type: ignore[no-untyped-def]
+def submit(
+    stack: Stack, *args: str, timeout: int = 400
+) -> tuple[subprocess.CompletedProcess[str], Any]:
     done = run_cli("submit", "fit", *args, "--json", "--wait", "--timeout", str(timeout),
                    env=stack.env, timeout=timeout + 60)  # fmt: skip
     return done, json.loads(done.stdout) if done.stdout.strip() else None
 
 
 @pytest.fixture
-def user_code_on(stack):  # type: ignore[no-untyped-def]
+def user_code_on(stack: Stack) -> Stack:
     """Fleets (PostgreSQL) keep user code off unless a worker is told otherwise."""
     stack.extra["KILN_ALLOW_USER_CODE"] = "true"
     return stack

@@ -70,8 +70,8 @@ def test_a_user_model_fit_predicts_its_observed_site_for_its_data(stack: Stack, 
     assert info["coverage_90"] == pytest.approx(covered(draws, SCHOOLS["y"]))
     assert info["from_job"] == fit_id and "y" in info["sites"] and "theta" in info["sites"]
     idata = kiln.inference_data(predict_id)
-    assert idata.posterior_predictive["y"].shape == (1, 400, 8)
-    np.testing.assert_array_equal(idata.observed_data["y"].values, SCHOOLS["y"])
+    assert idata["posterior_predictive"]["y"].shape == (1, 400, 8)
+    np.testing.assert_array_equal(idata["observed_data"]["y"].values, SCHOOLS["y"])
     theta = kiln.samples(predict_id, site="theta", raw=True)
     assert isinstance(theta, np.ndarray) and theta.shape == (400, 8)
 

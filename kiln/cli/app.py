@@ -1,0 +1,119 @@
+"""The `jobs` group, App (settings, sessions, output) and the named exit codes.
+
+Each command module registers its commands on `jobs` from here; kiln.cli.get_cli() imports
+those modules only when the group is built (so `jobs --help` stays fast).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import click
+
+from kiln.errors import InfraError, KilnError, NotFound, UserError
+from kiln.logs import configure_logging
+from kiln.redact import redact
+from kiln.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from kiln.client import Client
+
+OK = 0
+JOB_FAILED = 1
+BAD_INPUT = 2
+NOT_FOUND = 3
+UNAVAILABLE = 4
+INTERRUPTED = 130
+
+
+class App:
+    """What every command needs: settings, database sessions, the broker, and output."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.engine: Any = None
+
+    def close(self) -> None:
+        """Release database connections (called when the command ends)."""
+        if self.engine is not None:
+            self.engine.dispose()
+
+    @cached_property
+    def sessions(self) -> sessionmaker[Session]:
+        from kiln.connect import open_database
+
+        self.engine, sessions = open_database(self.settings)
+        return sessions
+
+    @cached_property
+    def client(self) -> Client:
+        """The Client over this command's database and broker: every flow goes through it."""
+        from kiln.client import Client
+
+        return Client.over(self.settings, self.sessions, lambda: self.celery)
+
+    @cached_property
+    def celery(self) -> Any:
+        from worker.app import make_app
+
+        return make_app(self.settings)
+
+    def emit(self, data: Any, as_json: bool = False) -> None:
+        """Data to stdout: one JSON document, or text as it is."""
+        if as_json:
+            click.echo(json.dumps(data, indent=2, default=str))
+        else:
+            click.echo(data)
+
+    def say(self, message: str) -> None:
+        """A message for people, on stderr."""
+        click.echo(message, err=True)
+
+    def abort(self, message: str, code: int) -> NoReturn:
+        _fail(message, code)
+
+
+class JobsGroup(click.Group):
+    """Turns Kiln's errors into a message on stderr and a named exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from sqlalchemy.exc import OperationalError
+
+        try:
+            return super().invoke(ctx)
+        except UserError as e:
+            _fail(str(e), BAD_INPUT)
+        except NotFound as e:
+            _fail(str(e), NOT_FOUND)
+        except (InfraError, OperationalError) as e:
+            _fail(f"unavailable: {e}", UNAVAILABLE)
+        except KilnError as e:
+            _fail(str(e), JOB_FAILED)
+        except KeyboardInterrupt:
+            _fail("interrupted", INTERRUPTED)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    click.echo(f"error: {redact(message)}", err=True)  # errors may quote a URL
+    sys.exit(code)
+
+
+@click.group(cls=JobsGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="More log output on stderr (-v, -vv).")
+@click.option("--log-json", is_flag=True, help="Log lines as JSON.")
+@click.pass_context
+def jobs(ctx: click.Context, verbose: int, log_json: bool) -> None:
+    """Kiln: submit Pyro fits to a fleet of workers and read their results.
+
+    Settings come from KILN_* environment variables: KILN_HOME (default ~/.kiln),
+    KILN_DATABASE_URL (default SQLite in KILN_HOME) and KILN_BROKER_URL (default: an
+    embedded redis-server in KILN_HOME).
+    """
+    configure_logging(verbose, log_json)
+    ctx.obj = App(get_settings())
+    ctx.call_on_close(ctx.obj.close)
