@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from db.models import TERMINAL, Dataset, Job, JobStatus, Param, Sweep, utcnow
 from kiln.errors import NotFound
+from kiln.jobinfo import BatchInfo, SviInfo
 
 
 def get_sweep(session: Session, sweep_id: str) -> Sweep:
@@ -86,9 +87,9 @@ def view_sweep(session: Session, sweep_id: str, with_members: bool = True) -> Sw
     sweep = get_sweep(session, sweep_id)
     counts = sweep_counts(session, sweep.id)
     batches = [
-        {"id": b.id, "status": b.status, "members": (b.info or {}).get("members"),
+        {"id": b.id, "status": b.status, "members": BatchInfo.model_validate(b.info or {}).members,
          "step": b.step, "total_steps": b.total_steps, "worker": b.worker,
-         "seconds": (b.info or {}).get("fit_seconds"), "error": b.error}
+         "seconds": BatchInfo.model_validate(b.info or {}).fit_seconds, "error": b.error}
         for b in session.scalars(
             select(Job).where(Job.sweep_id == sweep.id, Job.kind == "batch").order_by(Job.id)
         )
@@ -108,17 +109,17 @@ def view_sweep(session: Session, sweep_id: str, with_members: bool = True) -> Sw
             if mean is not None:
                 means.setdefault(job_id, {})[site] = mean
         for job in jobs:
-            info = job.info or {}
+            info = SviInfo.model_validate(job.info or {})  # members are linreg fits
             members.append(
                 MemberRow(
                     index=job.member if job.member is not None else -1,
                     job_id=job.id,
                     batch_id=job.batch_id,
-                    settings=info.get("sweep", {}).get("settings", {}),
+                    settings=info.sweep.settings if info.sweep else {},
                     status=job.status,
                     step=job.step,
                     total_steps=job.total_steps,
-                    final_loss=info.get("final_loss"),
+                    final_loss=info.final_loss,
                     error=job.error,
                     params=means.get(job.id, {}),
                 )  # fmt: skip

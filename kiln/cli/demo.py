@@ -41,6 +41,7 @@ def demo(app: App, data_path: str | None, guide: str, steps: int, seed: int, out
     from kiln.cli.results import exit_for, params
     from kiln.cli.watch import wait_for_job
     from kiln.export import load_results
+    from kiln.jobinfo import PredictInfo, SviInfo, info_for
     from kiln.plots import plot_predictive
 
     path = Path(data_path) if data_path else default_rugged_path()
@@ -79,19 +80,20 @@ def demo(app: App, data_path: str | None, guide: str, steps: int, seed: int, out
     ctx.invoke(params, job_id=job.id, fmt="table")
     with app.sessions() as session:
         results = load_results(session, predict.id)
-        fit_info = get_job(session, job.id).info or {}
+        fit_info = info_for("linreg_fit", get_job(session, job.id).info)
+    data = fit_info.data or {}
+    predicted = info_for("predict", results.info)
+    assert isinstance(fit_info, SviInfo) and isinstance(predicted, PredictInfo)
     losses = results.losses
     tail = [loss for _, loss in losses[-100:]]
     app.emit(
         f"fit {job.id}: {len(losses)} steps, mean loss over the last 100 steps "
-        f"{sum(tail) / max(len(tail), 1):.1f}, {fit_info.get('elbo')}, "
-        f"{fit_info.get('data', {}).get('rows_used')} rows used "
-        f"({fit_info.get('data', {}).get('rows_dropped')} dropped)"
+        f"{sum(tail) / max(len(tail), 1):.1f}, {fit_info.elbo}, "
+        f"{data.get('rows_used')} rows used ({data.get('rows_dropped')} dropped)"
     )
-    coverage = results.info.get("coverage_90")
     app.emit(
-        f"predict {predict.id}: 800 draws of obs for {results.info.get('rows')} rows;"
-        f" {coverage:.1%} of observed log GDP values inside the 90% interval"
+        f"predict {predict.id}: 800 draws of obs for {predicted.rows} rows;"
+        f" {predicted.coverage_90 or 0:.1%} of observed log GDP values inside the 90% interval"
     )
     if not {"mean", "obs"} <= set(results.row_sites) or results.X is None or results.y is None:
         app.abort(f"job {predict.id} stored no predictive draws", JOB_FAILED)

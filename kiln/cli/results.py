@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import click
 
 from kiln.cli.app import JOB_FAILED, OK, App, jobs
+from kiln.jobinfo import BatchInfo, JobInfo, McmcInfo, PredictInfo, SviInfo, info_for
 from kiln.records import STATS as STAT_KEYS
 from kiln.render import FORMAT, JSON, emit_rows, job_to_dict
 
@@ -79,54 +80,12 @@ def show_job(app: App, job_id: str, as_json: bool) -> None:
         f"finished   {doc['finished_at'] or '-'}"
         + (f" ({doc['duration_s']} s)" if doc["duration_s"] is not None else ""),
     ]
-    if job.spec.get("method", "svi") == "svi" and job.kind == "fit":
+    info = info_for(str(spec.get("kind")), job.info)
+    if job.kind == "fit" and not isinstance(info, McmcInfo):
         lines.append(
             f"final loss {job.last_loss:.6g}" if job.last_loss is not None else "final loss -"
         )
-    info = job.info or {}
-    if job.kind == "predict":
-        lines.insert(1, f"from       fit {job.depends_on}")
-        if info.get("coverage_90") is not None:
-            lines.append(
-                f"predicted  {info.get('rows')} rows x {info.get('num_samples')} draws;"
-                f" {info['coverage_90']:.1%} of {info.get('observed')} observed values inside"
-                " the 90% interval of obs"
-            )
-        elif "num_samples" in info and info.get("rows") is not None:
-            lines.append(f"predicted  {info.get('rows')} rows x {info.get('num_samples')} draws")
-        elif "num_samples" in info:
-            lines.append(f"predicted  {info['num_samples']} draws")
-    if info.get("metrics"):
-        shown = ", ".join(f"{k} {v:.4g}" for k, v in info["metrics"].items())
-        lines.append(f"metrics    {shown}" + (" (latest)" if job.kind == "fit" else ""))
-    if info.get("sweep"):
-        member = info["sweep"]
-        how = f"in vectorised batch {info['batch']}" if info.get("batch") else "on its own"
-        shown = ", ".join(f"{k}={v}" for k, v in member.get("settings", {}).items())
-        lines.append(f"sweep      {member['id']} member {member['index']} ({shown}), {how}")
-    if job.kind == "batch":
-        lines.append(f"batch      {info.get('members')} members of sweep {job.spec.get('sweep')}"
-                     + (f": {info['succeeded']} succeeded, {info['failed']} failed"
-                        if "succeeded" in info else ""))  # fmt: skip
-    data = info.get("data")
-    if data and "rows_used" in data:
-        lines.append(f"data       {data['rows_used']} rows used, {data['rows_dropped']} dropped")
-    if (job.info or {}).get("elbo"):
-        lines.append(f"inference  {job.info['elbo']} on {job.info.get('device', '?')}")
-    if info.get("method") in ("nuts", "hmc"):
-        lines.append(
-            f"inference  {info['method'].upper()} on {info.get('device', '?')},"
-            f" {info.get('chains')} chains ({info.get('parallel', '?')}),"
-            f" jit {'on' if info.get('jit') else 'off'}"
-            + (f"; {info.get('divergences')} divergences, max r_hat {info['max_r_hat']:.4f}"
-               if info.get("max_r_hat") is not None else "")
-        )  # fmt: skip
-    for chain, p in sorted((info.get("chain_progress") or {}).items(), key=lambda x: int(x[0])):
-        phase = "warmup" if p["warmup"] else "sampling"
-        lines.append(f"chain {chain:<4} {p['done']}/{p['total']} ({phase}),"
-                     f" {p['divergences']} divergences")  # fmt: skip
-    if info.get("note"):
-        lines.append(f"note       {info['note']}")
+    lines += _info_lines(job.kind, job.depends_on, str(spec.get("sweep")), info)
     for a in attempts:
         lines.append(
             f"attempt {a.number}  {a.worker} on {a.host} ({a.device}) {a.outcome or 'running'}"
@@ -213,8 +172,8 @@ def diagnostics(app: App, job_id: str, as_json: bool) -> None:
         job = get_job(session, job_id)
         sites = get_params(session, job.id)
         diags = get_diagnostics(session, job.id)
-    info = job.info or {}
-    if job.kind != "fit" or job.spec.get("method", "svi") == "svi":
+    info = info_for(str(job.spec.get("kind")), job.info)
+    if not isinstance(info, McmcInfo):
         app.abort(
             f"job {job.id} is not an MCMC fit (no chains to diagnose); `jobs params {job.id}`"
             " shows its posterior",
@@ -231,14 +190,13 @@ def diagnostics(app: App, job_id: str, as_json: bool) -> None:
             extra = [float(diag[i][index]) if diag is not None else None for i in range(3)]
             entries.append((name, stats, extra))
     rows = [[name, *stats, *extra] for name, stats, extra in entries]
-    per_chain = info.get("per_chain") or []
+    per_chain = info.per_chain
     if as_json:
         app.emit(
             {
-                "id": job.id, "method": job.spec.get("method"), "chains": info.get("chains"),
-                "warmup": info.get("warmup"), "samples": info.get("samples"),
-                "jit": info.get("jit"), "note": info.get("note"),
-                "divergences": info.get("divergences"), "max_r_hat": info.get("max_r_hat"),
+                "id": job.id, "method": job.spec.get("method"), "chains": info.chains,
+                "warmup": info.warmup, "samples": info.samples, "jit": info.jit,
+                "note": info.note, "divergences": info.divergences, "max_r_hat": info.max_r_hat,
                 "sites": [dict(zip(["site", *STAT_KEYS, *DIAGNOSTICS], r, strict=True))
                           for r in rows],
                 "per_chain": per_chain,
@@ -247,9 +205,9 @@ def diagnostics(app: App, job_id: str, as_json: bool) -> None:
         )  # fmt: skip
         return
     title = (
-        f"{str(job.spec.get('method')).upper()} job {job.id}: {info.get('chains')} chains x"
-        f" {info.get('samples')} draws after {info.get('warmup')} warmup,"
-        f" jit {'on' if info.get('jit') else 'off'}, {info.get('divergences', 0)} divergences"
+        f"{str(job.spec.get('method')).upper()} job {job.id}: {info.chains} chains x"
+        f" {info.samples} draws after {info.warmup} warmup,"
+        f" jit {'on' if info.jit else 'off'}, {info.divergences or 0} divergences"
     )
 
     def short(x: float | None, digits: int = 4) -> float | None:
@@ -265,8 +223,8 @@ def diagnostics(app: App, job_id: str, as_json: bool) -> None:
                 "tree_depth_max", "accept_prob"]  # fmt: skip
         keys = [k for k in keys if any(k in c for c in per_chain)]
         emit_rows(keys, [[c.get(k) for k in keys] for c in per_chain], "table", title="chains")
-    if info.get("note"):
-        app.say(f"note: {info['note']}")
+    if info.note:
+        app.say(f"note: {info.note}")
 
 
 def _elements(site: str, shape: tuple[int, ...]) -> list[tuple[str, tuple[int, ...]]]:
@@ -276,3 +234,51 @@ def _elements(site: str, shape: tuple[int, ...]) -> list[tuple[str, tuple[int, .
     if int(np.prod(shape)) == 1:
         return [(site, tuple(0 for _ in shape))]
     return [(f"{site}[{','.join(map(str, i))}]", i) for i in np.ndindex(*shape)]
+
+
+def _info_lines(family: str, depends_on: str | None, sweep: str, info: JobInfo) -> list[str]:
+    """What `jobs show` prints of a job's typed info."""
+    lines = []
+    if isinstance(info, PredictInfo):
+        lines.append(f"from       fit {depends_on}")
+        drawn = f"{info.num_samples} draws"
+        if info.rows is not None and info.num_samples is not None:
+            drawn = f"{info.rows} rows x {drawn}"
+        if info.coverage_90 is not None:
+            lines.append(
+                f"predicted  {drawn}; {info.coverage_90:.1%} of {info.observed} observed values"
+                " inside their 90% interval"
+            )
+        elif info.num_samples is not None:
+            lines.append(f"predicted  {drawn}")
+    if info.metrics:
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in info.metrics.items())
+        lines.append(f"metrics    {shown}" + (" (latest)" if family == "fit" else ""))
+    if info.sweep is not None:
+        batch = info.batch if isinstance(info, SviInfo) else None
+        how = f"in vectorised batch {batch}" if batch else "on its own"
+        shown = ", ".join(f"{k}={v}" for k, v in info.sweep.settings.items())
+        lines.append(f"sweep      {info.sweep.id} member {info.sweep.index} ({shown}), {how}")
+    if isinstance(info, BatchInfo):
+        ended = (f": {info.succeeded} succeeded, {info.failed} failed"
+                 if info.succeeded is not None else "")  # fmt: skip
+        lines.append(f"batch      {info.members} members of sweep {sweep}{ended}")
+    data = info.data or {}
+    if "rows_used" in data:
+        lines.append(f"data       {data['rows_used']} rows used, {data['rows_dropped']} dropped")
+    if isinstance(info, SviInfo) and info.elbo:
+        lines.append(f"inference  {info.elbo} on {info.device or '?'}")
+    if isinstance(info, McmcInfo) and info.method:
+        lines.append(
+            f"inference  {info.method.upper()} on {info.device or '?'}, {info.chains} chains"
+            f" ({info.parallel or '?'}), jit {'on' if info.jit else 'off'}"
+            + (f"; {info.divergences} divergences, max r_hat {info.max_r_hat:.4f}"
+               if info.max_r_hat is not None else "")
+        )  # fmt: skip
+        for chain, p in sorted(info.chain_progress.items(), key=lambda x: int(x[0])):
+            phase = "warmup" if p.warmup else "sampling"
+            lines.append(f"chain {chain:<4} {p.done}/{p.total} ({phase}),"
+                         f" {p.divergences} divergences")  # fmt: skip
+    if info.note:
+        lines.append(f"note       {info.note}")
+    return lines

@@ -68,8 +68,10 @@ def wait_for_job(app: App, job_id: str, timeout: float | None, quiet: bool = Fal
 
 
 def metrics_text(job: Any) -> str:
-    """The latest value of each metric a running job reported (jobs.info["metrics"])."""
-    latest = (job.info or {}).get("metrics") or {}
+    """The latest value of each metric a running job reported (its info's `metrics`)."""
+    from kiln.jobinfo import info_for
+
+    latest = info_for(str((job.spec or {}).get("kind")), job.info).metrics
     return ", ".join(f"{name} {value:.4g}" for name, value in latest.items())
 
 

@@ -9,7 +9,6 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from db.datasets import load_dataset
 from db.jobs import get_job
 from db.results import add_metrics
 from inference.fit import resolve_device
@@ -21,10 +20,10 @@ from inference.userfit import draw_sites
 from kiln.errors import UserError
 from kiln.jobinfo import SviInfo
 from kiln.library import DataRef, get_card, parse_options
-from kiln.specs import LibraryFitSpec, LibraryPredictSpec, parse_job_spec
+from kiln.specs import LibraryFitSpec, LibraryPredictSpec
 from worker.context import DataBlob, JobContext
 from worker.runners.base import Runner
-from worker.runners.linreg import fitted_state, store_prediction
+from worker.runners.fitted import load_fit, store_prediction
 from worker.runners.svi import Summary, SviJob, SviRunner
 
 log = logging.getLogger(__name__)
@@ -95,18 +94,8 @@ class LibraryPredict(Runner[LibraryPredictSpec, _Predict]):
     kind = "library_predict"
 
     def prepare(self, ctx: JobContext[LibraryPredictSpec]) -> _Predict:
-        fit_id = ctx.spec.from_job
-        with ctx.sessions() as session:
-            fit = get_job(session, fit_id)
-            fit_spec = parse_job_spec(dict(fit.spec))
-            if not isinstance(fit_spec, LibraryFitSpec):
-                raise UserError(f"job {fit_id} is not a library model's fit")
-            state = fitted_state(session, fit_id, fit.status)
-            blob = None
-            if fit.dataset_id is not None:
-                d = load_dataset(session, fit.dataset_id)
-                blob = DataBlob(d.name, d.format, bytes(d.content))
-        return _Predict(fit_spec, blob, state)
+        fit = load_fit(ctx, LibraryFitSpec)
+        return _Predict(fit.spec, fit.data, fit.state or b"")
 
     def run(self, ctx: JobContext[LibraryPredictSpec], p: _Predict) -> Any:
         problem = prepare_problem(p.fit_spec, p.fit_data)

@@ -5,23 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 from sqlalchemy.orm import Session
 
-from db.datasets import load_dataset
-from db.jobs import get_job
-from db.results import get_fitted_state, store_predict_results
 from inference.fit import prepare_fit
-from inference.posterior import summarize_draws, summarize_posterior
+from inference.posterior import summarize_posterior
 from inference.predict import Prediction, predict
-from inference.state import STATE_FORMAT
 from kiln.errors import UserError
-from kiln.jobinfo import PredictInfo
-from kiln.records import SiteStats
-from kiln.specs import FitSpec, PredictSpec, parse_job_spec
+from kiln.specs import FitSpec, PredictSpec
 from kiln.tables import group_rows, read_csv_bytes
 from worker.context import DataBlob, JobContext
 from worker.runners.base import Runner
+from worker.runners.fitted import load_fit, store_prediction
 from worker.runners.svi import Summary, SviJob, SviRunner
 
 
@@ -70,22 +64,16 @@ class LinregPredict(Runner[PredictSpec, _Predict]):
     kind = "predict"
 
     def prepare(self, ctx: JobContext[PredictSpec]) -> _Predict:
-        fit_id = ctx.spec.from_job
-        with ctx.sessions() as session:
-            fit = get_job(session, fit_id)
-            fit_spec = parse_job_spec(dict(fit.spec))
-            if not isinstance(fit_spec, FitSpec):
-                raise UserError(f"job {fit_id} is not a linreg fit")
-            state = fitted_state(session, fit_id, fit.status)
-            if fit.dataset_id is None:
-                raise UserError(f"fit {fit_id} has no stored data")
-            fit_data = load_dataset(session, fit.dataset_id)
-            frame = read_csv_bytes(fit_data.content, fit_data.name)
+        fit = load_fit(ctx, FitSpec)
+        fit_spec: FitSpec = fit.spec
+        if fit.data is None:
+            raise UserError(f"fit {fit.id} has no stored data")
+        frame = read_csv_bytes(fit.data.content, fit.data.name)
         if fit_spec.group_by is not None and fit_spec.group is not None:
             frame = group_rows(frame, fit_spec.group_by, fit_spec.group)  # a sweep member's group
         new = ctx.data
         return _Predict(
-            fit_spec=fit_spec, frame=frame, state=state,
+            fit_spec=fit_spec, frame=frame, state=fit.state or b"",
             new_frame=read_csv_bytes(new.content, new.name) if new else None,
         )  # fmt: skip
 
@@ -103,38 +91,3 @@ class LinregPredict(Runner[PredictSpec, _Predict]):
     def store(self, ctx: JobContext[PredictSpec], p: _Predict, session: Session) -> None:
         assert p.prediction is not None
         store_prediction(ctx, session, p.prediction.sites, p.prediction.info)
-
-
-def fitted_state(session: Session, fit_id: str, status: str) -> bytes:
-    """The fit's stored state, or a UserError saying why there is none to predict from."""
-    if status != "succeeded":
-        raise UserError(f"its fit {fit_id} is {status}, not succeeded")
-    state = get_fitted_state(session, fit_id)
-    if state is None:
-        raise UserError(f"fit {fit_id} stored no fitted state to predict from")
-    if state.format != STATE_FORMAT:
-        raise UserError(f"fit {fit_id}: fitted state format {state.format!r} is not supported")
-    return bytes(state.content)
-
-
-def store_prediction(
-    ctx: JobContext[Any], session: Session, sites: dict[str, tuple[str, np.ndarray]],
-    details: dict[str, Any],
-) -> None:  # fmt: skip
-    """A predict job's draws by site (its latent draws summarised as params) and its info."""
-    params: list[SiteStats] = [
-        summarize_draws(site, values) for site, (kind, values) in sites.items()
-        if kind == "posterior"
-    ]  # fmt: skip
-    store_predict_results(session, ctx.job_id, sites, params)
-    info = ctx.info
-    assert isinstance(info, PredictInfo)
-    known = set(PredictInfo.model_fields)
-    info.details = {k: v for k, v in details.items() if k not in known}
-    for key, value in details.items():
-        if key in known:
-            setattr(info, key, value)
-    info.from_job = ctx.spec.from_job
-    info.num_samples = ctx.spec.num_samples
-    info.sites = sorted(sites)
-    info.predict_seconds = ctx.seconds()

@@ -11,21 +11,18 @@ import numpy as np
 import pyro
 from sqlalchemy.orm import Session
 
-from db.datasets import load_dataset
-from db.jobs import get_job
 from db.results import get_draws
-from db.sources import load_source
 from inference.fit import resolve_device
 from inference.state import load_state
 from inference.usercode import get_function, load_module, to_tensors
 from inference.userfit import draw_sites, prepare_user_fit, user_model
 from inference.userpredict import UserPrediction, pick_draws, predict_user_model
 from kiln.errors import UserError
-from kiln.specs import UserMcmcFitSpec, UserPredictSpec, UserSviFitSpec, parse_job_spec
+from kiln.specs import UserMcmcFitSpec, UserModelRef, UserPredictSpec, UserSviFitSpec
 from kiln.userdata import parse_user_data
 from worker.context import JobContext
 from worker.runners.base import Runner
-from worker.runners.linreg import fitted_state, store_prediction
+from worker.runners.fitted import load_fit, store_prediction
 from worker.runners.user import allow_user_code
 
 log = logging.getLogger(__name__)
@@ -49,24 +46,17 @@ class UserPredict(Runner[UserPredictSpec, _UserPredict]):
 
     def prepare(self, ctx: JobContext[UserPredictSpec]) -> _UserPredict:
         allow_user_code(ctx)
-        fit_id = ctx.spec.from_job
-        with ctx.sessions() as session:
-            fit = get_job(session, fit_id)
-            fit_spec = parse_job_spec(dict(fit.spec))
-            if not isinstance(fit_spec, UserSviFitSpec | UserMcmcFitSpec):
-                raise UserError(f"job {fit_id} is not a fit of a user's model")
-            if fit.source_id is None or fit.dataset_id is None:
-                raise UserError(f"fit {fit_id} has no stored model source or data")
-            source = load_source(session, fit.source_id).content
-            stored = load_dataset(session, fit.dataset_id)
-            _, fit_data = parse_user_data(bytes(stored.content), stored.name)
-            p = _UserPredict(fit_spec, source, fit_data, fit_data)
-            if isinstance(fit_spec, UserSviFitSpec):
-                p.state = fitted_state(session, fit_id, fit.status)
-            else:
-                if fit.status != "succeeded":
-                    raise UserError(f"its fit {fit_id} is {fit.status}, not succeeded")
-                p.draws = get_draws(session, fit_id, kind="posterior")
+        fit = load_fit(ctx, UserModelRef, state=False)
+        spec: UserSviFitSpec | UserMcmcFitSpec = fit.spec
+        if fit.source is None or fit.data is None:
+            raise UserError(f"fit {fit.id} has no stored model source or data")
+        _, fit_data = parse_user_data(fit.data.content, fit.data.name)
+        p = _UserPredict(spec, fit.source, fit_data, fit_data)
+        if isinstance(spec, UserSviFitSpec):
+            p.state = load_fit(ctx, UserSviFitSpec).state or b""
+        else:
+            with ctx.sessions() as session:
+                p.draws = get_draws(session, fit.id, kind="posterior")
         if ctx.data is not None:
             _, p.data = parse_user_data(ctx.data.content, ctx.data.name)
         return p
