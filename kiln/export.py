@@ -124,9 +124,8 @@ def load_results(session: Session, job_id: str) -> JobResults:
     )  # fmt: skip
     if job.kind == "predict":
         results.X, results.y, results.rows = (draws[s][0] for s in DATA_SITES)
-        details = {**results.info, **results.info.get("details", {})}  # older jobs: top level
-        results.terms = tuple(details.get("terms", ()))
-        results.response = str(details.get("response", "y"))
+        results.terms = tuple(results.info.get("terms", ()))
+        results.response = str(results.info.get("response", "y"))
         results.new_data = job.dataset_id is not None
     elif fit.dataset_id:
         design = build_design(

@@ -2,7 +2,9 @@
 
 The submitter writes the data facts; the worker's Sink and the kind's runner add what the run
 learns (device, ELBO, chains, timings, final figures). Stored as JSON; read back with
-`info_for(kind, raw)`, which ignores keys an older Kiln wrote and this one no longer knows.
+`info_for(kind, raw)`. The fields Kiln itself writes are typed; what a model reports about
+its problem or its prediction (split sizes, a forecast's point estimates) is kept beside them
+as the model said it (`add_facts`), so fits and predictions keep their documents' shape.
 """
 
 from __future__ import annotations
@@ -16,6 +18,10 @@ Json = dict[str, Any]
 
 class _Info(BaseModel):
     model_config = ConfigDict(extra="ignore", validate_assignment=True)
+
+
+# The kinds whose models report facts of their own (kept beside the typed fields).
+_OPEN = ConfigDict(extra="allow", validate_assignment=True)
 
 
 class SweepRef(_Info):
@@ -46,25 +52,33 @@ class JobInfo(_Info):
     sweep: SweepRef | None = None
 
     def dump(self) -> Json:
-        """The JSON stored in jobs.info (unset fields left out)."""
-        return self.model_dump(mode="json", exclude_none=True, exclude_defaults=True)
+        """The JSON stored in jobs.info (fields never set left out)."""
+        return self.model_dump(mode="json", exclude_unset=True)
+
+    def add_facts(self, facts: Json) -> None:
+        """What a model reported: into the typed field of that name, else kept as given."""
+        for key, value in facts.items():
+            setattr(self, key, value)
 
 
 class SviInfo(JobInfo):
     """A fit by SVI (built-in, library or user model; a sweep member)."""
+
+    model_config = _OPEN
 
     elbo: str | None = None
     resumed_from_step: int | None = None
     final_loss: float | None = None
     epochs: int | None = None
     steps_per_epoch: int | None = None
-    problem: Json = Field(default_factory=dict)  # what the model said of its problem
     batch: str | None = None  # a sweep member fitted in this vectorised batch
     vectorized: bool = False
 
 
 class McmcInfo(JobInfo):
     """A user model sampled by NUTS or HMC."""
+
+    model_config = _OPEN
 
     method: str | None = None
     chains: int | None = None
@@ -77,11 +91,12 @@ class McmcInfo(JobInfo):
     divergences: int | None = None
     per_chain: list[Json] = Field(default_factory=list)
     max_r_hat: float | None = None
-    problem: Json = Field(default_factory=dict)
 
 
 class PredictInfo(JobInfo):
     """A predict job: from which fit, how many draws, for how many rows, how well it covers."""
+
+    model_config = _OPEN
 
     from_job: str | None = None
     num_samples: int | None = None
@@ -91,7 +106,6 @@ class PredictInfo(JobInfo):
     coverage_90: float | None = None
     predict_seconds: float | None = None
     sites: list[str] = Field(default_factory=list)
-    details: Json = Field(default_factory=dict)  # what the model said of its prediction
 
 
 class BatchInfo(JobInfo):

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 from kiln.client import Client
-from tests.conftest import Stack
+from tests.conftest import EMBEDDED_AND_FLEET, Stack
+
+pytestmark = EMBEDDED_AND_FLEET  # the embedded defaults and a fleet (PostgreSQL + Redis)
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 SCHOOLS_PY = EXAMPLES / "eight_schools.py"
@@ -83,7 +85,7 @@ def test_a_user_model_predicts_for_new_data_without_its_observed_values(stack: S
     new = {"J": 8, "sigma": [1.0] * 8}  # the same schools, measured far more precisely
     predict_id = kiln.predict(fit_id, num_samples=200, data=new, seed=2)
     job = run(stack, predict_id)
-    assert job["info"]["new_data"] is True and "coverage_90" not in job["info"]
+    assert job["info"]["new_data"] is True and job["info"].get("coverage_90") is None
     draws = observed_draws(stack, predict_id)
     assert draws.shape == (200, 8)
     idata = kiln.inference_data(predict_id)

@@ -69,7 +69,7 @@ def store_prediction(
     sites: dict[str, tuple[str, np.ndarray]], details: dict[str, Any],
 ) -> None:  # fmt: skip
     """A predict job's draws by site (its latent draws summarised as params) and its info:
-    the facts the model reported land in their typed fields, the rest in `details`."""
+    the facts the model reported land in their typed fields, the rest beside them."""
     params: list[SiteStats] = [
         summarize_draws(site, values) for site, (kind, values) in sites.items()
         if kind == "posterior"
@@ -77,11 +77,7 @@ def store_prediction(
     store_predict_results(session, ctx.job_id, sites, params)
     info = ctx.info
     assert isinstance(info, PredictInfo)
-    known = set(PredictInfo.model_fields)
-    info.details = {k: v for k, v in details.items() if k not in known}
-    for key, value in details.items():
-        if key in known:
-            setattr(info, key, value)
+    info.add_facts(details)
     info.from_job = ctx.spec.from_job
     info.num_samples = ctx.spec.num_samples
     info.sites = sorted(sites)

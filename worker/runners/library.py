@@ -52,7 +52,7 @@ class LibraryFit(SviRunner[LibraryFitSpec]):
         problem = prepare_problem(spec, ctx.data)
         info = ctx.info
         assert isinstance(info, SviInfo)
-        info.problem = dict(problem.info)
+        info.add_facts(dict(problem.info))
         info.epochs, info.steps_per_epoch = problem.epochs, problem.steps_per_epoch
         with ctx.sessions() as session:
             job = get_job(session, ctx.job_id)

@@ -62,7 +62,7 @@ class UserSviFit(SviRunner[UserSviFitSpec]):
             guide_function=spec.guide_function, seed=spec.seed, device=spec.device,
         )  # fmt: skip
         assert isinstance(ctx.info, SviInfo)
-        ctx.info.problem = dict(problem.info)
+        ctx.info.add_facts(dict(problem.info))
 
         def summarize() -> Summary:
             draws = draw_sites(
