@@ -59,6 +59,7 @@ KILN_BASE = frozenset(
         "kiln.redact",
         "kiln.settings",
         "kiln.specs",
+        "kiln.priors",
         "kiln.tables",
         "kiln.userdata",
     }

@@ -12,7 +12,8 @@ import torch
 
 from inference.vector_loss import _Adam
 from kiln.errors import DataError, SpecError
-from kiln.specs import NormalPrior, Prior, SweepSpec, UniformPrior, parse_sweep_spec
+from kiln.priors import NormalPrior, Prior, UniformPrior
+from kiln.specs import SweepSpec, parse_sweep_spec
 from kiln.tables import build_design, group_values, member_design, read_csv_bytes
 from scheduler.limits import Limits
 from scheduler.sweep import batch_size, expand, plan
