@@ -54,4 +54,5 @@ def check_user_fit(
         total_steps=spec.total_steps,
         dataset=NewDataset(content, name, data_format, list(data), data_rows(data)),
         source=upload.source,
+        predict_rows=data_rows(data),
     )
