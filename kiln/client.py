@@ -18,20 +18,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
-
 from kiln.errors import InfraError
+from kiln.reader import ENDED, Reader
 from kiln.records import DIAGNOSTICS, STATS
 from kiln.settings import Settings
 from kiln.submitter import Submitter
 
 if TYPE_CHECKING:
     import arviz
+    import numpy as np
+    import pandas as pd
 
 
-class Client(Submitter):
-    """Submit jobs, wait for them, and read their results as pandas and ArviZ objects.
+class Client(Submitter, Reader):
+    """Submit jobs, wait for them, and read their results as pandas and ArviZ objects (or as
+    plain values: kiln.reader.Reader, which `jobs` prints).
 
     Nothing runs here: jobs run on `jobs worker` processes. Errors are Kiln's own
     (kiln.errors: SpecError/DataError for bad input, NotFound, InfraError).
@@ -96,22 +97,7 @@ class Client(Submitter):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def diagnostics(self, job_id: str) -> pd.DataFrame:
-        """An MCMC job's per-site r_hat, ess_bulk and ess_tail (one row per site element)."""
-        from db.jobs import get_job
-        from db.results import get_diagnostics
-
-        with self._session() as session:
-            job_id = get_job(session, job_id).id
-            diags = get_diagnostics(session, job_id)
-        rows = []
-        for site, values in diags.items():
-            shape = values.shape[1:]
-            for index in np.ndindex(*shape) if shape else [()]:
-                name = f"{site}[{','.join(map(str, index))}]" if shape else site
-                row = {k: float(values[(i, *index)]) for i, k in enumerate(DIAGNOSTICS)}
-                rows.append({"site": name, **row})
-        return pd.DataFrame(rows)
+    # -- acting on jobs ---------------------------------------------------------------------
 
     def cancel(self, job_id: str) -> str:
         """Cancel a job; returns its status after the request."""
@@ -120,24 +106,29 @@ class Client(Submitter):
         with self._session() as session:
             return request_cancel(session, job_id)
 
-    # -- reading ----------------------------------------------------------------------------
+    def cancel_sweep(self, sweep_id: str) -> int:
+        """Cancel every member of a sweep not yet ended (queued ones at once, running ones at a
+        step); returns how many running jobs were asked to stop."""
+        from db.sweeps import cancel_sweep
+
+        with self._session() as session:
+            return cancel_sweep(session, sweep_id)
+
+    # -- reading, as pandas and ArviZ (kiln.reader has the plain values) --------------------
 
     def job(self, job_id: str) -> dict[str, Any]:
         """The job as a dict (the same document as `jobs show --json`)."""
-        from db.claims import attempts_of
-        from db.jobs import get_job
         from kiln.render import job_to_dict
 
-        with self._session() as session:
-            job = get_job(session, job_id)
-            return job_to_dict(job, attempts_of(session, job.id))
+        job = self.job_record(job_id)
+        return job_to_dict(job, self.attempts(job.id))
 
     def wait(self, job_id: str, timeout: float | None = None) -> dict[str, Any]:
         """Block until the job has ended; returns it. Raises InfraError after `timeout` s."""
         started = time.monotonic()
         while True:
             job = self.job(job_id)
-            if job["status"] in ("succeeded", "failed", "cancelled"):
+            if job["status"] in ENDED:
                 return job
             if timeout is not None and time.monotonic() - started > timeout:
                 raise InfraError(f"job {job['id']} still {job['status']} after {timeout:g} s")
@@ -145,58 +136,76 @@ class Client(Submitter):
 
     def jobs(self, status: str | None = None, limit: int = 20) -> pd.DataFrame:
         """Recent jobs, newest first."""
-        from db.jobs import list_jobs
+        import pandas as pd
+
         from kiln.render import job_to_dict
 
-        with self._session() as session:
-            rows = [job_to_dict(j) for j in list_jobs(session, status, limit)]
+        rows = [job_to_dict(j) for j in self.job_records(status, limit)]
         columns = ["id", "kind", "status", "model", "queue", "last_loss", "created_at", "error"]
         return pd.DataFrame([{k: r[k] for k in columns} for r in rows], columns=columns)
 
     def losses(self, job_id: str) -> pd.DataFrame:
         """One row per step: step, loss."""
-        from db.jobs import get_job
-        from db.results import get_losses
+        import pandas as pd
 
-        with self._session() as session:
-            rows = get_losses(session, get_job(session, job_id).id)
-        return pd.DataFrame(rows, columns=["step", "loss"])
+        return pd.DataFrame(self.loss_rows(job_id), columns=["step", "loss"])
+
+    def metrics(self, job_id: str, name: str | None = None) -> pd.DataFrame:
+        """One row per metric and step: name, step, epoch, value (a predict job's at step 0)."""
+        import pandas as pd
+
+        rows = self.metric_rows(job_id, name)
+        return pd.DataFrame(rows, columns=["name", "step", "epoch", "value"])
 
     def params(self, job_id: str) -> pd.DataFrame:
         """Posterior summary of each latent site, indexed by site (elements as `site[i]`)."""
-        from db.jobs import get_job
-        from db.results import get_params
+        import numpy as np
+        import pandas as pd
+
         from kiln.export import summary_rows
 
-        with self._session() as session:
-            sites = get_params(session, get_job(session, job_id).id)
         rows = []
-        for s in sites:
+        for s in self.posterior_stats(job_id):
             stats = np.stack([np.asarray(getattr(s, k)) for k in STATS])
             rows.extend(summary_rows(s.site, "posterior", stats, s.shape))
         frame = pd.DataFrame(rows, columns=["site", "kind", *STATS]).drop(columns="kind")
         return frame.set_index("site")
+
+    def diagnostics(self, job_id: str) -> pd.DataFrame:
+        """An MCMC job's per-site r_hat, ess_bulk and ess_tail (one row per site element)."""
+        import numpy as np
+        import pandas as pd
+
+        rows = []
+        for site, values in self.site_diagnostics(job_id).items():
+            shape = values.shape[1:]
+            for index in np.ndindex(*shape) if shape else [()]:
+                name = f"{site}[{','.join(map(str, index))}]" if shape else site
+                row = {k: float(values[(i, *index)]) for i, k in enumerate(DIAGNOSTICS)}
+                rows.append({"site": name, **row})
+        return pd.DataFrame(rows)
 
     def samples(
         self, job_id: str, site: str | None = None, raw: bool = False
     ) -> pd.DataFrame | dict[str, np.ndarray] | np.ndarray:
         """Summaries by site element (a DataFrame), or with raw=True the draws themselves:
         one site's array (num_samples, *shape), or a dict of every site's."""
-        from db.jobs import get_job
-        from db.results import get_draws, get_sample_summaries
-        from kiln.export import DATA_SITES, summary_rows
+        import pandas as pd
 
-        with self._session() as session:
-            job = get_job(session, job_id)
-            if raw:
-                draws = get_draws(session, job.id, kind=None, sites=[site] if site else None)
-                draws = {k: v for k, v in draws.items() if k not in DATA_SITES}
-                if site is not None and site not in draws:
-                    raise KeyError(f"job {job.id} has no site `{site}`")
-                return draws[site] if site is not None else draws
-            summaries = get_sample_summaries(session, job.id, site)
+        from kiln.export import DATA_SITES, OBSERVED_PREFIX, summary_rows
+
+        job = self.job_record(job_id)
+        if raw:
+            draws = self.draws(job.id, sites=[site] if site else None)
+            draws = {
+                k: v for k, v in draws.items()
+                if k not in DATA_SITES and not k.startswith(OBSERVED_PREFIX)
+            }  # fmt: skip
+            if site is not None and site not in draws:
+                raise KeyError(f"job {job.id} has no site `{site}`")
+            return draws[site] if site is not None else draws
         rows = []
-        for s in summaries:
+        for s in self.sample_summaries(job.id, site):
             if s.stats is not None:
                 rows.extend(summary_rows(s.site, s.kind, s.stats, s.shape))
         if site is not None and not rows:
@@ -205,15 +214,12 @@ class Client(Submitter):
 
     def inference_data(self, job_id: str) -> arviz.InferenceData:
         """The job's results as ArviZ InferenceData (as `jobs export --format netcdf` writes)."""
-        from kiln.export import load_results, to_inference_data
+        from kiln.export import to_inference_data
 
-        with self._session() as session:
-            return to_inference_data(load_results(session, job_id))
+        return to_inference_data(self.results(job_id))
 
     def export(self, job_id: str, path: str | Path, fmt: str = "netcdf") -> Path:
         """Write the job's results to `path` (netcdf, csv or json)."""
-        from kiln.export import load_results, write_export
+        from kiln.export import write_export
 
-        with self._session() as session:
-            results = load_results(session, job_id)
-        return write_export(results, fmt, path)
+        return write_export(self.results(job_id), fmt, path)

@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-import pandas as pd
-
 from kiln.errors import SpecError
 from kiln.settings import Settings
 from kiln.specs import (
@@ -29,12 +27,13 @@ from kiln.specs import (
 )
 
 if TYPE_CHECKING:
+    import pandas as pd
     from sqlalchemy.orm import Session, sessionmaker
 
     from scheduler.kinds import Upload
     from scheduler.sweep import Submitted as SubmittedSweep
 
-Data: TypeAlias = str | Path | pd.DataFrame
+Data: TypeAlias = "str | Path | pd.DataFrame"
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +217,8 @@ class Submitter:
 
     def _data_bytes(self, data: Data) -> tuple[bytes, str]:
         """Bytes and a name, from a path or a DataFrame (as CSV)."""
+        import pandas as pd
+
         if isinstance(data, pd.DataFrame):
             return data.to_csv(index=False).encode(), "dataframe.csv"
         return self._read(data), Path(data).name

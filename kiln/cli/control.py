@@ -21,11 +21,8 @@ log = logging.getLogger(__name__)
 @click.pass_obj
 def cancel(app: App, job_id: str, as_json: bool) -> None:
     """Cancel a job: a queued one never starts; a running one stops at its next step batch."""
-    from db.jobs import get_job, request_cancel
-
-    with app.sessions() as session:
-        job = get_job(session, job_id)
-        status = request_cancel(session, job.id)
+    job = app.client.job_record(job_id)
+    status = app.client.cancel(job.id)
     if as_json:
         app.emit({"id": job.id, "status": status, "cancel_requested": True}, as_json=True)
     elif status == "running":

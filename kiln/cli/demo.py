@@ -37,10 +37,8 @@ def default_rugged_path() -> Path | None:
 def demo(app: App, data_path: str | None, guide: str, steps: int, seed: int, output: str) -> None:
     """Fit the Pyro tutorial's rugged regression through a real worker, predict 800 draws,
     and show the result: a table of the posterior and the tutorial's figure (PNG)."""
-    from db.jobs import get_job
     from kiln.cli.results import exit_for, params
     from kiln.cli.watch import wait_for_job
-    from kiln.export import load_results
     from kiln.jobinfo import PredictInfo, SviInfo, info_for
     from kiln.plots import plot_predictive
 
@@ -78,9 +76,8 @@ def demo(app: App, data_path: str | None, guide: str, steps: int, seed: int, out
         app.abort(f"job {final.id} {final.status}: {final.error}", exit_for(final.status))
     ctx = click.get_current_context()
     ctx.invoke(params, job_id=job.id, fmt="table")
-    with app.sessions() as session:
-        results = load_results(session, predict.id)
-        fit_info = info_for("linreg_fit", get_job(session, job.id).info)
+    results = app.client.results(predict.id)
+    fit_info = info_for("linreg_fit", app.client.job_record(job.id).info)
     data = fit_info.data or {}
     predicted = info_for("predict", results.info)
     assert isinstance(fit_info, SviInfo) and isinstance(predicted, PredictInfo)

@@ -11,7 +11,7 @@ from kiln.cli.app import App, jobs
 from kiln.render import JSON, emit_rows
 
 if TYPE_CHECKING:
-    from db.workers import WorkerView
+    from kiln.reader import WorkerView
 
 STATUSES = ("waiting", "queued", "running", "succeeded", "failed", "cancelled")
 
@@ -33,10 +33,7 @@ def _ago(moment: datetime | None) -> str:
 @click.pass_obj
 def workers(app: App, include_dead: bool, as_json: bool) -> None:
     """Workers: alive or not, queues, device, last heartbeat, and the job each runs."""
-    from db.workers import worker_views
-
-    with app.sessions() as session:
-        views = worker_views(session, app.settings.worker_alive_s, include_dead)
+    views = app.client.workers(include_dead)
     if as_json:
         app.emit([_view_dict(v) for v in views], as_json=True)
         return
@@ -63,13 +60,8 @@ def _view_dict(v: WorkerView) -> dict[str, object]:
 @click.pass_obj
 def stats(app: App, as_json: bool) -> None:
     """Jobs by queue and status, live workers per queue, and the oldest queued job's age."""
-    from db.stats import job_counts, oldest_queued
-    from db.workers import worker_views
-
-    with app.sessions() as session:
-        counts = job_counts(session)
-        oldest = oldest_queued(session)
-        alive = worker_views(session, app.settings.worker_alive_s)
+    report = app.client.queue_stats()
+    counts, oldest, alive = report.counts, report.oldest_queued, report.workers
     queues = sorted({*counts, *(q for v in alive for q in v.queues)})
     live = {q: sum(q in v.queues for v in alive) for q in queues}
     if as_json:

@@ -18,12 +18,8 @@ from kiln.render import FORMAT, JSON, emit_rows
 def metrics(app: App, job_id: str, name: str | None, fmt: str) -> None:
     """A job's metrics by step and epoch: train_elbo, test_elbo, test_accuracy, mse, mae...
     (a predict job's at step 0)."""
-    from db.jobs import get_job
-    from db.results import get_metrics
-
-    with app.sessions() as session:
-        job = get_job(session, job_id)
-        rows = get_metrics(session, job.id, name)
+    job = app.client.job_record(job_id)
+    rows = app.client.metric_rows(job.id, name)
     if not rows:
         what = f"metric `{name}`" if name else "metrics"
         app.abort(f"job {job.id} has no {what} (status {job.status})", 1)

@@ -24,28 +24,25 @@ def samples(app: App, job_id: str, site: str | None, raw: bool, fmt: str | None)
 
     Kinds: posterior (latent sites), deterministic (the regression `mean`), predictive (`obs`).
     """
-    from db.jobs import get_job
-    from db.results import get_draws, get_sample_summaries
     from kiln.export import DATA_SITES, draws_table, summary_rows
     from kiln.render import emit_rows
 
     fmt = fmt or ("csv" if raw else "table")
     if raw and fmt == "table":
         app.abort("--raw draws are a wide table; use --format csv or json", BAD_INPUT)
-    with app.sessions() as session:
-        job = get_job(session, job_id)
-        stored = [s for s in get_sample_summaries(session, job.id) if s.site not in DATA_SITES]
-        if not stored:
-            app.abort(
-                f"job {job.id} has no stored samples (status {job.status})",
-                BAD_INPUT if job.status == "succeeded" else 1,
-            )
-        names = [s.site for s in stored]
-        if site is not None and site not in names:
-            app.abort(f"job {job.id} has no site `{site}` (sites: {', '.join(names)})", BAD_INPUT)
-        chosen = [s for s in stored if site is None or s.site == site]
-        draws = get_draws(session, job.id, kind=None, sites=[s.site for s in chosen]) if raw else {}
+    job = app.client.job_record(job_id)
+    stored = [s for s in app.client.sample_summaries(job.id) if s.site not in DATA_SITES]
+    if not stored:
+        app.abort(
+            f"job {job.id} has no stored samples (status {job.status})",
+            BAD_INPUT if job.status == "succeeded" else 1,
+        )
+    names = [s.site for s in stored]
+    if site is not None and site not in names:
+        app.abort(f"job {job.id} has no site `{site}` (sites: {', '.join(names)})", BAD_INPUT)
+    chosen = [s for s in stored if site is None or s.site == site]
     if raw:
+        draws = app.client.draws(job.id, sites=[s.site for s in chosen])
         if fmt == "json":
             app.emit({name: values.tolist() for name, values in draws.items()}, as_json=True)
             return
@@ -71,10 +68,9 @@ def samples(app: App, job_id: str, site: str | None, raw: bool, fmt: str | None)
 @click.pass_obj
 def export(app: App, job_id: str, fmt: str, output: str) -> None:
     """Write a job's results to a file: posterior, predictive draws, observed data, losses."""
-    from kiln.export import load_results, write_export
+    from kiln.export import write_export
 
-    with app.sessions() as session:
-        results = load_results(session, job_id)
+    results = app.client.results(job_id)
     written = write_export(results, fmt, output)
     app.say(f"wrote {written} ({fmt}, job {results.job_id})")
 
@@ -93,21 +89,17 @@ def export(app: App, job_id: str, fmt: str, output: str) -> None:
 @click.pass_obj
 def plot(app: App, job_id: str, kind: str, output: str) -> None:
     """Draw a figure of a job's stored results (PNG)."""
-    from kiln.export import load_results
     from kiln.plots import plot_loss, plot_params, plot_predictive, plot_trace
 
     if not output.lower().endswith(".png"):
         app.abort(f"-o {output}: give a .png file name", BAD_INPUT)
-    with app.sessions() as session:
-        r = load_results(session, job_id)
-        if kind == "predictive" and r.kind == "fit":
-            # A fit has no predictive draws; its latest successful prediction of its own rows has.
-            from db.jobs import latest_prediction
-
-            latest = latest_prediction(session, r.job_id)
-            if latest is not None:
-                app.say(f"fit {r.job_id}: plotting its prediction {latest}")
-                r = load_results(session, latest)
+    r = app.client.results(job_id)
+    if kind == "predictive" and r.kind == "fit":
+        # A fit has no predictive draws; its latest successful prediction of its own rows has.
+        latest = app.client.latest_prediction(r.job_id)
+        if latest is not None:
+            app.say(f"fit {r.job_id}: plotting its prediction {latest}")
+            r = app.client.results(latest)
     spec = r.fit_spec
     title = f"job {r.job_id}: {spec.get('formula')} ({spec.get('guide')})"
     if spec.get("kind") in ("user_svi_fit", "user_mcmc_fit"):
@@ -185,11 +177,9 @@ def _plot_library(app: App, r: Any, output: str, title: str) -> Any:
 
 
 def _plot_metrics(app: App, fit_id: str, output: str) -> Any:
-    from db.results import get_metrics
     from kiln.plots import plot_metrics
 
-    with app.sessions() as session:
-        rows = get_metrics(session, fit_id)
+    rows = app.client.metric_rows(fit_id)
     if not rows:
         app.abort(f"job {fit_id} stored no metrics", BAD_INPUT)
     return plot_metrics(rows, output, title=f"fit {fit_id}: metrics by epoch")

@@ -31,10 +31,7 @@ def exit_for(status: str) -> int:
 @click.pass_obj
 def list_(app: App, status: str | None, limit: int, as_json: bool) -> None:
     """List recent jobs, newest first."""
-    from db.jobs import list_jobs
-
-    with app.sessions() as session:
-        rows = list_jobs(session, status, limit)
+    rows = app.client.job_records(status, limit)
     if as_json:
         app.emit([job_to_dict(j) for j in rows], as_json=True)
         return
@@ -58,12 +55,8 @@ def list_(app: App, status: str | None, limit: int, as_json: bool) -> None:
 
 
 def show_job(app: App, job_id: str, as_json: bool) -> None:
-    from db.claims import attempts_of
-    from db.jobs import get_job
-
-    with app.sessions() as session:
-        job = get_job(session, job_id)
-        attempts = attempts_of(session, job.id)
+    job = app.client.job_record(job_id)
+    attempts = app.client.attempts(job.id)
     doc = job_to_dict(job, attempts)
     if as_json:
         app.emit(doc, as_json=True)
@@ -110,13 +103,7 @@ def show(app: App, job_id: str, as_json: bool) -> None:
 @click.pass_obj
 def losses(app: App, job_id: str, fmt: str) -> None:
     """The loss of every step: one row per step."""
-    from db.jobs import get_job
-    from db.results import get_losses
-
-    with app.sessions() as session:
-        job = get_job(session, job_id)
-        rows = get_losses(session, job.id)
-    emit_rows(["step", "loss"], rows, fmt)
+    emit_rows(["step", "loss"], app.client.loss_rows(job_id), fmt)
 
 
 @jobs.command()
@@ -128,12 +115,8 @@ def params(app: App, job_id: str, fmt: str) -> None:
 
     For a predict job: the summaries of the posterior draws it made.
     """
-    from db.jobs import get_job
-    from db.results import get_params
-
-    with app.sessions() as session:
-        job = get_job(session, job_id)
-        sites = get_params(session, job.id)
+    job = app.client.job_record(job_id)
+    sites = app.client.posterior_stats(job.id)
     if not sites:
         app.abort(f"job {job.id} has no parameters yet (status {job.status})", JOB_FAILED)
     rows = []
@@ -163,15 +146,12 @@ def _indices(shape: tuple[int, ...]) -> list[NDArray[np.intp]]:
 def diagnostics(app: App, job_id: str, as_json: bool) -> None:
     """MCMC diagnostics: per site mean, sd, quantiles, r_hat, ess_bulk, ess_tail; per chain
     divergences, step size, tree depth, acceptance and time."""
-    from db.jobs import get_job
-    from db.results import get_diagnostics, get_params
     from kiln.cli.app import BAD_INPUT
     from kiln.records import DIAGNOSTICS
 
-    with app.sessions() as session:
-        job = get_job(session, job_id)
-        sites = get_params(session, job.id)
-        diags = get_diagnostics(session, job.id)
+    job = app.client.job_record(job_id)
+    sites = app.client.posterior_stats(job.id)
+    diags = app.client.site_diagnostics(job.id)
     info = info_for(str(job.spec.get("kind")), job.info)
     if not isinstance(info, McmcInfo):
         app.abort(

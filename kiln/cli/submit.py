@@ -303,14 +303,7 @@ def _report(app: App, created: list[Any], wait: bool, timeout: float | None, as_
     for job in created:
         finals.append(wait_for_job(app, job.id, timeout, quiet=as_json))
     if as_json and len(finals) > 1:
-        from kiln.render import job_to_dict
-
-        with app.sessions() as session:
-            from db.claims import attempts_of
-            from db.jobs import get_job
-
-            app.emit([job_to_dict(get_job(session, f.id), attempts_of(session, f.id))
-                      for f in finals], as_json=True)  # fmt: skip
+        app.emit([app.client.job(f.id) for f in finals], as_json=True)
     else:
         for final in finals:
             show_job(app, final.id, as_json)

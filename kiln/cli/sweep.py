@@ -135,14 +135,11 @@ def sweep(app: App, /, data_path: str, grid: tuple[str, ...], priors: tuple[str,
 
 def wait_for_sweep(app: App, sweep_id: str, timeout: float | None, quiet: bool = False) -> str:
     """Poll until every member has ended; returns the sweep's status."""
-    from db.sweeps import sweep_counts, sweep_status
-
     started = time.monotonic()
     last_line = 0.0
     while True:
-        with app.sessions() as session:
-            counts = sweep_counts(session, sweep_id)
-        status = sweep_status(counts)
+        view = app.client.sweep(sweep_id, members=False)
+        status, counts = view.status, view.counts
         ended = status in ("succeeded", "failed", "cancelled")
         if not quiet and (ended or time.monotonic() - last_line >= LINE_EVERY_S):
             last_line = time.monotonic()
@@ -164,10 +161,7 @@ def sweep_group() -> None:
 def _show(app: App, sweep_id: str, as_json: bool, fmt: str, members: bool = True) -> None:
     from dataclasses import asdict
 
-    from db.sweeps import view_sweep
-
-    with app.sessions() as session:
-        view = view_sweep(session, sweep_id, with_members=members)
+    view = app.client.sweep(sweep_id, members=members)
     if as_json:
         doc = asdict(view)
         doc["created_at"] = view.created_at.isoformat() if view.created_at else None
@@ -238,15 +232,12 @@ def show(app: App, sweep_id: str, fmt: str, as_json: bool, summary: bool) -> Non
 @click.pass_obj
 def list_(app: App, limit: int, as_json: bool) -> None:
     """Recent sweeps and their status."""
-    from db.sweeps import list_sweeps
-
-    with app.sessions() as session:
-        rows = [
-            [s.id, status, s.model, s.members, s.batches,
-             ", ".join(f"{n} {k}" for k, n in sorted(counts.items())),
-             s.created_at.isoformat(timespec="seconds") if s.created_at else None]
-            for s, status, counts in list_sweeps(session, limit)
-        ]  # fmt: skip
+    rows = [
+        [s.id, s.status, s.model, s.members, s.batches,
+         ", ".join(f"{n} {k}" for k, n in sorted(s.counts.items())),
+         s.created_at.isoformat(timespec="seconds") if s.created_at else None]
+        for s in app.client.sweeps(limit)
+    ]  # fmt: skip
     emit_rows(["id", "status", "model", "members", "batches", "counts", "created_at"], rows,
               "json" if as_json else "table")  # fmt: skip
 
@@ -256,8 +247,5 @@ def list_(app: App, limit: int, as_json: bool) -> None:
 @click.pass_obj
 def cancel(app: App, sweep_id: str) -> None:
     """Cancel every member not yet ended (queued ones at once, running ones at a step)."""
-    from db.sweeps import cancel_sweep
-
-    with app.sessions() as session:
-        n = cancel_sweep(session, sweep_id)
+    n = app.client.cancel_sweep(sweep_id)
     app.say(f"sweep {sweep_id}: cancel requested for {n} running job(s); queued ones cancelled")

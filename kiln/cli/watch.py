@@ -4,42 +4,40 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
 from kiln.cli.app import UNAVAILABLE, App, jobs
 
+if TYPE_CHECKING:
+    from kiln.reader import JobRecord
+
 NO_WORKER_AFTER_S = 3.0
 LINE_EVERY_S = 5.0
 
 
-def wait_for_job(app: App, job_id: str, timeout: float | None, quiet: bool = False) -> Any:
-    """Poll the job row until the job ends; returns the final row.
+def wait_for_job(app: App, job_id: str, timeout: float | None, quiet: bool = False) -> JobRecord:
+    """Poll the job until it ends; returns it as it ended.
 
     Says so on stderr when no live worker serves the job's queue, and keeps waiting;
     with `timeout`, gives up with exit code UNAVAILABLE.
     """
-    from db.jobs import get_job
-    from db.models import JobStatus
-    from db.workers import live_workers
-
     started = time.monotonic()
     warned = False
     last_line = 0.0
     bar = _Bar(job_id) if sys.stderr.isatty() and not quiet else None
     try:
         while True:
-            with app.sessions() as session:
-                job = get_job(session, job_id)
-                terminal = JobStatus(job.status).is_terminal
-                idle = (
-                    not terminal
-                    and not warned
-                    and job.status == JobStatus.QUEUED
-                    and time.monotonic() - started > NO_WORKER_AFTER_S
-                    and not live_workers(session, job.queue, app.settings.worker_alive_s)
-                )
+            job = app.client.job_record(job_id)
+            terminal = job.is_terminal
+            idle = (
+                not terminal
+                and not warned
+                and job.status == "queued"
+                and time.monotonic() - started > NO_WORKER_AFTER_S
+                and not app.client.live_workers(job.queue)
+            )
             if idle:
                 app.say(
                     f"job {job.id}: no live worker serves queue `{job.queue}`; start one with"
@@ -67,7 +65,7 @@ def wait_for_job(app: App, job_id: str, timeout: float | None, quiet: bool = Fal
             bar.stop()
 
 
-def metrics_text(job: Any) -> str:
+def metrics_text(job: JobRecord) -> str:
     """The latest value of each metric a running job reported (its info's `metrics`)."""
     from kiln.jobinfo import info_for
 
@@ -95,7 +93,7 @@ class _Bar:
         self.samples: list[tuple[float, int]] = []
         self.progress.start()
 
-    def update(self, job: Any) -> None:
+    def update(self, job: JobRecord) -> None:
         now = time.monotonic()
         self.samples = [s for s in self.samples if now - s[0] < 5.0] + [(now, job.step)]
         (t0, s0), (t1, s1) = self.samples[0], self.samples[-1]

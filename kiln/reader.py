@@ -1,0 +1,264 @@
+"""Reader: what the Client and the `jobs` CLI read back, as plain typed values (one path for both).
+
+Every method opens its own session, resolves a job id prefix like `jobs show` does (NotFound
+when there is no such job), and returns values that outlive the session: dataclasses, lists,
+dicts and NumPy arrays, never database rows. The Client builds its pandas and ArviZ views
+on these; the CLI prints them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from kiln.settings import Settings
+
+if TYPE_CHECKING:
+    import numpy as np
+    from sqlalchemy.orm import Session, sessionmaker
+
+    # Re-exported (`as`): the CLI names these types without importing db.
+    from db.results import SampleSummary as SampleSummary
+    from db.sweeps import SweepView as SweepView
+    from db.workers import WorkerView as WorkerView
+    from kiln.export import JobResults
+    from kiln.records import SiteStats
+
+ENDED = ("succeeded", "failed", "cancelled")
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """One try at running a job: who, where, when, and how it ended."""
+
+    number: int
+    worker: str
+    host: str
+    pid: int
+    device: str
+    started_at: datetime
+    ended_at: datetime | None
+    outcome: str | None
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    """A job as stored: its state, progress, timings, spec and typed-info document."""
+
+    id: str
+    kind: str
+    status: str
+    model: str
+    queue: str
+    priority: int
+    step: int
+    total_steps: int
+    last_loss: float | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    attempts: int
+    worker: str | None
+    error: str | None
+    dataset_id: str | None
+    depends_on: str | None
+    sweep_id: str | None
+    spec: dict[str, Any] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether the job has ended (succeeded, failed or cancelled)."""
+        return self.status in ENDED
+
+
+@dataclass(frozen=True, slots=True)
+class SweepSummary:
+    """A sweep in `jobs sweep list`: its status and member counts by status."""
+
+    id: str
+    status: str
+    model: str
+    members: int
+    batches: int
+    counts: dict[str, int]
+    created_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """Jobs by queue and status, the oldest queued job's creation time by queue, live workers."""
+
+    counts: dict[str, dict[str, int]]
+    oldest_queued: dict[str, datetime]
+    workers: list[WorkerView]
+
+
+def job_record(job: Any) -> JobRecord:
+    """A job row as a JobRecord (while its session is open)."""
+    return JobRecord(
+        id=job.id, kind=job.kind, status=job.status, model=job.model, queue=job.queue,
+        priority=job.priority, step=job.step, total_steps=job.total_steps,
+        last_loss=job.last_loss, created_at=job.created_at, started_at=job.started_at,
+        finished_at=job.finished_at, attempts=job.attempts, worker=job.worker, error=job.error,
+        dataset_id=job.dataset_id, depends_on=job.depends_on, sweep_id=job.sweep_id,
+        spec=job.spec, info=job.info,
+    )  # fmt: skip
+
+
+class Reader:
+    """Reads over `settings` and a database (given by the subclass)."""
+
+    settings: Settings
+
+    def _sessionmaker(self) -> sessionmaker[Session]:
+        raise NotImplementedError
+
+    # -- jobs -------------------------------------------------------------------------------
+
+    def job_record(self, job_id: str) -> JobRecord:
+        """The job with this id or unique id prefix (at least 4 characters)."""
+        from db.jobs import get_job
+
+        with self._sessionmaker()() as session:
+            return job_record(get_job(session, job_id))
+
+    def job_records(self, status: str | None = None, limit: int = 20) -> list[JobRecord]:
+        """The newest `limit` jobs (with this status, if given), newest first."""
+        from db.jobs import list_jobs
+
+        with self._sessionmaker()() as session:
+            return [job_record(j) for j in list_jobs(session, status, limit)]
+
+    def attempts(self, job_id: str) -> list[AttemptRecord]:
+        """Every try at running the job, first first."""
+        from db.claims import attempts_of
+        from db.jobs import get_job
+
+        with self._sessionmaker()() as session:
+            rows = attempts_of(session, get_job(session, job_id).id)
+            return [
+                AttemptRecord(number=a.number, worker=a.worker, host=a.host, pid=a.pid,
+                              device=a.device, started_at=a.started_at, ended_at=a.ended_at,
+                              outcome=a.outcome, error=a.error)
+                for a in rows
+            ]  # fmt: skip
+
+    def latest_prediction(self, fit_id: str) -> str | None:
+        """The id of the fit's most recent succeeded predict job for its own rows, if any."""
+        from db.jobs import get_job, latest_prediction
+
+        with self._sessionmaker()() as session:
+            return latest_prediction(session, get_job(session, fit_id).id)
+
+    # -- results ----------------------------------------------------------------------------
+
+    def loss_rows(self, job_id: str) -> list[tuple[int, float]]:
+        """(step, loss) of every step, by step."""
+        from db.jobs import get_job
+        from db.results import get_losses
+
+        with self._sessionmaker()() as session:
+            return get_losses(session, get_job(session, job_id).id)
+
+    def metric_rows(
+        self, job_id: str, name: str | None = None
+    ) -> list[tuple[str, int, int, float]]:
+        """(name, step, epoch, value) of every metric (or of one), by step, then name."""
+        from db.jobs import get_job
+        from db.results import get_metrics
+
+        with self._sessionmaker()() as session:
+            return get_metrics(session, get_job(session, job_id).id, name)
+
+    def posterior_stats(self, job_id: str) -> list[SiteStats]:
+        """The posterior summary of each latent site, in storage order."""
+        from db.jobs import get_job
+        from db.results import get_params
+
+        with self._sessionmaker()() as session:
+            return get_params(session, get_job(session, job_id).id)
+
+    def site_diagnostics(self, job_id: str) -> dict[str, np.ndarray]:
+        """An MCMC job's r_hat, ess_bulk and ess_tail by site: (3, *shape) each."""
+        from db.jobs import get_job
+        from db.results import get_diagnostics
+
+        with self._sessionmaker()() as session:
+            return get_diagnostics(session, get_job(session, job_id).id)
+
+    def sample_summaries(self, job_id: str, site: str | None = None) -> list[SampleSummary]:
+        """Every stored site of the job (or one), in storage order, without its draws."""
+        from db.jobs import get_job
+        from db.results import get_sample_summaries
+
+        with self._sessionmaker()() as session:
+            return get_sample_summaries(session, get_job(session, job_id).id, site)
+
+    def draws(self, job_id: str, sites: list[str] | None = None) -> dict[str, np.ndarray]:
+        """The stored draws of every site of every kind (or of these sites), in storage order."""
+        from db.jobs import get_job
+        from db.results import get_draws
+
+        with self._sessionmaker()() as session:
+            return get_draws(session, get_job(session, job_id).id, kind=None, sites=sites)
+
+    def results(self, job_id: str) -> JobResults:
+        """Everything a succeeded job stored, gathered (what samples, export and plot read).
+
+        Raises SpecError for a job that has not succeeded.
+        """
+        from kiln.export import load_results
+
+        with self._sessionmaker()() as session:
+            return load_results(session, job_id)
+
+    # -- sweeps -----------------------------------------------------------------------------
+
+    def sweep(self, sweep_id: str, members: bool = True) -> SweepView:
+        """The sweep, its status (from its members), its batches and (with `members`) one
+        row per member."""
+        from db.sweeps import view_sweep
+
+        with self._sessionmaker()() as session:
+            return view_sweep(session, sweep_id, with_members=members)
+
+    def sweeps(self, limit: int = 20) -> list[SweepSummary]:
+        """The newest `limit` sweeps, newest first."""
+        from db.sweeps import list_sweeps
+
+        with self._sessionmaker()() as session:
+            return [
+                SweepSummary(id=s.id, status=status, model=s.model, members=s.members,
+                             batches=s.batches, counts=counts, created_at=s.created_at)
+                for s, status, counts in list_sweeps(session, limit)
+            ]  # fmt: skip
+
+    # -- the fleet --------------------------------------------------------------------------
+
+    def workers(self, include_dead: bool = False) -> list[WorkerView]:
+        """Workers (live ones, or all) with the job each runs, newest heartbeat first."""
+        from db.workers import worker_views
+
+        with self._sessionmaker()() as session:
+            return worker_views(session, self.settings.worker_alive_s, include_dead)
+
+    def live_workers(self, queue: str | None = None) -> list[str]:
+        """The names of the live workers (that serve `queue`, if given)."""
+        from db.workers import live_workers
+
+        with self._sessionmaker()() as session:
+            return [w.name for w in live_workers(session, queue, self.settings.worker_alive_s)]
+
+    def queue_stats(self) -> QueueStats:
+        """Jobs by queue and status, the oldest queued job by queue, and the live workers."""
+        from db.stats import job_counts, oldest_queued
+        from db.workers import worker_views
+
+        with self._sessionmaker()() as session:
+            return QueueStats(
+                counts=job_counts(session), oldest_queued=oldest_queued(session),
+                workers=worker_views(session, self.settings.worker_alive_s),
+            )  # fmt: skip
