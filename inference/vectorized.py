@@ -3,8 +3,8 @@ outer plate), as a generator of BatchStep events or as one call."""
 
 from __future__ import annotations
 
-from collections.abc import Generator, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from typing import Any, ParamSpec
 
 import numpy as np
 import pyro
@@ -20,6 +20,8 @@ from inference.vector_model import _BatchedLinReg, _initial_values, _Priors, _su
 from inference.vector_results import ManyResult, MemberResult
 from kiln.errors import SpecError
 from kiln.records import STATS, SiteStats
+
+P = ParamSpec("P")
 
 __all__ = ["GUIDES", "ManyResult", "MemberResult", "fit_many", "run_many"]
 
@@ -209,33 +211,20 @@ def run_many(
     yield BatchFinished(_collect(batch, batch.draws(num_samples), rates, seeds))
 
 
-def fit_many(
-    X: NDArray[np.float64],
-    y: NDArray[np.float64],
-    *,
-    terms: Sequence[str],
-    members: int,
-    weights: Weights | None,
-    seeds: Sequence[int],
-    steps: int,
-    lr: float | Sequence[float],
-    guide: str = "AutoNormal",
-    priors: Prior | Sequence[Prior | None] | None = None,
-    init: str = "auto",
-    num_samples: int = 1000,
-    device: str = "cpu",
-    jit: bool = True,
-) -> ManyResult:
-    """run_many() to its end, in one call: the batch's ManyResult (see run_many)."""
-    events = run_many(
-        X, y, terms=terms, members=members, weights=weights, seeds=seeds, steps=steps, lr=lr,
-        guide=guide, priors=priors, init=init, num_samples=num_samples, device=device,
-        progress_every=max(steps, 1), jit=jit,
-    )  # fmt: skip
-    for event in events:
-        if isinstance(event, BatchFinished):
-            return event.result
-    raise AssertionError("run_many ended without BatchFinished")
+def _drained(
+    run: Callable[P, Iterator[BatchStep | BatchFinished]],
+) -> Callable[P, ManyResult]:
+    def drain(*args: P.args, **kwargs: P.kwargs) -> ManyResult:
+        for event in run(*args, **kwargs):
+            if isinstance(event, BatchFinished):
+                return event.result
+        raise AssertionError("run_many ended without BatchFinished")
+
+    drain.__doc__ = "run_many() to its end, in one call: the batch's ManyResult (see run_many)."
+    return drain
+
+
+fit_many = _drained(run_many)
 
 
 def _collect(
