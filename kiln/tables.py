@@ -47,7 +47,7 @@ def read_csv_bytes(content: bytes, name: str = "data") -> pd.DataFrame:
         except UnicodeDecodeError:
             continue
         except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as e:
-            raise DataError(f"{name}: not a readable CSV file ({e})") from e
+            raise DataError(f"{name}: not a readable CSV file ({str(e).strip()})") from e
     else:  # pragma: no cover - ISO-8859-1 decodes every byte
         raise DataError(f"{name}: cannot decode the file as text")
     if content.lstrip()[:1] in (b"{", b"["):
