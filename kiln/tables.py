@@ -15,9 +15,7 @@ import numpy as np
 import pandas as pd
 
 from kiln.errors import DataError, SpecError
-
-# Functions usable inside formulas beyond formulaic's own (which has log and exp).
-FORMULA_CONTEXT = {"np": np, "log": np.log, "exp": np.exp, "sqrt": np.sqrt, "log1p": np.log1p}
+from kiln.formula import FORMULA_CONTEXT, check_formula
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +89,7 @@ def build_design(
     import formulaic
     from formulaic.errors import FormulaicError
 
+    check_formula(formula)  # before formulaic reads it (it evaluates terms as Python)
     try:
         parsed = formulaic.Formula(formula)
     except (FormulaicError, SyntaxError, ValueError) as e:
