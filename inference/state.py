@@ -1,4 +1,9 @@
-"""Fitted state <-> bytes: the param store, enough to rebuild the guide in another process."""
+"""Fitted state <-> bytes: the param store, enough to rebuild the guide in another process.
+
+Stored as named arrays plus JSON (inference.statecodec), never as a pickle. States written by
+an older Kiln with torch.save are still read, with torch.load(weights_only=True) and only the
+constraint classes allowed, so no stored byte can run code.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +11,32 @@ import io
 from typing import Any
 
 import pyro
+import pyro.distributions.constraints as pyro_constraints
 import torch
 from numpy.typing import NDArray
+from torch.distributions import constraints
 
-STATE_FORMAT = "pyro-param-store/torch.save/v1"
+from inference.statecodec import StateFormatError, decode, encode, is_encoded
+
+STATE_FORMAT = "kiln-param-store/npz-json/v2"
+LEGACY_STATE_FORMAT = "pyro-param-store/torch.save/v1"
+READABLE_STATE_FORMATS = (STATE_FORMAT, LEGACY_STATE_FORMAT)
+# What a legacy (torch.save) state may contain besides tensors: Pyro's constraint classes.
+LEGACY_SAFE_GLOBALS: list[Any] = [
+    constraints._Real,
+    constraints._GreaterThan,
+    constraints._GreaterThanEq,
+    constraints._LessThan,
+    constraints._Interval,
+    constraints._HalfOpenInterval,
+    constraints._Simplex,
+    constraints._LowerCholesky,
+    constraints._PositiveDefinite,
+    constraints._CorrCholesky,
+    constraints._IndependentConstraint,
+    type(pyro_constraints.softplus_positive),
+    type(pyro_constraints.softplus_lower_cholesky),
+]
 
 
 def dump_state() -> bytes:
@@ -21,25 +48,34 @@ def dump_state() -> bytes:
 def dump_param_state(params: dict[str, torch.Tensor], constraints: dict[str, Any]) -> bytes:
     """A param store state built from unconstrained values and their constraints (e.g. one
     member's slice of a vectorised batch), in dump_state()'s format."""
-    buffer = io.BytesIO()
     state = {"params": dict(params), "constraints": dict(constraints)}
-    torch.save({"format": STATE_FORMAT, "param_store": state}, buffer)
-    return buffer.getvalue()
+    return encode({"format": STATE_FORMAT, "param_store": state})
+
+
+def read_state(content: bytes, map_location: str = "cpu") -> dict[str, Any]:
+    """The param store state in `content` (this format or the legacy one)."""
+    if is_encoded(content):
+        state = decode(content, map_location)
+    else:
+        try:
+            with torch.serialization.safe_globals(LEGACY_SAFE_GLOBALS):
+                state = torch.load(io.BytesIO(content), map_location=map_location,
+                                   weights_only=True)  # fmt: skip
+        except Exception as e:  # an unpickler refusal or damaged bytes: never run them
+            raise StateFormatError(f"not a fitted state Kiln can read ({e})") from None
+    if not isinstance(state, dict) or state.get("format") not in READABLE_STATE_FORMATS:
+        raise StateFormatError("unknown fitted-state format")
+    param_store = state["param_store"]
+    if not isinstance(param_store, dict):
+        raise StateFormatError("a fitted state without its param store")
+    return param_store
 
 
 def load_state(content: bytes, map_location: str = "cpu") -> None:
-    """Replace the param store with a state from dump_state().
-
-    weights_only=False: Pyro's state holds constraint objects; the bytes come from Kiln's own
-    database, written by a Kiln worker, never from the broker or a user.
-    """
-    state: dict[str, Any] = torch.load(
-        io.BytesIO(content), map_location=map_location, weights_only=False
-    )
-    if state.get("format") != STATE_FORMAT:
-        raise ValueError(f"unknown fitted-state format {state.get('format')!r}")
+    """Replace the param store with a state from dump_state()."""
+    state = read_state(content, map_location)
     pyro.clear_param_store()
-    pyro.get_param_store().set_state(state["param_store"])
+    pyro.get_param_store().set_state(state)  # type: ignore[arg-type]
 
 
 def param_values() -> dict[str, NDArray[Any]]:

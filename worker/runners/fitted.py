@@ -14,7 +14,7 @@ from db.jobs import get_job
 from db.results import get_fitted_state, store_predict_results
 from db.sources import load_source
 from inference.posterior import summarize_draws
-from inference.state import STATE_FORMAT
+from inference.state import READABLE_STATE_FORMATS
 from kiln.errors import UserError
 from kiln.jobinfo import PredictInfo
 from kiln.records import SiteStats
@@ -59,7 +59,7 @@ def _state(session: Session, fit_id: str) -> bytes:
     stored = get_fitted_state(session, fit_id)
     if stored is None:
         raise UserError(f"fit {fit_id} stored no fitted state to predict from")
-    if stored.format != STATE_FORMAT:
+    if stored.format not in READABLE_STATE_FORMATS:
         raise UserError(f"fit {fit_id}: fitted state format {stored.format!r} is not supported")
     return bytes(stored.content)
 
