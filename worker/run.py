@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import traceback
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
@@ -17,6 +19,7 @@ from db.jobs import get_job
 from db.models import JobStatus
 from kiln.errors import Cancelled, InfraError, UserError
 from kiln.jobinfo import info_for
+from kiln.redact import redact
 from kiln.specs import BaseSpec, parse_job_spec
 from worker.context import DataBlob, JobContext
 from worker.lease import LeaseKeeper
@@ -101,7 +104,7 @@ def _run(ctx: JobContext[BaseSpec]) -> Outcome:
         _complete_progress(session, ctx.job_id)
         released = finish_job(
             session, ctx.job_id, worker=ctx.worker, attempt=ctx.attempt,
-            status=JobStatus.SUCCEEDED, info=ctx.info.dump(),
+            status=JobStatus.SUCCEEDED, info=_redacted(ctx.info.dump()),
         )  # fmt: skip
     return Outcome(JobStatus.SUCCEEDED.value, released)
 
@@ -115,9 +118,17 @@ def _finish(
     rt: Runtime, job_id: str, attempt: int, status: JobStatus, error: str | None = None,
     ctx: JobContext[BaseSpec] | None = None, requeue: bool = False,
 ) -> Outcome:  # fmt: skip
+    """End the attempt. What is stored is redacted first: a model's error text (or a note) that
+    quotes a URL with a password, the worker's own database URL say, keeps only `***`."""
+    info = _redacted(ctx.info.dump()) if ctx is not None else None
     with rt.sessions() as session:
         released = finish_job(
-            session, job_id, worker=rt.name, attempt=attempt, status=status, error=error,
-            requeue=requeue, info=ctx.info.dump() if ctx is not None else None,
+            session, job_id, worker=rt.name, attempt=attempt, status=status,
+            error=redact(error) if error is not None else None, requeue=requeue, info=info,
         )  # fmt: skip
     return Outcome(status.value, released)
+
+
+def _redacted(info: dict[str, Any]) -> dict[str, Any]:
+    cleaned: dict[str, Any] = json.loads(redact(json.dumps(info)))
+    return cleaned

@@ -1,0 +1,37 @@
+"""What a job stores is redacted: a model's error that quotes a URL with its password (the
+worker's database URL, say) is stored and shown with `***` in its place."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kiln.client import Client
+from tests.conftest import Stack
+
+SECRET = "s3cretpw"
+LEAKY = f"""
+import pyro
+import pyro.distributions as dist
+
+
+def model(x):
+    pyro.sample("mu", dist.Normal(0.0, 1.0))
+    raise RuntimeError("cannot reach postgresql://kiln:{SECRET}@db.internal:5432/kiln")
+"""
+
+
+def test_a_model_error_quoting_a_password_is_stored_redacted(stack: Stack, tmp_path: Path) -> None:
+    from worker.run import execute_job
+    from worker.runtime import Runtime
+
+    model = tmp_path / "leaky.py"
+    model.write_text(LEAKY)
+    kiln = Client.over(stack.settings(), stack.sessions(), lambda: None)
+    kiln._send = lambda *message: None  # type: ignore[method-assign]
+    job_id = kiln.submit_model(model, {"x": [1.0, 2.0]}, steps=5, seed=1)
+    settings = stack.settings().model_copy(update={"allow_user_code": True})
+    outcome = execute_job(Runtime(settings, stack.sessions(), "h", "in-process", "cpu"), job_id)
+    job = kiln.job(job_id)
+    assert outcome.status == "failed"
+    assert "postgresql://kiln:***@db.internal:5432/kiln" in job["error"]
+    assert SECRET not in str(job)
