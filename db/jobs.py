@@ -29,7 +29,9 @@ def get_job(session: Session, job_id: str) -> Job:
     if job is not None:
         return job
     if len(job_id) >= 4:
-        matches = session.scalars(select(Job).where(Job.id.startswith(job_id)).limit(2)).all()
+        matches = session.scalars(
+            select(Job).where(Job.id.startswith(job_id, autoescape=True)).limit(2)
+        ).all()
         if len(matches) == 1:
             return matches[0]
         if len(matches) > 1:

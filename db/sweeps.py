@@ -27,7 +27,9 @@ def get_sweep(session: Session, sweep_id: str) -> Sweep:
     if sweep is not None:
         return sweep
     if len(sweep_id) >= 4:
-        matches = session.scalars(select(Sweep).where(Sweep.id.startswith(sweep_id)).limit(2)).all()
+        matches = session.scalars(
+            select(Sweep).where(Sweep.id.startswith(sweep_id, autoescape=True)).limit(2)
+        ).all()
         if len(matches) == 1:
             return matches[0]
         if len(matches) > 1:

@@ -1,0 +1,21 @@
+"""Id prefixes are matched literally: `%` and `_` are not LIKE wildcards."""
+
+from __future__ import annotations
+
+import pytest
+
+from db.jobs import get_job
+from kiln.client import Client
+from kiln.errors import NotFound
+from tests.conftest import RUGGED, RUGGED_FORMULA, Stack
+
+
+def test_wildcards_in_an_id_prefix_match_nothing(stack: Stack) -> None:
+    kiln = Client.over(stack.settings(), stack.sessions(), lambda: None)
+    kiln._send = lambda *message: None  # type: ignore[method-assign]
+    job_id = kiln.submit_fit(RUGGED, RUGGED_FORMULA, steps=5, seed=1)
+    with stack.sessions()() as session:
+        assert get_job(session, job_id[:4]).id == job_id
+        for prefix in ("%%%%", "____", job_id[:3] + "%", job_id[:3] + "_", "%" + job_id[1:6]):
+            with pytest.raises(NotFound):
+                get_job(session, prefix)
