@@ -15,6 +15,8 @@ from kiln.errors import DataError
 from kiln.tables import read_csv_bytes
 
 Value = int | float | bool | list[Any]
+MAX_DEPTH = 32  # nested lists (a tensor of rank 32 is already absurd)
+INT64 = (-(2**63), 2**63 - 1)
 
 
 def parse_user_data(content: bytes, name: str) -> tuple[str, dict[str, Value]]:
@@ -27,9 +29,11 @@ def parse_user_data(content: bytes, name: str) -> tuple[str, dict[str, Value]]:
 
 def _from_json(content: bytes, name: str) -> dict[str, Value]:
     try:
-        raw = json.loads(content.decode("utf-8"))
+        raw = json.loads(content.decode("utf-8"), parse_constant=_no_constant)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise DataError(f"{name}: not a readable JSON file ({e})") from None
+    except RecursionError:
+        raise DataError(f"{name}: the JSON is nested too deep") from None
     if not isinstance(raw, dict):
         raise DataError(
             f"{name}: the JSON must be an object of names to numbers and lists"
@@ -63,21 +67,33 @@ def _from_csv(content: bytes, name: str) -> dict[str, Value]:
                 f"{name}: column `{field}` has {int(series.isna().sum())} missing values", field
             )
         data[field] = series.tolist()
+        check_value(field, data[field], name)  # infinities
     return data
 
 
-def check_value(field: str, value: Any, name: str = "data") -> tuple[int, ...]:
-    """The shape of a number or a rectangular nested list of numbers; DataError otherwise."""
-    if isinstance(value, bool | int):
+def _no_constant(text: str) -> float:
+    raise DataError(f"data: `{text}` is not a number the data may hold (give finite numbers)")
+
+
+def check_value(field: str, value: Any, name: str = "data", depth: int = 0) -> tuple[int, ...]:
+    """The shape of a number or a rectangular nested list of numbers; DataError otherwise
+    (NaN, infinities, integers beyond 64 bits, lists nested deeper than MAX_DEPTH)."""
+    if isinstance(value, bool):
+        return ()
+    if isinstance(value, int):
+        if not INT64[0] <= value <= INT64[1]:
+            raise DataError(f"{name}: data field `{field}` has an integer beyond 64 bits", field)
         return ()
     if isinstance(value, float):
-        if math.isnan(value):
-            raise DataError(f"{name}: data field `{field}` is NaN", field)
+        if not math.isfinite(value):
+            raise DataError(f"{name}: data field `{field}` is {value} (not finite)", field)
         return ()
     if isinstance(value, list):
+        if depth >= MAX_DEPTH:
+            raise DataError(f"{name}: data field `{field}` is nested deeper than {MAX_DEPTH}")
         if not value:
             return (0,)
-        shapes = {check_value(field, item, name) for item in value}
+        shapes = {check_value(field, item, name, depth + 1) for item in value}
         if len(shapes) > 1:
             lengths = sorted({s[0] if s else 1 for s in shapes})
             raise DataError(

@@ -7,7 +7,9 @@ import pytest
 from db.jobs import get_job
 from kiln.client import Client
 from kiln.errors import NotFound
-from tests.conftest import RUGGED, RUGGED_FORMULA, Stack
+from tests.conftest import EMBEDDED_AND_FLEET, RUGGED, RUGGED_FORMULA, Stack
+
+pytestmark = EMBEDDED_AND_FLEET  # the embedded defaults and a fleet (PostgreSQL + Redis)
 
 
 def test_wildcards_in_an_id_prefix_match_nothing(stack: Stack) -> None:

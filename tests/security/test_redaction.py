@@ -6,7 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from kiln.client import Client
-from tests.conftest import Stack
+from tests.conftest import EMBEDDED_AND_FLEET, Stack
+
+pytestmark = EMBEDDED_AND_FLEET  # the embedded defaults and a fleet (PostgreSQL + Redis)
 
 SECRET = "s3cretpw"
 LEAKY = f"""
