@@ -8,7 +8,17 @@ import zlib
 
 import numpy as np
 
+from kiln.errors import DataError
+
 _MAGIC = b"KA1"
+MAX_HEADER = 4096
+MAX_ARRAY_BYTES = 2**31  # 2 GiB: above any array Kiln stores (predict draws are capped lower)
+# Plain numeric dtypes only: an object dtype could hold anything.
+_KINDS = "biuf"
+
+
+class CodecError(DataError):
+    """Bytes that are not an array encode_array() wrote, or claim more than they may hold."""
 
 
 def encode_array(array: np.ndarray, level: int = 6) -> bytes:
@@ -20,11 +30,31 @@ def encode_array(array: np.ndarray, level: int = 6) -> bytes:
     return _MAGIC + struct.pack("<I", len(header)) + header + body
 
 
-def decode_array(content: bytes) -> np.ndarray:
-    """The array encode_array() stored."""
-    if content[:3] != _MAGIC:
-        raise ValueError("not an encoded array (bad magic)")
+def decode_array(content: bytes, max_bytes: int = MAX_ARRAY_BYTES) -> np.ndarray:
+    """The array encode_array() stored. The header's dtype and shape are checked first, and
+    the data is decompressed to at most the size they give (a crafted blob cannot expand
+    past it); anything else raises CodecError."""
+    if content[:3] != _MAGIC or len(content) < 7:
+        raise CodecError("not an encoded array (bad magic)")
     (size,) = struct.unpack("<I", content[3:7])
-    header = json.loads(content[7 : 7 + size])
-    data = zlib.decompress(content[7 + size :])
-    return np.frombuffer(data, dtype=np.dtype(header["dtype"])).reshape(header["shape"]).copy()
+    if size > MAX_HEADER:
+        raise CodecError(f"an encoded array's header is {size} bytes; at most {MAX_HEADER}")
+    try:
+        header = json.loads(content[7 : 7 + size])
+        dtype = np.dtype(str(header["dtype"]))
+        shape = tuple(int(n) for n in header["shape"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise CodecError(f"an encoded array's header is unreadable ({e})") from None
+    if dtype.kind not in _KINDS or any(n < 0 for n in shape) or len(shape) > 32:
+        raise CodecError(f"an encoded array claims dtype {dtype.str} and shape {shape}")
+    expected = dtype.itemsize * int(np.prod(shape, dtype=np.float64))
+    if expected > max_bytes:
+        raise CodecError(f"an encoded array claims {expected} bytes; at most {max_bytes}")
+    inflate = zlib.decompressobj()
+    try:
+        data = inflate.decompress(content[7 + size :], expected + 1)
+    except zlib.error as e:
+        raise CodecError(f"an encoded array's data is damaged ({e})") from None
+    if len(data) != expected or inflate.unconsumed_tail:
+        raise CodecError(f"an encoded array holds more or less data than its shape {shape}")
+    return np.frombuffer(data, dtype=dtype).reshape(shape).copy()
