@@ -11,32 +11,22 @@ import io
 from typing import Any
 
 import pyro
-import pyro.distributions.constraints as pyro_constraints
 import torch
 from numpy.typing import NDArray
-from torch.distributions import constraints
 
-from inference.statecodec import StateFormatError, decode, encode, is_encoded
+from inference.statecodec import (
+    StateFormatError,
+    constraint_classes,
+    decode,
+    encode,
+    is_encoded,
+)
 
 STATE_FORMAT = "kiln-param-store/npz-json/v2"
 LEGACY_STATE_FORMAT = "pyro-param-store/torch.save/v1"
 READABLE_STATE_FORMATS = (STATE_FORMAT, LEGACY_STATE_FORMAT)
-# What a legacy (torch.save) state may contain besides tensors: Pyro's constraint classes.
-LEGACY_SAFE_GLOBALS: list[Any] = [
-    constraints._Real,
-    constraints._GreaterThan,
-    constraints._GreaterThanEq,
-    constraints._LessThan,
-    constraints._Interval,
-    constraints._HalfOpenInterval,
-    constraints._Simplex,
-    constraints._LowerCholesky,
-    constraints._PositiveDefinite,
-    constraints._CorrCholesky,
-    constraints._IndependentConstraint,
-    type(pyro_constraints.softplus_positive),
-    type(pyro_constraints.softplus_lower_cholesky),
-]
+# What a legacy (torch.save) state may contain besides tensors: the constraint classes.
+LEGACY_SAFE_GLOBALS: list[Any] = list(constraint_classes())
 
 
 def dump_state() -> bytes:

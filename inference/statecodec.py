@@ -25,21 +25,15 @@ from kiln.errors import UserError
 META = "__kiln_meta__"
 MAX_DEPTH = 64
 
-# Constraints without parameters, by name (Pyro's autoguides and param() use these).
+# Constraints without parameters, by name: every such singleton torch and Pyro define (Pyro's
+# module re-exports torch's), e.g. softplus_positive (AutoNormal's scales) and
+# unit_lower_cholesky (AutoMultivariateNormal's scale_tril).
 _NAMED: dict[str, constraints.Constraint] = {
-    "real": constraints.real,
-    "positive": constraints.positive,
-    "nonnegative": constraints.nonnegative,
-    "unit_interval": constraints.unit_interval,
-    "simplex": constraints.simplex,
-    "lower_cholesky": constraints.lower_cholesky,
-    "positive_definite": constraints.positive_definite,
-    "corr_cholesky": constraints.corr_cholesky,
-    "real_vector": constraints.real_vector,
-    "softplus_positive": pyro_constraints.softplus_positive,
-    "softplus_lower_cholesky": pyro_constraints.softplus_lower_cholesky,
-    "ordered_vector": pyro_constraints.ordered_vector,
-    "positive_ordered_vector": pyro_constraints.positive_ordered_vector,
+    name: value
+    for name in sorted(dir(pyro_constraints))
+    if not name.startswith("_")
+    and isinstance(value := getattr(pyro_constraints, name), constraints.Constraint)
+    and name != "dependent"
 }
 # Constraints with bounds, by class (checked after the named ones: positive is a greater_than).
 _BOUNDED: dict[str, tuple[type[constraints.Constraint], tuple[str, ...]]] = {
@@ -95,12 +89,31 @@ def _constraint(value: constraints.Constraint, walk: Any) -> Any:
         return {"independent": _constraint(value.base_constraint, walk),
                 "ndims": int(value.reinterpreted_batch_ndims)}  # fmt: skip
     for name, known in _NAMED.items():
-        if type(value) is type(known) and vars(value) == vars(known):
+        if type(value) is type(known) and _same_fields(value, known):
             return name
     for name, (cls, fields) in _BOUNDED.items():
         if type(value) is cls:
             return {name: [walk(getattr(value, f)) for f in fields]}
     raise TypeError(f"cannot store the constraint {value!r} in a Kiln state")
+
+
+def _same_fields(a: constraints.Constraint, b: constraints.Constraint) -> bool:
+    """Whether two constraints of one class have equal plain fields (a tensor bound: no)."""
+    fields_a, fields_b = vars(a), vars(b)
+    if fields_a.keys() != fields_b.keys():
+        return False
+    plain = (bool, int, float, str, type(None))
+    return all(
+        isinstance(fields_a[k], plain) and isinstance(fields_b[k], plain)
+        and fields_a[k] == fields_b[k]
+        for k in fields_a
+    )  # fmt: skip
+
+
+def constraint_classes() -> list[type[constraints.Constraint]]:
+    """Every constraint class a state may hold (for reading states an older Kiln pickled)."""
+    classes = {type(c) for c in _NAMED.values()} | {cls for cls, _ in _BOUNDED.values()}
+    return sorted(classes | {constraints._IndependentConstraint}, key=lambda c: c.__name__)
 
 
 def is_encoded(content: bytes) -> bool:

@@ -42,7 +42,10 @@ def test_the_codec_round_trips_pyro_states_bitwise_and_rejects_what_it_did_not_w
 ) -> None:
     import pyro
     import pyro.distributions as dist
-    from pyro.infer.autoguide import AutoDelta, AutoNormal
+    from pyro.infer.autoguide import AutoDelta
+
+    from inference.guides import make_guide
+    from kiln.catalog import GUIDES
 
     def model() -> None:
         pyro.sample("a", dist.Normal(0.0, 1.0))
@@ -50,7 +53,8 @@ def test_the_codec_round_trips_pyro_states_bitwise_and_rejects_what_it_did_not_w
         pyro.sample("p", dist.Dirichlet(torch.ones(3)))
         pyro.sample("L", dist.LKJCholesky(3, 1.0))
 
-    AutoNormal(model)()
+    for name in GUIDES:  # every guide a job may name: their parameters' constraints
+        make_guide(name, model)()
     AutoDelta(model)()
     before = pyro.get_param_store().get_state()
     after = read_state(dump_state())
