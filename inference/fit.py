@@ -80,10 +80,5 @@ def prepare_fit(
         latent_sites=model.latent_sites,
         jit_safe=True,
         device=device,
-        info={
-            "rows_used": design.rows_used,
-            "rows_dropped": design.rows_dropped,
-            "response": design.response,
-            "terms": list(design.terms),
-        },
+        info=design.facts,
     )

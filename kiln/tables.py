@@ -31,6 +31,16 @@ class Design:
     row_index: np.ndarray  # positions (0-based) of the used rows in the original table
     has_response: bool = True  # False: new rows to predict, `y` all NaN
 
+    @property
+    def facts(self) -> dict[str, object]:
+        """What a job records about the data it fitted: rows used and dropped, terms, response."""
+        return {
+            "rows_used": self.rows_used,
+            "rows_dropped": self.rows_dropped,
+            "terms": list(self.terms),
+            "response": self.response,
+        }
+
 
 def read_csv_bytes(content: bytes, name: str = "data") -> pd.DataFrame:
     """Parse CSV bytes (UTF-8, falling back to ISO-8859-1); raise DataError on anything else."""

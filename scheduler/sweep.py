@@ -30,7 +30,7 @@ from kiln.specs import (
     parse_prior_option,
     parse_spec,
 )
-from kiln.tables import group_values, member_design, read_csv_bytes
+from kiln.tables import group_values, member_design
 from scheduler.kinds.linreg import check_linreg_data
 from scheduler.limits import Limits
 from scheduler.routing import route
@@ -246,14 +246,14 @@ def submit_sweep(
     base = spec.base
     limits.check_steps(base.steps)
     data = check_linreg_data(base, content, data_name)
-    frame = read_csv_bytes(content, data_name)
+    frame = data.frame  # parsed once, by the check
     groups = group_values(frame, spec.group_by) if spec.group_by else None
-    terms: dict[str | None, tuple[str, ...]] = {None: data.terms}
+    terms: dict[str | None, tuple[str, ...]] = {None: data.design.terms}
     sites = (*terms[None], "sigma")
     for key in spec.grid:
         if key.startswith(PRIOR_KEY_PREFIX) and key[len(PRIOR_KEY_PREFIX) :] not in sites:
             raise SpecError(f"--grid {key}: no such site (sites: {', '.join(sites)})", field="grid")
-    rows = data.rows_used
+    rows = data.design.rows_used
     if groups is not None:
         if not groups:
             raise UserError(f"--group-by {spec.group_by}: the column has no values")
@@ -293,7 +293,7 @@ def submit_sweep(
     with sessions() as session:
         dataset_id = store_dataset(
             session, content, name=Path(data_name).name, format="csv",
-            columns=data.columns, num_rows=data.num_rows,
+            columns=data.columns, num_rows=len(data.frame),
         )  # fmt: skip
         session.add(
             Sweep(
@@ -304,7 +304,7 @@ def submit_sweep(
                 members=len(members),
                 batches=len(batch_ids),
                 info={
-                    "data": data.facts,
+                    "data": data.design.facts,
                     "groups": groups,
                     "batch_size": batch,
                     "single": {str(i): packing.why_single[i] for i in packing.single},

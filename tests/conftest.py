@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
     from sqlalchemy.orm import Session, sessionmaker
 
+    from kiln.client import Client
     from kiln.settings import Settings
 
 PG_ADMIN_URL = os.environ.get("KILN_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
@@ -238,6 +239,26 @@ def run_cli(
     """Run `jobs ARGS` in a subprocess; returns the CompletedProcess."""
     return subprocess.run([sys.executable, "-m", "kiln.cli", *args], env=env,
                           capture_output=True, text=True, timeout=timeout)  # fmt: skip
+
+
+def offline_client(stack: Stack) -> Client:
+    """A Client on the stack whose broker messages go nowhere: its jobs are run in this
+    process, by run_in_process (runners are exercised without Celery)."""
+    from kiln.client import Client
+
+    client = Client.over(stack.settings(), stack.sessions(), lambda: None)
+    client._send = lambda *message: None  # type: ignore[method-assign]
+    return client
+
+
+def run_in_process(stack: Stack, job_id: str) -> str:
+    """execute_job on the stack, here, as a worker that runs users' files; its outcome."""
+    from worker.run import execute_job
+    from worker.runtime import Runtime
+
+    settings = stack.settings().model_copy(update={"allow_user_code": True})
+    runtime = Runtime(settings, stack.sessions(), "test-host", "in-process", "cpu")
+    return execute_job(runtime, job_id).status
 
 
 def cli_json(stack: Stack, *args: str) -> Any:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +59,6 @@ class Checked:
     depends_on: str | None = None
     waiting: bool = False
     predict_rows: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 Check = Callable[[Any, Upload, CheckContext], Checked]

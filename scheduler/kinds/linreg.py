@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import pandas as pd
+
 from kiln.catalog import LINREG_RESERVED_SITES
 from kiln.errors import SpecError
 from kiln.jobinfo import SviInfo
 from kiln.specs import FitSpec
-from kiln.tables import build_design, read_csv_bytes
+from kiln.tables import Design, build_design, read_csv_bytes
 from scheduler.kinds.base import (
     CheckContext,
     Checked,
@@ -21,24 +23,14 @@ from scheduler.kinds.base import (
 
 @dataclass(frozen=True, slots=True)
 class LinregData:
-    """A linreg fit's data as checked: its design's terms and rows, the CSV's columns."""
+    """A linreg fit's data as checked: the table and the formula's design on it."""
 
-    terms: tuple[str, ...]
-    response: str
-    rows_used: int
-    rows_dropped: int
-    columns: list[str]
-    num_rows: int
+    frame: pd.DataFrame
+    design: Design
 
     @property
-    def facts(self) -> dict[str, object]:
-        """What the job records about its data."""
-        return {
-            "rows_used": self.rows_used,
-            "rows_dropped": self.rows_dropped,
-            "terms": list(self.terms),
-            "response": self.response,
-        }
+    def columns(self) -> list[str]:
+        return [str(c) for c in self.frame.columns]
 
 
 def check_linreg_data(spec: FitSpec, content: bytes, data_name: str) -> LinregData:
@@ -55,14 +47,7 @@ def check_linreg_data(spec: FitSpec, content: bytes, data_name: str) -> LinregDa
         raise SpecError(
             f"prior for `{unknown[0]}`: no such site (sites: {', '.join(sites)})", field="priors"
         )
-    return LinregData(
-        terms=tuple(design.terms),
-        response=str(design.response),
-        rows_used=design.rows_used,
-        rows_dropped=design.rows_dropped,
-        columns=[str(c) for c in frame.columns],
-        num_rows=len(frame),
-    )
+    return LinregData(frame, design)
 
 
 def check_linreg_fit(spec: FitSpec, upload: Upload, ctx: CheckContext) -> Checked:
@@ -74,8 +59,8 @@ def check_linreg_fit(spec: FitSpec, upload: Upload, ctx: CheckContext) -> Checke
     return Checked(
         spec=spec,
         model=spec.model,
-        info=SviInfo(data=data.facts),
+        info=SviInfo(data=data.design.facts),
         total_steps=spec.steps,
-        dataset=NewDataset(content, name, "csv", data.columns, data.num_rows),
-        predict_rows=data.rows_used,
+        dataset=NewDataset(content, name, "csv", data.columns, len(data.frame)),
+        predict_rows=data.design.rows_used,
     )

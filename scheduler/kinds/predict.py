@@ -3,9 +3,11 @@ rows checked against what the fit was given."""
 
 from __future__ import annotations
 
+from sqlalchemy import select
+
 from db.datasets import load_dataset
 from db.jobs import get_job
-from db.models import JobStatus
+from db.models import Dataset, JobStatus
 from db.sources import load_source
 from kiln.errors import SpecError
 from kiln.jobinfo import PredictInfo
@@ -40,9 +42,16 @@ def check_predict(spec: PredictOptions, upload: Upload, ctx: CheckContext) -> Ch
                 field="from_job",
             )
         fit_spec = parse_job_spec(dict(fit.spec))
-        fit_data = load_dataset(session, fit.dataset_id) if fit.dataset_id else None
-        source = load_source(session, fit.source_id).content if fit.source_id else None
+        # The fit's data and model file are read only to check new data against them.
+        new = upload.data is not None
+        fit_data = load_dataset(session, fit.dataset_id) if new and fit.dataset_id else None
+        source = load_source(session, fit.source_id).content if new and fit.source_id else None
         fit_rows = int((fit.info or {}).get("data", {}).get("rows_used") or 0)
+        fit_table_rows = (
+            session.scalar(select(Dataset.num_rows).where(Dataset.id == fit.dataset_id))
+            if fit.dataset_id
+            else None
+        )
         waiting = fit.status != JobStatus.SUCCEEDED
         fit_id, fit_model = fit.id, fit.model
     kind = PREDICT_KIND[fit_spec.kind]
@@ -71,7 +80,7 @@ def check_predict(spec: PredictOptions, upload: Upload, ctx: CheckContext) -> Ch
     else:
         # PREDICT_KIND above has taken only fit kinds: what is left is a user fit.
         assert isinstance(fit_spec, UserSviFitSpec | UserMcmcFitSpec)
-        rows, dataset = _user_data(fit_spec, upload, source, fit_data.num_rows if fit_data else 1)
+        rows, dataset = _user_data(fit_spec, upload, source, fit_table_rows or 1)
     ctx.limits.check_predict_size(own.num_samples, rows)
     return Checked(
         spec=own,

@@ -14,7 +14,14 @@ from kiln.cli import BAD_INPUT, get_cli
 from kiln.errors import SpecError
 from kiln.formula import check_formula
 from kiln.tables import build_design, read_csv_bytes
-from tests.conftest import EMBEDDED_AND_FLEET, RUGGED, RUGGED_FORMULA, Stack
+from tests.conftest import (
+    EMBEDDED_AND_FLEET,
+    RUGGED,
+    RUGGED_FORMULA,
+    Stack,
+    offline_client,
+    run_in_process,
+)
 
 ADMITTED = [
     RUGGED_FORMULA,
@@ -99,12 +106,7 @@ def test_a_hostile_formula_planted_in_a_stored_spec_is_refused_by_readers_and_wo
 ) -> None:
     """Whoever can write the database cannot make a reader (`jobs export`) or a worker run a
     formula's code: the design is built through the same check."""
-    from kiln.client import Client
-    from worker.run import execute_job
-    from worker.runtime import Runtime
-
-    kiln = Client.over(stack.settings(), stack.sessions(), lambda: None)
-    kiln._send = lambda *message: None  # type: ignore[method-assign]
+    kiln = offline_client(stack)
     marker = tmp_path / "pwned"
     formula, named = attacks(marker)[0]
     reader = kiln.submit_fit(RUGGED, RUGGED_FORMULA, steps=10, num_samples=10, seed=1)
@@ -118,7 +120,6 @@ def test_a_hostile_formula_planted_in_a_stored_spec_is_refused_by_readers_and_wo
         session.commit()
     result = CliRunner().invoke(get_cli(), ["export", reader, "-o", str(tmp_path / "x.nc")])
     assert result.exit_code == BAD_INPUT and named in result.stderr, result.output
-    rt = Runtime(stack.settings(), stack.sessions(), "test-host", "in-process", "cpu")
-    assert execute_job(rt, queued).status == "failed"
+    assert run_in_process(stack, queued) == "failed"
     assert named in (kiln.job(queued)["error"] or "")
     assert not marker.exists()

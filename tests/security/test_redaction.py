@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kiln.client import Client
-from tests.conftest import EMBEDDED_AND_FLEET, Stack
+from tests.conftest import EMBEDDED_AND_FLEET, Stack, offline_client, run_in_process
 
 pytestmark = EMBEDDED_AND_FLEET  # the embedded defaults and a fleet (PostgreSQL + Redis)
 
@@ -23,17 +22,12 @@ def model(x):
 
 
 def test_a_model_error_quoting_a_password_is_stored_redacted(stack: Stack, tmp_path: Path) -> None:
-    from worker.run import execute_job
-    from worker.runtime import Runtime
-
     model = tmp_path / "leaky.py"
     model.write_text(LEAKY)
-    kiln = Client.over(stack.settings(), stack.sessions(), lambda: None)
-    kiln._send = lambda *message: None  # type: ignore[method-assign]
+    kiln = offline_client(stack)
     job_id = kiln.submit_model(model, {"x": [1.0, 2.0]}, steps=5, seed=1)
-    settings = stack.settings().model_copy(update={"allow_user_code": True})
-    outcome = execute_job(Runtime(settings, stack.sessions(), "h", "in-process", "cpu"), job_id)
+    status = run_in_process(stack, job_id)
     job = kiln.job(job_id)
-    assert outcome.status == "failed"
+    assert status == "failed"
     assert "postgresql://kiln:***@db.internal:5432/kiln" in job["error"]
     assert SECRET not in str(job)

@@ -17,8 +17,14 @@ from db.models import Checkpoint, FittedState, Job
 from inference.checkpoint import CHECKPOINT_FORMAT
 from inference.state import LEGACY_STATE_FORMAT, STATE_FORMAT, dump_state, read_state
 from inference.statecodec import StateFormatError, decode, encode
-from kiln.client import Client
-from tests.conftest import EMBEDDED_AND_FLEET, RUGGED, RUGGED_FORMULA, Stack
+from tests.conftest import (
+    EMBEDDED_AND_FLEET,
+    RUGGED,
+    RUGGED_FORMULA,
+    Stack,
+    offline_client,
+    run_in_process,
+)
 
 
 class Payload:
@@ -77,27 +83,13 @@ def test_the_codec_round_trips_pyro_states_bitwise_and_rejects_what_it_did_not_w
     assert not marker.exists()
 
 
-def _client(stack: Stack) -> Client:
-    kiln = Client.over(stack.settings(), stack.sessions(), lambda: None)
-    kiln._send = lambda *message: None  # type: ignore[method-assign]
-    return kiln
-
-
-def _run(stack: Stack, job_id: str) -> str:
-    from worker.run import execute_job
-    from worker.runtime import Runtime
-
-    rt = Runtime(stack.settings(), stack.sessions(), "test-host", "in-process", "cpu")
-    return execute_job(rt, job_id).status
-
-
 @EMBEDDED_AND_FLEET
 def test_a_pickle_planted_as_a_fitted_state_runs_nothing_in_a_predict_job(
     stack: Stack, tmp_path: Path
 ) -> None:
-    kiln = _client(stack)
+    kiln = offline_client(stack)
     fit = kiln.submit_fit(RUGGED, RUGGED_FORMULA, steps=20, num_samples=20, seed=1)
-    assert _run(stack, fit) == "succeeded", kiln.job(fit)["error"]
+    assert run_in_process(stack, fit) == "succeeded", kiln.job(fit)["error"]
     marker = tmp_path / "pwned"
     for fmt in (STATE_FORMAT, LEGACY_STATE_FORMAT):
         with stack.sessions()() as session:
@@ -105,7 +97,7 @@ def test_a_pickle_planted_as_a_fitted_state_runs_nothing_in_a_predict_job(
                 content=planted(marker, fmt), format=fmt))  # fmt: skip
             session.commit()
         predict = kiln.predict(fit, num_samples=50, seed=2)
-        assert _run(stack, predict) == "failed"
+        assert run_in_process(stack, predict) == "failed"
         assert "not a" in (kiln.job(predict)["error"] or "")
     assert not marker.exists()
 
@@ -114,7 +106,7 @@ def test_a_pickle_planted_as_a_fitted_state_runs_nothing_in_a_predict_job(
 def test_a_pickle_planted_as_a_checkpoint_runs_nothing_when_the_fit_resumes(
     stack: Stack, tmp_path: Path
 ) -> None:
-    kiln = _client(stack)
+    kiln = offline_client(stack)
     marker = tmp_path / "pwned"
     for fmt, ends in ((CHECKPOINT_FORMAT, "failed"), ("kiln-svi-checkpoint/torch.save/v1",
                                                        "succeeded")):  # fmt: skip
@@ -126,5 +118,5 @@ def test_a_pickle_planted_as_a_checkpoint_runs_nothing_when_the_fit_resumes(
             session.execute(update(Job).where(Job.id == fit).values(step=10))
             session.commit()
         # the current format is read by the codec and refused; an old one is not read at all
-        assert _run(stack, fit) == ends
+        assert run_in_process(stack, fit) == ends
     assert not marker.exists()

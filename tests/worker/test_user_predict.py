@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from kiln.client import Client
-from tests.conftest import EMBEDDED_AND_FLEET, Stack
+from tests.conftest import EMBEDDED_AND_FLEET, Stack, offline_client, run_in_process
 
 pytestmark = EMBEDDED_AND_FLEET  # the embedded defaults and a fleet (PostgreSQL + Redis)
 
@@ -21,21 +21,13 @@ SCHOOLS = json.loads((EXAMPLES / "eight_schools.json").read_text())
 
 
 def client(stack: Stack) -> Client:
-    """A Client whose messages go nowhere: each job is run here, by execute_job."""
-    c = Client.over(stack.settings(), stack.sessions(), lambda: None)
-    c._send = lambda *message: None  # type: ignore[method-assign]
-    return c
+    return offline_client(stack)
 
 
 def run(stack: Stack, job_id: str) -> dict[str, Any]:
-    from worker.run import execute_job
-    from worker.runtime import Runtime
-
-    settings = stack.settings().model_copy(update={"allow_user_code": True})  # as a fleet opts in
-    rt = Runtime(settings, stack.sessions(), "test-host", "in-process", "cpu")
-    outcome = execute_job(rt, job_id)
+    status = run_in_process(stack, job_id)
     job = client(stack).job(job_id)
-    assert outcome.status == "succeeded", job["error"]
+    assert status == "succeeded", job["error"]
     return job
 
 

@@ -29,11 +29,6 @@ log = logging.getLogger(__name__)
 Designs = tuple[np.ndarray, np.ndarray, np.ndarray, tuple[str, ...], list[dict[str, Any]]]
 
 
-def _facts(d: Any) -> dict[str, Any]:
-    return {"rows_used": d.rows_used, "rows_dropped": d.rows_dropped,
-            "response": d.response, "terms": list(d.terms)}  # fmt: skip
-
-
 def member_designs(frame: Any, specs: list[FitSpec]) -> Designs:
     """X, y and row weights for every member: a shared design when no member picks a group
     (weights are bootstrap counts), else one design per member padded with rows of weight 0."""
@@ -42,7 +37,7 @@ def member_designs(frame: Any, specs: list[FitSpec]) -> Designs:
         design, _ = member_design(frame, formula)  # one design; members differ in counts
         counts = [bootstrap_counts(design.rows_used, s.bootstrap, s.bootstrap_seed) for s in specs]
         weights = np.stack(counts).astype(np.float64)
-        return design.X, design.y, weights, design.terms, [_facts(design)] * len(specs)
+        return design.X, design.y, weights, design.terms, [design.facts] * len(specs)
     built = [member_design(frame, formula, **(s.rows or {})) for s in specs]
     terms = built[0][0].terms
     if any(d.terms != terms for d, _ in built):  # the submitter packs equal terms only
@@ -52,7 +47,7 @@ def member_designs(frame: Any, specs: list[FitSpec]) -> Designs:
     X, y, w = np.zeros((K, rows, len(terms))), np.zeros((K, rows)), np.zeros((K, rows))
     for k, (d, c) in enumerate(built):
         X[k, : d.rows_used], y[k, : d.rows_used], w[k, : d.rows_used] = d.X, d.y, c
-    return X, y, w, terms, [_facts(d) for d, _ in built]
+    return X, y, w, terms, [d.facts for d, _ in built]
 
 
 @dataclass

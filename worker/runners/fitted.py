@@ -52,10 +52,11 @@ def load_fit(ctx: JobContext[P], kind: type[F], *, state: bool = True) -> Fitted
             d = load_dataset(session, fit.dataset_id)
             blob = DataBlob(d.name, d.format, bytes(d.content))
         source = load_source(session, fit.source_id).content if fit.source_id else None
-        return Fitted(fit_id, spec, blob, source, _state(session, fit_id) if state else None)
+        return Fitted(fit_id, spec, blob, source, stored_state(session, fit_id) if state else None)
 
 
-def _state(session: Session, fit_id: str) -> bytes:
+def stored_state(session: Session, fit_id: str) -> bytes:
+    """A succeeded fit's fitted state, or a UserError saying why there is none to use."""
     stored = get_fitted_state(session, fit_id)
     if stored is None:
         raise UserError(f"fit {fit_id} stored no fitted state to predict from")

@@ -22,7 +22,7 @@ from kiln.specs import UserMcmcFitSpec, UserModelRef, UserPredictSpec, UserSviFi
 from kiln.userdata import parse_user_data
 from worker.context import JobContext
 from worker.runners.base import Runner
-from worker.runners.fitted import load_fit, store_prediction
+from worker.runners.fitted import load_fit, store_prediction, stored_state
 from worker.runners.user import allow_user_code
 
 log = logging.getLogger(__name__)
@@ -52,10 +52,10 @@ class UserPredict(Runner[UserPredictSpec, _UserPredict]):
             raise UserError(f"fit {fit.id} has no stored model source or data")
         _, fit_data = parse_user_data(fit.data.content, fit.data.name)
         p = _UserPredict(spec, fit.source, fit_data, fit_data)
-        if isinstance(spec, UserSviFitSpec):
-            p.state = load_fit(ctx, UserSviFitSpec).state or b""
-        else:
-            with ctx.sessions() as session:
+        with ctx.sessions() as session:  # the guide's state, or the MCMC draws
+            if isinstance(spec, UserSviFitSpec):
+                p.state = stored_state(session, fit.id)
+            else:
                 p.draws = get_draws(session, fit.id, kind="posterior")
         if ctx.data is not None:
             _, p.data = parse_user_data(ctx.data.content, ctx.data.name)
