@@ -1,15 +1,30 @@
-"""Settings: one typed object read from KILN_* variables (and an optional kiln.toml)."""
+"""Settings: one typed object read from KILN_* variables (and an optional kiln.toml, read
+from KILN_HOME or from the file KILN_CONFIG names, never from the working directory)."""
 
 from __future__ import annotations
 
 import os
+import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
+from pydantic import (
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    TypeAdapter,
+    ValidationError,
+)
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from kiln.errors import UserError
+
 EMBEDDED = "embedded"
+CONFIG_FILE = "kiln.toml"  # read from KILN_HOME, unless KILN_CONFIG names another file
+CONFIG_ENV = "KILN_CONFIG"
 
 
 def _default_home() -> Path:
@@ -19,7 +34,9 @@ def _default_home() -> Path:
 class Settings(BaseSettings):
     """Everything an entry point needs to know; the defaults run with nothing set up."""
 
-    model_config = SettingsConfigDict(env_prefix="KILN_", extra="ignore", toml_file="kiln.toml")
+    # An empty KILN_* variable counts as unset (KILN_HOME="" is ~/.kiln, not the working
+    # directory).
+    model_config = SettingsConfigDict(env_prefix="KILN_", extra="ignore", env_ignore_empty=True)
 
     home: Path = Field(default_factory=_default_home)
     database_url: str = ""  # empty: sqlite:///<home>/kiln.db
@@ -53,6 +70,22 @@ class Settings(BaseSettings):
     # run code on the workers.
     allow_user_code: bool | None = None
     max_source_bytes: PositiveInt = 1_000_000
+    # The sandbox process a user's model file runs in (worker/sandbox): its resource limits
+    # (address space, CPU seconds, open files, processes, bytes a file may grow to, wall
+    # clock) and how much of its stdout/stderr is kept with the job. 0 leaves a limit off.
+    sandbox_memory_mb: NonNegativeInt = 4096
+    sandbox_cpu_s: NonNegativeInt = 6 * 3600
+    sandbox_wall_s: NonNegativeInt = 12 * 3600
+    sandbox_open_files: NonNegativeInt = 256
+    sandbox_processes: NonNegativeInt = 4096  # RLIMIT_NPROC counts all the OS user's threads
+    sandbox_file_mb: NonNegativeInt = 64
+    sandbox_output_bytes: PositiveInt = 64 * 1024
+    # Cut the sandbox off the network (a network namespace of its own, where the worker may
+    # create one: as root or with user namespaces). "auto": where possible; "require": refuse
+    # to run user code without it; "off": never.
+    sandbox_network: str = "auto"
+    # Most bytes of results (draws, states, checkpoints) a sandbox may send back in one message.
+    sandbox_max_message_mb: PositiveInt = 1024
     # Sweeps: at most this many members; a vectorised batch holds at most sweep_max_batch
     # members and, by a memory model of one member, at most about sweep_memory_mb of tensors.
     max_sweep_members: PositiveInt = 20_000
@@ -71,9 +104,8 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        from pydantic_settings import TomlConfigSettingsSource
-
-        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+        # Keyword arguments win over KILN_* variables, which win over kiln.toml.
+        return (init_settings, env_settings, ConfigFileSource(settings_cls))
 
     @property
     def db_url(self) -> str:
@@ -103,7 +135,69 @@ def normalise_db_url(url: str) -> str:
     return url
 
 
+class ConfigFileSource(PydanticBaseSettingsSource):
+    """kiln.toml: the file KILN_CONFIG names (it must exist), else $KILN_HOME/kiln.toml if
+    there is one. Never a file in the working directory.
+
+    KILN_HOME (or a `home` keyword argument) decides where the file is looked for, so the
+    file in KILN_HOME may not set `home`; a KILN_CONFIG file may (relative to its folder).
+    Anything wrong with the file (unreadable, not TOML, an unknown name, a bad value) is a
+    UserError that names the file.
+    """
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # __call__ reads the whole file at once
+
+    def __call__(self) -> dict[str, Any]:
+        explicit = os.environ.get(CONFIG_ENV, "")
+        if explicit:
+            path = Path(explicit).expanduser().absolute()
+            if not path.is_file():
+                instead = f"unset {CONFIG_ENV} to read {CONFIG_FILE} from KILN_HOME"
+                raise UserError(f"{CONFIG_ENV}={path}: no such file ({instead})")
+        else:
+            home = self.current_state.get("home")  # a keyword argument, else KILN_HOME
+            path = (Path(home) if home else _default_home()) / CONFIG_FILE
+            if not path.exists():
+                return {}
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+            raise UserError(f"settings file {path}: cannot be read as TOML: {e}") from e
+        return self._check(path, data, explicit=bool(explicit))
+
+    def _check(self, path: Path, data: dict[str, Any], explicit: bool) -> dict[str, Any]:
+        fields = self.settings_cls.model_fields
+        unknown = sorted(set(data) - set(fields))
+        if unknown:
+            names = ", ".join(f"`{name}`" for name in unknown)
+            hint = "a name is a KILN_* variable's, lower case, without KILN_: lease_s = 60"
+            raise UserError(f"settings file {path}: unknown setting {names} ({hint})")
+        if "home" in data:
+            if not explicit:
+                why = f"KILN_HOME decides where {CONFIG_FILE} is read"
+                instead = f"set KILN_HOME, or name a file that sets `home` in {CONFIG_ENV}"
+                raise UserError(f"settings file {path} sets `home`, but {why} ({instead})")
+            if isinstance(data["home"], str):
+                data["home"] = str(path.parent / Path(data["home"]).expanduser())
+        for name, value in data.items():
+            try:
+                TypeAdapter(fields[name].rebuild_annotation()).validate_python(value)
+            except ValidationError as e:
+                problem = e.errors(include_url=False)[0]["msg"]
+                raise UserError(f"settings file {path}: `{name}`: {problem} (got {value!r})") from e
+        return data
+
+
 def get_settings(**overrides: Any) -> Settings:
     """Read settings now (environment and kiln.toml); keyword arguments win (pydantic
-    validates each against its field)."""
-    return Settings(**overrides)
+    validates each against its field). A bad value is a UserError that names its variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as e:
+        problems = "; ".join(
+            f"KILN_{'_'.join(map(str, error['loc'])).upper()}: {error['msg']} "
+            f"(got {error['input']!r})"
+            for error in e.errors(include_url=False)
+        )
+        raise UserError(f"bad setting {problems}") from e

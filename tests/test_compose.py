@@ -23,7 +23,8 @@ OURS = sorted(name for name, service in SERVICES.items() if "build" in service)
 # `${VAR:?message}`: compose refuses to start while VAR is unset or empty.
 REQUIRED_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*):\?[^}]*\}")
 DEFAULTED_VAR = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*:-([^}]*)\}")  # compose: the default
-SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN", re.I)
+ANY_VAR = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)(\}|[:?+-][^}]*\})?")  # $VAR or ${VAR...}
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|AUTH", re.I)
 URL_PASSWORD = re.compile(r"^[a-z][\w+.-]*://[^:/@]*:(.+)@[^@]*$")  # greedy: up to the last @
 
 
@@ -47,6 +48,22 @@ def container_argv(service: dict[str, Any]) -> list[str]:
     return cast(list[str], json.loads(found.group(1))) + words(service.get("command"))
 
 
+def runs(name: str) -> str | None:
+    """The `jobs` command a service runs (worker, scheduler, db...), or None."""
+    argv = container_argv(SERVICES[name])
+    return argv[1] if argv[0] == "jobs" and len(argv) > 1 else None
+
+
+def required(var: str) -> re.Pattern[str]:
+    """`${VAR:?message}` for this VAR, the whole value."""
+    return re.compile(r"\$\{" + var + r":\?[^}]*\}")
+
+
+WORKERS = [name for name in OURS if runs(name) == "worker"]
+FLEET = [name for name in OURS if runs(name) in {"worker", "scheduler"}]  # hold both URLs
+BROKER_URL = re.compile(r"redis://:" + required("REDIS_PASSWORD").pattern + r"@redis:6379/0")
+
+
 def test_compose_has_the_whole_stack() -> None:
     assert {"redis", "postgres", "migrate", "worker-cpu", "worker-gpu", "scheduler",
             "flower"} <= set(SERVICES)  # fmt: skip
@@ -68,11 +85,92 @@ def test_workers_start_after_migrations_and_a_healthy_redis() -> None:
         }, name
 
 
-def test_every_kiln_service_gets_the_postgres_and_redis_urls() -> None:
-    for name in OURS:
+def test_each_kiln_service_gets_only_the_urls_it_needs() -> None:
+    """Whoever holds the database or the broker URL has everything: workers and the scheduler
+    get both, the migration only the database, Flower only the broker."""
+    assert WORKERS == ["worker-cpu", "worker-gpu"]
+    assert FLEET == ["scheduler", "worker-cpu", "worker-gpu"]
+    needs = {name: {"KILN_DATABASE_URL", "KILN_BROKER_URL"} for name in FLEET}
+    needs |= {"migrate": {"KILN_DATABASE_URL"}, "flower": {"KILN_BROKER_URL"}}
+    assert sorted(needs) == OURS
+    for name, service in SERVICES.items():
+        env = environment(service)
+        assert {k for k in env if k.endswith("_URL")} == needs.get(name, set()), name
+        if "KILN_DATABASE_URL" in env:
+            db_url = r"postgresql://kiln:.+@postgres:5432/kiln"
+            assert re.fullmatch(db_url, env["KILN_DATABASE_URL"]), name
+        if "KILN_BROKER_URL" in env:
+            assert BROKER_URL.fullmatch(env["KILN_BROKER_URL"]), (name, env["KILN_BROKER_URL"])
+
+
+def test_redis_requires_the_password_and_its_healthcheck_gives_it() -> None:
+    redis = SERVICES["redis"]
+    argv = words(redis["command"])
+    assert argv[0] == "redis-server"
+    assert required("REDIS_PASSWORD").fullmatch(argv[argv.index("--requirepass") + 1])
+    # redis-cli takes the password from REDISCLI_AUTH, so it is not on a command line.
+    assert required("REDIS_PASSWORD").fullmatch(environment(redis)["REDISCLI_AUTH"])
+    check = " ".join(words(redis["healthcheck"]["test"]))
+    assert "redis-cli" in check and "PASSWORD" not in check and " -a " not in check
+    assert "PONG" in check  # redis-cli exits 0 on a NOAUTH reply: look for the answer
+
+
+def test_flower_asks_for_a_login_and_listens_on_loopback_only() -> None:
+    flower = SERVICES["flower"]
+    # Flower reads --basic-auth from FLOWER_BASIC_AUTH (its FLOWER_* variables).
+    assert required("FLOWER_BASIC_AUTH").fullmatch(environment(flower)["FLOWER_BASIC_AUTH"])
+    assert not any(arg.startswith("--basic") for arg in container_argv(flower))
+    assert flower["ports"] and all(p.startswith("127.0.0.1:") for p in flower["ports"])
+
+
+def _limit(value: object) -> str:
+    """A limit as compose sees it with nothing set in .env: `${VAR:-default}` -> default."""
+    return DEFAULTED_VAR.sub(r"\1", str(value))
+
+
+@pytest.mark.parametrize("name", FLEET)
+def test_workers_and_the_scheduler_have_memory_cpu_and_pids_limits(name: str) -> None:
+    service = SERVICES[name]
+    # One place for limits: the spec's deploy.resources.limits (mem_limit, cpus and
+    # pids_limit are its deprecated spellings, and compose refuses the two mixed).
+    assert not {"mem_limit", "memswap_limit", "cpus", "pids_limit"} & set(service), name
+    limits = service["deploy"]["resources"]["limits"]
+    assert set(limits) == {"memory", "cpus", "pids"}, name
+    memory = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kmg]b?)", _limit(limits["memory"]), re.I)
+    assert memory and float(memory[1]) > 0, (name, limits["memory"])
+    assert 0 < float(_limit(limits["cpus"])), name
+    # compose casts a variable to a number only on the paths it lists, and this is not one.
+    assert isinstance(limits["pids"], int) and limits["pids"] > 0, (name, limits["pids"])
+
+
+def test_workers_get_the_sandbox_settings_with_kilns_own_defaults() -> None:
+    from kiln.settings import Settings
+
+    for name in WORKERS:
         env = environment(SERVICES[name])
-        assert re.fullmatch(r"postgresql://kiln:.+@postgres:5432/kiln", env["KILN_DATABASE_URL"])
-        assert env["KILN_BROKER_URL"] == "redis://redis:6379/0", name
+        assert env["KILN_ALLOW_USER_CODE"] == "${KILN_ALLOW_USER_CODE:-false}", name
+        sandbox = {k: v for k, v in env.items() if k.startswith("KILN_SANDBOX_")}
+        assert {"KILN_SANDBOX_MEMORY_MB", "KILN_SANDBOX_WALL_S"} <= set(sandbox), name
+        for key, value in sandbox.items():
+            field = Settings.model_fields[key.removeprefix("KILN_").lower()]
+            assert value == f"${{{key}:-{field.default}}}", (name, key)
+    for name in set(OURS) - set(WORKERS):
+        assert "KILN_ALLOW_USER_CODE" not in environment(SERVICES[name]), name
+
+
+def test_no_secret_has_a_default_value_anywhere() -> None:
+    """Every use of a secret variable in the compose file is `${VAR:?...}` (compose refuses to
+    start without it), and .env.example leaves every secret empty."""
+    secrets = {m[1] for m in ANY_VAR.finditer(COMPOSE_TEXT) if SECRET_NAME.search(m[1])}
+    assert {"POSTGRES_PASSWORD", "REDIS_PASSWORD", "FLOWER_BASIC_AUTH"} <= secrets
+    for found in ANY_VAR.finditer(COMPOSE_TEXT):
+        if SECRET_NAME.search(found[1]):
+            assert required(found[1]).fullmatch(found[0]), f"{found[0]}: give it no default"
+    example = (ROOT / ".env.example").read_text().splitlines()
+    for line in example:
+        key, _, value = line.lstrip("# ").partition("=")
+        if SECRET_NAME.search(key) and "=" in line:
+            assert value == "" and not line.startswith("#"), f".env.example: {line}"
 
 
 def test_no_service_environment_holds_a_literal_password() -> None:

@@ -112,7 +112,8 @@ def jobs(ctx: click.Context, verbose: int, log_json: bool) -> None:
 
     Settings come from KILN_* environment variables: KILN_HOME (default ~/.kiln),
     KILN_DATABASE_URL (default SQLite in KILN_HOME) and KILN_BROKER_URL (default: an
-    embedded redis-server in KILN_HOME).
+    embedded redis-server in KILN_HOME), then $KILN_HOME/kiln.toml, or the file that
+    KILN_CONFIG names (never a kiln.toml in the working directory).
     """
     configure_logging(verbose, log_json)
     ctx.obj = App(get_settings())
