@@ -85,3 +85,8 @@ def request_cancel(session: Session, job_id: str) -> str:
     session.commit()
     session.refresh(job)
     return job.status
+
+
+def cancel_requested(session: Session, job_id: str) -> bool:
+    """Whether the user asked to cancel the job (a sandbox polls it while its model runs)."""
+    return bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))

@@ -50,6 +50,10 @@ class JobInfo(_Info):
     fit_seconds: float | None = None
     metrics: dict[str, float] = Field(default_factory=dict)  # the latest value of each
     sweep: SweepRef | None = None
+    # A job that ran a user's model file: what it printed (stdout and stderr, the last
+    # KILN_SANDBOX_OUTPUT_BYTES) and its sandbox's network isolation (`cut`, or why not).
+    output: str | None = None
+    sandbox_network: str | None = None
 
     def dump(self) -> Json:
         """The JSON stored in jobs.info (fields never set left out)."""

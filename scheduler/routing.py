@@ -6,17 +6,31 @@ from collections.abc import Callable
 
 from kiln.specs import BaseSpec
 
+BASE_QUEUES = ("cpu", "gpu")
+# Jobs that run a user's model file go to a queue of their own, which only workers that allow
+# user code (KILN_ALLOW_USER_CODE) take from: they wait for such a worker rather than fail.
+USER_SUFFIX = ".user"
+USER_CODE_KINDS = frozenset({"user_svi_fit", "user_mcmc_fit", "user_predict"})
+QUEUES = (*BASE_QUEUES, *(q + USER_SUFFIX for q in BASE_QUEUES))
+
 
 def route(spec: BaseSpec, gpu_free: Callable[[], bool] = lambda: False) -> str:
     """The queue: as asked, else `gpu` for device=cuda, `gpu` for device=auto when a live GPU
-    worker is idle right now, and `cpu` otherwise."""
+    worker is idle right now, and `cpu` otherwise; `.user` added for a user's model file."""
     if spec.queue is not None:
-        return spec.queue
-    if spec.device == "cuda":
-        return "gpu"
-    if spec.device == "auto" and gpu_free():
-        return "gpu"
-    return "cpu"
+        queue = spec.queue
+    elif spec.device == "cuda" or (spec.device == "auto" and gpu_free()):
+        queue = "gpu"
+    else:
+        queue = "cpu"
+    return queue + USER_SUFFIX if getattr(spec, "kind", None) in USER_CODE_KINDS else queue
+
+
+def worker_queues(asked: list[str], runs_user_code: bool) -> list[str]:
+    """The queues a worker started with `--queues ASKED` takes from: with user code allowed,
+    each one's `.user` twin too."""
+    twins = [q + USER_SUFFIX for q in asked if runs_user_code and q in BASE_QUEUES]
+    return [*asked, *(t for t in twins if t not in asked)]
 
 
 def broker_priority(priority: int) -> int:

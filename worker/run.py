@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import traceback
@@ -19,7 +18,7 @@ from db.jobs import get_job
 from db.models import JobStatus
 from kiln.errors import Cancelled, InfraError, UserError
 from kiln.jobinfo import info_for
-from kiln.redact import redact
+from kiln.redact import redact, secret_values
 from kiln.specs import BaseSpec, parse_job_spec
 from worker.context import DataBlob, JobContext
 from worker.lease import LeaseKeeper
@@ -104,7 +103,7 @@ def _run(ctx: JobContext[BaseSpec]) -> Outcome:
         _complete_progress(session, ctx.job_id)
         released = finish_job(
             session, ctx.job_id, worker=ctx.worker, attempt=ctx.attempt,
-            status=JobStatus.SUCCEEDED, info=_redacted(ctx.info.dump()),
+            status=JobStatus.SUCCEEDED, info=_redacted(ctx.info.dump(), ctx.rt),
         )  # fmt: skip
     return Outcome(JobStatus.SUCCEEDED.value, released)
 
@@ -120,15 +119,33 @@ def _finish(
 ) -> Outcome:  # fmt: skip
     """End the attempt. What is stored is redacted first: a model's error text (or a note) that
     quotes a URL with a password, the worker's own database URL say, keeps only `***`."""
-    info = _redacted(ctx.info.dump()) if ctx is not None else None
+    info = _redacted(ctx.info.dump(), rt) if ctx is not None else None
     with rt.sessions() as session:
         released = finish_job(
             session, job_id, worker=rt.name, attempt=attempt, status=status,
-            error=redact(error) if error is not None else None, requeue=requeue, info=info,
+            error=redact(error, _secrets(rt)) if error is not None else None, requeue=requeue,
+            info=info,
         )  # fmt: skip
     return Outcome(status.value, released)
 
 
-def _redacted(info: dict[str, Any]) -> dict[str, Any]:
-    cleaned: dict[str, Any] = json.loads(redact(json.dumps(info)))
+def _redacted(info: dict[str, Any], rt: Runtime) -> dict[str, Any]:
+    secrets = _secrets(rt)
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, str):
+            return redact(value, secrets)
+        if isinstance(value, dict):
+            return {walk(k): walk(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [walk(v) for v in value]
+        return value
+
+    cleaned: dict[str, Any] = walk(info)
     return cleaned
+
+
+def _secrets(rt: Runtime) -> list[str]:
+    """What this worker holds that a job's stored text must not: secret-named variables and
+    the passwords of its database and broker URLs."""
+    return secret_values(os.environ, [rt.settings.database_url, rt.settings.broker_url])

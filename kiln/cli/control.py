@@ -39,15 +39,26 @@ def db() -> None:
 @db.command()
 @click.pass_obj
 def upgrade(app: App) -> None:
-    """Apply Alembic migrations up to head [env: KILN_DATABASE_URL]."""
+    """Apply Alembic migrations up to head, then rewrite fitted states an older Kiln pickled
+    into the pickle-free format [env: KILN_DATABASE_URL]."""
     from db.migrate import upgrade_to_head
 
     upgrade_to_head(app.settings.db_url)
     app.say(f"database {redact(app.settings.db_url)} is at the current schema")
+    from worker.states import convert_legacy_states
+
+    converted = convert_legacy_states(app.sessions)
+    if converted.rewritten:
+        app.say(f"rewrote {converted.rewritten} pickled fitted state(s) as named arrays + JSON")
+    if converted.unreadable:
+        app.say(f"{len(converted.unreadable)} legacy fitted state(s) could not be read and stay"
+                f" as they were (fits {', '.join(converted.unreadable[:10])})")  # fmt: skip
 
 
 @jobs.command()
-@click.option("--queues", default="cpu", show_default=True, help="Comma-separated: cpu, gpu.")
+@click.option("--queues", default="cpu", show_default=True,
+              help="Comma-separated: cpu, gpu. With KILN_ALLOW_USER_CODE on, each one's .user"
+              " queue too (jobs that run users' model files).")  # fmt: skip
 @click.option("--concurrency", type=click.IntRange(min=1), default=1, show_default=True,
               help="Jobs at once (processes); GPU workers always run one.")  # fmt: skip
 @click.option("--name", default=None, help="Worker name (default: QUEUES-PID@HOST).")
@@ -58,19 +69,30 @@ def worker(app: App, queues: str, concurrency: int, name: str | None, loglevel: 
     from db.workers import heartbeat_worker, register_worker, stop_worker
 
     logging.getLogger().setLevel(loglevel.upper())  # lifecycle lines: claimed, ready, failed
+    from scheduler.routing import QUEUES, USER_SUFFIX, worker_queues
+
     wanted = [q.strip() for q in queues.split(",") if q.strip()]
-    unknown = sorted(set(wanted) - {"cpu", "gpu"})
+    unknown = sorted(set(wanted) - set(QUEUES))
     if not wanted or unknown:
-        app.abort(f"--queues: unknown queue {unknown or wanted} (have: cpu, gpu)", 2)
+        app.abort(f"--queues: unknown queue {unknown or wanted} (have: {', '.join(QUEUES)})", 2)
+    user_code = app.settings.runs_user_code
+    if not user_code and any(q.endswith(USER_SUFFIX) for q in wanted):
+        app.abort("--queues: the .user queues hold jobs that run users' model files; this worker"
+                  " does not run them (KILN_ALLOW_USER_CODE is off)", 2)  # fmt: skip
+    wanted = worker_queues(wanted, user_code)
     host = socket.gethostname()
-    name = name or f"{'-'.join(wanted)}-{os.getpid()}"
+    name = name or f"{'-'.join(q for q in wanted if '.' not in q)}-{os.getpid()}"
     device = "cpu"
-    if "gpu" in wanted:
+    if "gpu" in wanted or "gpu.user" in wanted:
         import torch  # the main process only: GPU workers never fork (solo pool)
 
         if not torch.cuda.is_available():
             app.abort("--queues gpu: this host has no CUDA device", UNAVAILABLE)
         device, concurrency = "cuda", 1
+    if user_code:  # before the pool forks: sandboxes may not read this process's environ
+        from worker.sandbox.process import protect_worker
+
+        protect_worker()
     os.environ["KILN_WORKER_NAME"] = name
     os.environ["KILN_WORKER_DEVICE"] = device
     # Import the heavy parts once, before any fork: the first svi.step otherwise pays ~1.8 s.

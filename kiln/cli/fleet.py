@@ -110,13 +110,14 @@ def scheduler(app: App, metrics_port: int, metrics_host: str, no_metrics: bool,
     server = None
     if not no_metrics:
         from kiln.metrics import start_metrics_server
+        from scheduler.routing import QUEUES
 
         broker = BrokerView(app.celery)
         try:
             server = start_metrics_server(
                 sessions, port=metrics_port, host=metrics_host,
                 alive_s=app.settings.worker_alive_s,
-                broker_depths=lambda: broker.depths(["cpu", "gpu"]),
+                broker_depths=lambda: broker.depths(QUEUES),
             )  # fmt: skip
         except OSError as e:
             app.abort(f"--metrics-port {metrics_port}: cannot listen on {metrics_host}: {e}", 2)

@@ -14,6 +14,17 @@ if TYPE_CHECKING:
     from kiln.reader import JobRecord
 
 NO_WORKER_AFTER_S = 3.0
+
+
+def no_worker_hint(queue: str) -> str:
+    """What to start when no live worker serves `queue`."""
+    base, _, user = queue.partition(".")
+    if user:
+        return (f"no live worker that runs users' model files serves queue `{queue}`; start one"
+                f" with `KILN_ALLOW_USER_CODE=true jobs worker --queues {base}`")  # fmt: skip
+    return f"no live worker serves queue `{queue}`; start one with `jobs worker --queues {queue}`"
+
+
 LINE_EVERY_S = 5.0
 
 
@@ -39,10 +50,7 @@ def wait_for_job(app: App, job_id: str, timeout: float | None, quiet: bool = Fal
                 and not app.client.live_workers(job.queue)
             )
             if idle:
-                app.say(
-                    f"job {job.id}: no live worker serves queue `{job.queue}`; start one with"
-                    f" `jobs worker --queues {job.queue}`. Still waiting..."
-                )
+                app.say(f"job {job.id}: {no_worker_hint(job.queue)}. Still waiting...")
                 warned = True
             if bar:
                 bar.update(job)

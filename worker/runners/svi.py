@@ -29,8 +29,9 @@ Summary = tuple[list[SiteStats], dict[str, np.ndarray]]
 
 @dataclass
 class SviJob:
-    """A prepared SVI fit: the problem (model, guide, args, kwargs, device, jit_safe), how to
-    draw its posterior summary, and the run's settings; `run` fills in the results."""
+    """A prepared SVI fit: the problem (model, guide, args, kwargs, device, jit_safe; for a
+    user's model file, its source text: the sandbox builds the rest), how to draw its
+    posterior summary, and the run's settings; `run` fills in the results."""
 
     problem: Any
     summarize: Callable[[], Summary]
@@ -50,7 +51,7 @@ class SviRunner(Runner[SviSpec, SviJob]):
 
     def run(self, ctx: JobContext[SviSpec], job: SviJob) -> Iterator[Event]:
         spec = ctx.spec
-        resume = self._resume(ctx)
+        resume = saved_checkpoint(ctx)
         every, every_s = spec.checkpoint_every, spec.checkpoint_every_s
         problem = job.problem
         yield from run_svi(
@@ -74,15 +75,16 @@ class SviRunner(Runner[SviSpec, SviJob]):
             state=job.state, state_format=STATE_FORMAT, guide=job.guide,
         )  # fmt: skip
 
-    @staticmethod
-    def _resume(ctx: JobContext[SviSpec]) -> bytes | None:
-        with ctx.sessions() as session:
-            saved = get_checkpoint(session, ctx.job_id)
-            if saved is None:
-                return None
-            if saved.format != CHECKPOINT_FORMAT:
-                log.warning("job %s: checkpoint format %s unknown; starting over", ctx.job_id,
-                            saved.format)  # fmt: skip
-                return None
-            log.info("job %s: resuming from its checkpoint at step %d", ctx.job_id, saved.step)
-            return bytes(saved.content)
+
+def saved_checkpoint(ctx: JobContext[Any]) -> bytes | None:
+    """The job's stored checkpoint, if it has one this Kiln can resume from."""
+    with ctx.sessions() as session:
+        saved = get_checkpoint(session, ctx.job_id)
+        if saved is None:
+            return None
+        if saved.format != CHECKPOINT_FORMAT:
+            log.warning("job %s: checkpoint format %s unknown; starting over", ctx.job_id,
+                        saved.format)  # fmt: skip
+            return None
+        log.info("job %s: resuming from its checkpoint at step %d", ctx.job_id, saved.step)
+        return bytes(saved.content)

@@ -1,115 +1,142 @@
-"""Users' own models: load the stored source, then SVI (as built-in fits) or MCMC."""
+"""Users' own models: SVI (stored as built-in fits are) or MCMC, each run in a sandbox process
+(worker/sandbox) that sends back its events and results; nothing of the user's file runs here."""
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from sqlalchemy.orm import Session
 
 from db.results import store_mcmc_results
-from db.sources import load_source
 from inference.events import Event, McmcFinished
-from inference.fit import resolve_device
-from inference.mcmc import run_mcmc
 from inference.posterior import summarize_draws
-from inference.userfit import draw_sites, prepare_user_fit
+from inference.statecodec import is_encoded
 from kiln.diagnostics import all_diagnostics, chain_summary
-from kiln.errors import UserError
+from kiln.errors import ModelError, UserError
 from kiln.jobinfo import McmcInfo, SviInfo
 from kiln.specs import UserMcmcFitSpec, UserSviFitSpec
-from kiln.userdata import parse_user_data
 from worker.context import JobContext
 from worker.runners.base import Runner
-from worker.runners.svi import Summary, SviJob, SviRunner
+from worker.runners.sandboxed import data_arrays, in_sandbox, stored_source
+from worker.runners.svi import SviJob, SviRunner, saved_checkpoint
+from worker.sandbox.wire import as_bytes_array
 
 log = logging.getLogger(__name__)
 
-
-def allow_user_code(ctx: JobContext[Any]) -> None:
-    if not ctx.settings.runs_user_code:
-        raise UserError(
-            f"worker {ctx.worker} does not run users' model files (KILN_ALLOW_USER_CODE is off);"
-            " a fleet turns it on for workers that may run code from whoever submits jobs"
-        )
-
-
-def user_source_and_data(
-    ctx: JobContext[Any], source_id: str | None, data: Any
-) -> tuple[str, dict[str, Any]]:
-    """The model file's text (by its stored hash) and the data as names to values."""
-    allow_user_code(ctx)
-    if source_id is None or data is None:
-        raise UserError(f"job {ctx.job_id} has no stored model source or data")
-    with ctx.sessions() as session:
-        source = load_source(session, source_id).content
-    _, values = parse_user_data(data.content, data.name)
-    return source, values
+MAX_SITES = 10_000
 
 
 class UserSviFit(SviRunner[UserSviFitSpec]):
+    """SviRunner's store; the fit itself (model, guide, steps, posterior draws) runs in the
+    sandbox, resuming from the job's checkpoint when it has one."""
+
     kind = "user_svi_fit"
 
     def prepare(self, ctx: JobContext[UserSviFitSpec]) -> SviJob:
         spec = ctx.spec
-        source, data = user_source_and_data(ctx, ctx.source_id, ctx.data)
-        assert spec.seed is not None
-        problem = prepare_user_fit(
-            source, spec.model_file, spec.model_function, data, guide=spec.guide,
-            guide_function=spec.guide_function, seed=spec.seed, device=spec.device,
-        )  # fmt: skip
-        assert isinstance(ctx.info, SviInfo)
-        ctx.info.add_facts(dict(problem.info))
-
-        def summarize() -> Summary:
-            draws = draw_sites(
-                problem.model, problem.guide, problem.kwargs, problem.latent_sites,
-                spec.num_samples,
-            )  # fmt: skip
-            return [summarize_draws(site, values) for site, values in draws.items()], draws
-
+        source = stored_source(ctx, ctx.source_id)
+        if ctx.data is None:
+            raise UserError(f"job {ctx.job_id} has no stored data")
         guide = spec.guide_function or spec.guide
-        return SviJob(problem, summarize, spec.steps, spec.lr, spec.elbo, guide)
+        return SviJob(source, lambda: ([], {}), spec.steps, spec.lr, spec.elbo, guide)
+
+    def run(self, ctx: JobContext[UserSviFitSpec], job: SviJob) -> Iterator[Event]:
+        spec = ctx.spec
+        every, every_s = spec.checkpoint_every, spec.checkpoint_every_s
+        header, arrays = data_arrays("data", ctx.data)
+        resume = saved_checkpoint(ctx)
+        if resume is not None:
+            arrays["resume"] = as_bytes_array(resume)
+        header.update(
+            source=job.problem,
+            checkpoint_every_steps=ctx.settings.checkpoint_every if every is None else every,
+            checkpoint_every_s=ctx.settings.checkpoint_every_s if every_s is None else every_s,
+        )
+        result = yield from in_sandbox(ctx, header, arrays)
+        state = result.blob("state")
+        if state is None or not is_encoded(state):
+            raise ModelError("the model's process sent no fitted state it could have written")
+        sites = result.header.get("sites")
+        if not isinstance(sites, dict) or not all(
+            isinstance(v, list) and len(v) <= MAX_SITES and all(isinstance(n, str) for n in v)
+            for v in sites.values()
+        ):  # fmt: skip
+            raise ModelError("the model's process sent a malformed list of sites")
+        assert isinstance(ctx.info, SviInfo)
+        ctx.info.add_facts({k: sites.get(k, []) for k in ("latent_sites", "deterministic_sites")})
+        draws = _numeric(result.group("draw"), "draws", spec.num_samples)
+        job.state = state
+        job.guide_params = _numeric(result.group("param"), "guide parameters")
+        job.summary = [summarize_draws(site, values) for site, values in draws.items()], draws
+
+
+def _numeric(
+    arrays: dict[str, np.ndarray], what: str, draws: int | None = None
+) -> dict[str, np.ndarray]:
+    """Arrays from the sandbox: not too many, and `draws` rows each when given."""
+    if len(arrays) > MAX_SITES:
+        raise ModelError(f"the model's process sent {len(arrays)} {what}, over {MAX_SITES}")
+    for name, value in arrays.items():
+        if draws is not None and (value.ndim == 0 or value.shape[0] != draws):
+            raise ModelError(
+                f"the model's process sent {what} of `{name}` shaped {value.shape}, not"
+                f" {draws} draws"
+            )
+    return arrays
+
+
+def _checked(event: McmcFinished, spec: UserMcmcFitSpec) -> McmcFinished:
+    """The sandbox's McmcFinished, if its arrays are chains x samples as the spec asked."""
+    lead = (spec.chains, spec.samples)
+    for what, arrays in (("draws", event.draws), ("stats", event.stats)):
+        _numeric(arrays, what)
+        for name, value in arrays.items():
+            if value.shape[:2] != lead:
+                raise ModelError(
+                    f"the model's process sent MCMC {what} of `{name}` shaped {value.shape},"
+                    f" not {lead[0]} chains x {lead[1]} draws"
+                )
+    if len(event.chain_seconds) != spec.chains or not event.draws:
+        raise ModelError("the model's process sent an MCMC result without its chains")
+    return event
 
 
 @dataclass
 class _Mcmc:
     source: str
-    data: dict[str, Any]
     finished: McmcFinished | None = None
 
 
 class UserMcmcFit(Runner[UserMcmcFitSpec, _Mcmc]):
-    """Chains in parallel (inference.mcmc), then draws chain-major, diagnostics by site and a
-    summary by chain."""
+    """Chains in the sandbox (inference.mcmc: in parallel processes there, unless this worker
+    process may not have children), then draws chain-major, diagnostics by site and a summary
+    by chain."""
 
     kind = "user_mcmc_fit"
 
     def prepare(self, ctx: JobContext[UserMcmcFitSpec]) -> _Mcmc:
-        source, data = user_source_and_data(ctx, ctx.source_id, ctx.data)
-        return _Mcmc(source, data)
+        if ctx.data is None:
+            raise UserError(f"job {ctx.job_id} has no stored data")
+        return _Mcmc(stored_source(ctx, ctx.source_id))
 
     def run(self, ctx: JobContext[UserMcmcFitSpec], m: _Mcmc) -> Iterator[Event]:
-        spec = ctx.spec
-        assert spec.seed is not None
-        events = run_mcmc(
-            m.source, spec.model_file, spec.model_function, m.data, method=spec.method,
-            warmup=spec.warmup, samples=spec.samples, chains=spec.chains, seed=spec.seed,
-            target_accept=spec.target_accept, max_tree_depth=spec.max_tree_depth,
-            num_steps=spec.num_steps, jit=spec.jit != "off", device=resolve_device(spec.device),
-        )  # fmt: skip
+        header, arrays = data_arrays("data", ctx.data)
+        daemonic = multiprocessing.current_process().daemon  # a Celery prefork child
+        header.update(source=m.source, processes=not daemonic)
+        events = in_sandbox(ctx, header, arrays)
         try:
             for event in events:
                 if isinstance(event, McmcFinished):
-                    m.finished = event
+                    m.finished = _checked(event, ctx.spec)
                 yield event
         finally:
-            events.close()  # a cancel or a lost lease stops the chains' processes too
+            events.close()  # a cancel or a lost lease: the sandbox and its chains are killed
         if m.finished is None:
-            raise RuntimeError("the MCMC run ended without its draws")
+            raise ModelError("the model's process ended without its draws")
 
     def store(self, ctx: JobContext[UserMcmcFitSpec], m: _Mcmc, session: Session) -> None:
         spec, finished = ctx.spec, m.finished

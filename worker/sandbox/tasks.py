@@ -1,0 +1,128 @@
+"""Inside the sandbox: the request's job kind run by inference.usertasks, its events and
+result written back as frames. Also the request's and the result's layout, which the worker
+side (worker/sandbox/process.py) builds and reads."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from typing import IO, Any
+
+import numpy as np
+
+from inference import usertasks as ut
+from inference.events import Event
+from kiln.specs import UserMcmcFitSpec, UserPredictSpec, UserSviFitSpec, parse_job_spec
+from kiln.userdata import parse_user_data
+from worker.sandbox.messages import event_frame
+from worker.sandbox.wire import Frame, WireError, as_bytes_array, write_frame
+
+
+def run_task(request: Frame, out: IO[bytes], before_result: Callable[[], None]) -> None:
+    header = request.header
+    spec = parse_job_spec(header["spec"])
+    if isinstance(spec, UserSviFitSpec):
+        result_header, arrays = _drive(_svi(spec, request), out, _svi_result)
+    elif isinstance(spec, UserMcmcFitSpec):
+        result_header, arrays = _drive(_mcmc(spec, request), out, lambda _: ({}, {}))
+    elif isinstance(spec, UserPredictSpec):
+        result_header, arrays = _drive(_predict(spec, request), out, _predict_result)
+    else:
+        raise WireError(f"a {type(spec).__name__} does not run in the sandbox")
+    before_result()
+    write_frame(out, {"type": "result", **result_header}, arrays)
+
+
+def _drive(
+    run: Generator[Event, None, Any], out: IO[bytes], result: Any
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    while True:
+        try:
+            event = next(run)
+        except StopIteration as stop:
+            return result(stop.value)  # type: ignore[no-any-return]
+        write_frame(out, *event_frame(event))
+
+
+def _data(request: Frame, name: str) -> dict[str, Any]:
+    content = request.blob(name)
+    if content is None:
+        raise WireError(f"the request has no `{name}`")
+    _, values = parse_user_data(content, str(request.header[f"{name}_name"]))
+    return dict(values)
+
+
+def _svi(spec: UserSviFitSpec, request: Frame) -> Generator[Event, None, ut.SviOutcome]:
+    h = request.header
+    assert spec.seed is not None
+    return ut.svi_fit(
+        ut.SviRun(
+            source=h["source"],
+            filename=spec.model_file,
+            function=spec.model_function,
+            data=_data(request, "data"),
+            guide=spec.guide,
+            guide_function=spec.guide_function,
+            seed=spec.seed,
+            device=spec.device,
+            steps=spec.steps,
+            lr=spec.lr,
+            optim=spec.optim,
+            elbo=spec.elbo,
+            num_samples=spec.num_samples,
+            checkpoint_every_steps=int(h["checkpoint_every_steps"]),
+            checkpoint_every_s=float(h["checkpoint_every_s"]),
+            resume=request.blob("resume"),
+        )  # fmt: skip
+    )
+
+
+def _svi_result(o: ut.SviOutcome) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    arrays: dict[str, np.ndarray] = {"state": as_bytes_array(o.state)}
+    arrays.update({f"param/{k}": v for k, v in o.guide_params.items()})
+    arrays.update({f"draw/{k}": v for k, v in o.draws.items()})
+    sites = {"latent_sites": o.latent_sites, "deterministic_sites": o.deterministic_sites}
+    return {"sites": sites, "order": list(o.draws)}, arrays
+
+
+def _mcmc(spec: UserMcmcFitSpec, request: Frame) -> Generator[Event, None, None]:
+    h = request.header
+    assert spec.seed is not None
+    return ut.mcmc_fit(
+        h["source"], spec.model_file, spec.model_function, _data(request, "data"),
+        method=spec.method, warmup=spec.warmup, samples=spec.samples, chains=spec.chains,
+        seed=spec.seed, target_accept=spec.target_accept, max_tree_depth=spec.max_tree_depth,
+        num_steps=spec.num_steps, jit=spec.jit != "off", device=str(h["device"]),
+        processes=bool(h["processes"]),
+    )  # fmt: skip
+
+
+def _predict(spec: UserPredictSpec, request: Frame) -> Generator[Event, None, ut.PredictOutcome]:
+    h = request.header
+    fit = parse_job_spec(h["fit_spec"])
+    assert spec.seed is not None and isinstance(fit, UserSviFitSpec | UserMcmcFitSpec)
+    fit_data = _data(request, "fit_data")
+    data = _data(request, "data") if request.blob("data") is not None else fit_data
+    svi = isinstance(fit, UserSviFitSpec)
+    return ut.predict(
+        ut.PredictRun(
+            source=h["source"],
+            filename=fit.model_file,
+            function=fit.model_function,
+            fit_data=fit_data,
+            data=data,
+            num_samples=spec.num_samples,
+            seed=spec.seed,
+            device=str(h["device"]),
+            guide=fit.guide if isinstance(fit, UserSviFitSpec) else "AutoNormal",
+            guide_function=fit.guide_function if isinstance(fit, UserSviFitSpec) else None,
+            state=request.blob("state") if svi else None,
+            draws=request.group("draw"),
+        )  # fmt: skip
+    )
+
+
+def _predict_result(o: ut.PredictOutcome) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    arrays = {f"site/{k}": v for k, (_, v) in o.sites.items()}
+    arrays.update({f"observed/{k}": v for k, v in o.observed.items()})
+    kinds = {k: kind for k, (kind, _) in o.sites.items()}
+    return {"kinds": kinds, "order": list(o.sites), "vectorized": o.vectorized}, arrays
