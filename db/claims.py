@@ -10,6 +10,7 @@ from sqlalchemy import CursorResult, and_, delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from db.models import Attempt, Checkpoint, Job, JobStatus, Loss, Metric, utcnow
+from db.results import insert_new_rows
 from kiln.errors import InfraError
 
 
@@ -108,6 +109,7 @@ def record_progress(
     """Store a batch of loss rows (and metrics: name, step, epoch, value), move progress on
     and renew the lease, in one transaction,
     with the checkpoint (step, format, bytes) taken after the last of those losses, if any.
+    Idempotent: the same call again (a retry after a lost commit reply) stores nothing twice.
 
     Returns True when the user asked to cancel. Raises InfraError if this worker no longer
     holds the job (its lease expired and another worker took it).
@@ -129,17 +131,16 @@ def record_progress(
     if cast(CursorResult[Any], result).rowcount != 1:
         session.rollback()
         raise InfraError(f"job {job_id}: lease lost by {worker}")
-    if losses:
-        session.execute(
-            Loss.__table__.insert(),
-            [{"job_id": job_id, "step": step, "loss": loss} for step, loss in losses],
-        )
-    if metrics:
-        session.execute(
-            Metric.__table__.insert(),
-            [{"job_id": job_id, "name": name, "step": at, "epoch": epoch, "value": value}
-             for name, at, epoch, value in metrics],
-        )  # fmt: skip
+    # A flush whose commit went through but whose reply was lost is sent again: the rows it
+    # already stored are skipped, the checkpoint replaced and the progress set again.
+    insert_new_rows(
+        session, Loss, [{"job_id": job_id, "step": step, "loss": loss} for step, loss in losses]
+    )
+    insert_new_rows(
+        session, Metric,
+        [{"job_id": job_id, "name": name, "step": at, "epoch": epoch, "value": value}
+         for name, at, epoch, value in metrics],
+    )  # fmt: skip
     if checkpoint is not None:
         at, fmt, content = checkpoint
         session.execute(delete(Checkpoint).where(Checkpoint.job_id == job_id))

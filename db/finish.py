@@ -38,6 +38,9 @@ def finish_job(
     sees the final status with the info of the last progress flush). Only the worker that
     holds the job changes its row. Jobs waiting for this one are released (or failed) in the
     same transaction; returns the released ones, which the caller sends.
+
+    A job that is no longer running under this worker (reaped, or already finished by a
+    commit whose reply was lost and is now retried as a requeue) is left as it is.
     """
     now = utcnow()
     job_values: dict[str, Any] = {"lease_expires_at": None}
@@ -47,12 +50,15 @@ def finish_job(
         job_values.update(status=status.value, finished_at=now, error=error)
     if info is not None:
         job_values["info"] = info
-    session.execute(
+    ours = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.worker == worker)
+        .where(Job.id == job_id, Job.worker == worker, Job.status == JobStatus.RUNNING.value)
         .values(**job_values)
         .execution_options(synchronize_session=False)
     )
+    if ours.rowcount == 0:  # type: ignore[attr-defined]
+        session.rollback()
+        return []
     session.execute(
         update(Attempt)
         .where(Attempt.job_id == job_id, Attempt.number == attempt)

@@ -8,10 +8,12 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 from sqlalchemy import delete, insert, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from db.codec import decode_array, encode_array
-from db.models import FittedState, GuideParam, Loss, Metric, Param, Sample, utcnow
+from db.models import Base, FittedState, GuideParam, Loss, Metric, Param, Sample, utcnow
 from kiln.records import DIAGNOSTICS, STATS, SiteStats
 
 if TYPE_CHECKING:
@@ -81,11 +83,14 @@ def store_many_fit_results(session: Session, records: Sequence[FitRecord]) -> No
 
 
 def add_loss_rows(session: Session, rows: Sequence[tuple[str, int, float]]) -> None:
-    """Many (job_id, step, loss) rows at once. No commit.
+    """Many (job_id, step, loss) rows at once; a row whose (job_id, step) is already stored is
+    skipped, so a write retried after a lost commit reply stores nothing twice. No commit.
 
     10^5 rows and more (a sweep batch's members): PostgreSQL takes them by COPY, SQLite by
     the driver's own executemany; SQLAlchemy's per-row parameter handling would otherwise be
-    most of the time. Other databases get a Core executemany."""
+    most of the time. COPY has no ON CONFLICT: it runs in a savepoint, and when a row is
+    already there the rows go again by INSERT ... ON CONFLICT DO NOTHING (only a retry pays
+    that). Other databases get a Core executemany."""
     if not rows:
         return
     table = Loss.__table__
@@ -93,17 +98,48 @@ def add_loss_rows(session: Session, rows: Sequence[tuple[str, int, float]]) -> N
     connection = session.connection()
     dialect = connection.dialect
     if dialect.name == "postgresql" and dialect.driver == "psycopg":
-        # The DBAPI protocol SQLAlchemy types this with has no COPY: it is psycopg's own.
-        raw = cast("psycopg.Connection[Any]", connection.connection.dbapi_connection)
-        with raw.cursor() as cursor:
-            with cursor.copy(f"COPY {table.name} ({columns}) FROM STDIN") as copy:
-                copy.write("".join(f"{j}\t{int(i)}\t{float(v)!r}\n" for j, i, v in rows))
-    elif dialect.paramstyle == "qmark":
+        from psycopg.errors import UniqueViolation
+
+        try:
+            with session.begin_nested():
+                # session.connection() emits the SAVEPOINT. The DBAPI protocol SQLAlchemy
+                # types this with has no COPY: it is psycopg's own.
+                dbapi = session.connection().connection.dbapi_connection
+                raw = cast("psycopg.Connection[Any]", dbapi)
+                with raw.cursor() as cursor:
+                    with cursor.copy(f"COPY {table.name} ({columns}) FROM STDIN") as copy:
+                        copy.write("".join(f"{j}\t{int(i)}\t{float(v)!r}\n" for j, i, v in rows))
+        except UniqueViolation:
+            insert_new_rows(session, Loss, _loss_dicts(rows))
+    elif dialect.name == "sqlite" and dialect.paramstyle == "qmark":
         connection.exec_driver_sql(
-            f"INSERT INTO {table.name} ({columns}) VALUES (?, ?, ?)", list(rows)
+            f"INSERT INTO {table.name} ({columns}) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+            [(j, int(i), float(v)) for j, i, v in rows],
         )
     else:
-        connection.execute(insert(table), [{"job_id": j, "step": i, "loss": v} for j, i, v in rows])
+        insert_new_rows(session, Loss, _loss_dicts(rows))
+
+
+def _loss_dicts(rows: Sequence[tuple[str, int, float]]) -> list[dict[str, Any]]:
+    return [{"job_id": j, "step": int(i), "loss": float(v)} for j, i, v in rows]
+
+
+def insert_new_rows(session: Session, table: type[Base], rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert `rows` into `table`, skipping those whose primary key is already stored: loss and
+    metric rows are written by flushes that are retried when a commit's reply is lost (the
+    commit may have gone through). The dialect's INSERT ... ON CONFLICT DO NOTHING on
+    PostgreSQL and SQLite; a plain INSERT elsewhere. No commit."""
+    if not rows:
+        return
+    name = session.connection().dialect.name
+    statement: Any
+    if name == "postgresql":
+        statement = postgresql_insert(table.__table__).on_conflict_do_nothing()
+    elif name == "sqlite":
+        statement = sqlite_insert(table.__table__).on_conflict_do_nothing()
+    else:
+        statement = insert(table.__table__)
+    session.execute(statement, list(rows))
 
 
 def add_params(

@@ -78,6 +78,20 @@ class _Adam:
         self.v = torch.zeros_like(self.m)
         self.t = 0
 
+    def state(self) -> dict[str, Any]:
+        """The moments and the step count, for a checkpoint (copies)."""
+        return {"m": self.m.clone(), "v": self.v.clone(), "t": self.t}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Put back what state() gave; the moments keep this optimiser's device and dtype."""
+        m, v = state["m"], state["v"]
+        if tuple(m.shape) != tuple(self.m.shape) or tuple(v.shape) != tuple(self.v.shape):
+            raise ValueError(f"Adam moments of shape {tuple(m.shape)} do not fit "
+                             f"{tuple(self.m.shape)}")  # fmt: skip
+        self.m.copy_(m)
+        self.v.copy_(v)
+        self.t = int(state["t"])
+
     def gradients(self) -> torch.Tensor:
         """Every parameter's gradient as one (members, elements) tensor."""
         grads = [p.grad for p in self.params]

@@ -1,20 +1,24 @@
 """run_many() and fit_many(): many independent linreg fits as one vectorised Pyro program (an
-outer plate), as a generator of BatchStep events or as one call."""
+outer plate), as a generator of BatchStep (and Checkpoint) events or as one call."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from typing import Any, ParamSpec
 
 import numpy as np
 import pyro
+import pyro.util
 import torch
 from numpy.typing import NDArray
 from pyro.infer import autoguide
 
-from inference.events import BatchFinished, BatchStep
+from inference import checkpoint
+from inference.events import BatchFinished, BatchStep, Checkpoint
 from inference.posterior import summarize_draws
 from inference.state import dump_param_state
+from inference.statecodec import StateFormatError
 from inference.vector_loss import _Adam, _member_losses, _traced
 from inference.vector_model import _BatchedLinReg, _initial_values, _Priors, _summaries
 from inference.vector_results import ManyResult, MemberResult
@@ -136,6 +140,52 @@ class _Batch:
                 self.curve[step] = torch.where(alive, losses.detach(), torch.nan).double().cpu()
         self.alive, self.done = alive, until
 
+    def state(self) -> dict[str, Any]:
+        """What resuming after `done` steps needs: parameters, Adam's moments, which members
+        are alive, the loss curves and failures so far, and the RNG state (last, so nothing
+        draws after it is taken). The curves are kept in the loss's dtype: exact."""
+        rng: dict[str, Any] = {"pyro": pyro.util.get_rng_state()}
+        device = self.args[0].device
+        if device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(device)
+        return {
+            "done": self.done,
+            "params": {n: p.detach().clone() for n, p in self._named_params().items()},
+            "adam": self.adam.state(),
+            "alive": self.alive.clone(),
+            "curve": self.curve[: self.done].to(self.args[0].dtype).numpy(),
+            "failures": {k: [step, what] for k, (step, what) in self.failures.items()},
+            "rng": rng,
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Go on from state(): its values copied into this batch's own tensors (the compiled
+        loss reads the parameters by name, so they are filled in place), the RNG state last."""
+        named = self._named_params()
+        saved: dict[str, torch.Tensor] = state["params"]
+        if set(saved) != set(named) or any(
+            tuple(v.shape) != tuple(named[n].shape) for n, v in saved.items()
+        ):
+            raise StateFormatError("a batch checkpoint's parameters do not fit this batch")
+        with torch.no_grad():
+            for name, value in saved.items():
+                named[name].copy_(value)
+        self.adam.load_state(state["adam"])
+        self.alive = torch.as_tensor(state["alive"], dtype=torch.bool).to(self.alive.device)
+        done = int(state["done"])
+        self.curve[:done] = torch.as_tensor(state["curve"]).double()
+        self.failures = {int(k): (int(v[0]), str(v[1])) for k, v in state["failures"].items()}
+        self.done = done
+        rng = state["rng"]
+        pyro.util.set_rng_state(rng["pyro"])
+        if "cuda" in rng and self.args[0].device.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"], self.args[0].device)
+
+    @staticmethod
+    def _named_params() -> dict[str, torch.Tensor]:
+        """The guide's unconstrained parameters by name: the tensors Adam updates in place."""
+        return dict(pyro.get_param_store().named_parameters())
+
     def alive_count(self) -> int:
         """Members whose latest loss is finite."""
         return int(torch.isfinite(self.curve[self.done - 1]).sum()) if self.done else self.members
@@ -145,9 +195,20 @@ class _Batch:
             return _summaries(self.guide, self.args, self.sites, num_samples)
 
 
-def _report_points(steps: int, every: int) -> list[int]:
-    """Steps done after which run_many yields BatchStep: each multiple of `every`, and the last."""
-    return sorted({*range(every, steps + 1, every), *([steps] if steps else [])})
+def _stops(steps: int, every: int, checkpoint_every: int, first: int) -> list[int]:
+    """Steps done after which run_many yields BatchStep: each multiple of `every` (and of
+    `checkpoint_every`, when set) after `first`, and the last."""
+    marks = {*range(every, steps + 1, every), *([steps] if steps else [])}
+    if checkpoint_every > 0:
+        marks |= set(range(checkpoint_every, steps, checkpoint_every))
+    return sorted(m for m in marks if m > first)
+
+
+def _checkpoint_due(done: int, steps: int, every: int, every_s: float, since: float) -> bool:
+    if done >= steps:
+        return False  # the end stores the results instead
+    by_steps = every > 0 and done % every == 0
+    return by_steps or (every_s > 0 and time.monotonic() - since >= every_s)
 
 
 def run_many(
@@ -167,10 +228,19 @@ def run_many(
     device: str = "cpu",
     progress_every: int = 50,
     jit: bool = True,
-) -> Generator[BatchStep | BatchFinished, None, None]:
+    checkpoint_every: int = 0,
+    checkpoint_every_s: float = 0.0,
+    resume: bytes | None = None,
+) -> Generator[BatchStep | Checkpoint | BatchFinished, None, None]:
     """Fit `members` independent linreg models (LinReg's priors and sites) in one program,
     yielding BatchStep every `progress_every` steps and after the last step, then
     BatchFinished with the batch's ManyResult.
+
+    Checkpoint (after a BatchStep) every `checkpoint_every` steps or, at the next BatchStep,
+    once `checkpoint_every_s` seconds passed (0: never): its bytes (inference.checkpoint,
+    no pickle) hold what going on needs. `resume` (such bytes, from a batch of the same
+    arguments) goes on from there: with the same seed the result is the uninterrupted
+    batch's, to the last bit when the loss is not compiled (jit=False).
 
     X is (rows, terms) and y (rows,), shared by every member, or (members, rows, terms) and
     (members, rows): one design per member (e.g. one per group, padded with rows of weight 0).
@@ -205,14 +275,28 @@ def run_many(
     prior = _Priors.of(terms, per_member, device)
     args = tuple(torch.as_tensor(a, dtype=torch.float32, device=device) for a in (X, y, w))
     batch = _Batch(prior, args, seed=int(seeds[0]), rates=rates, steps=steps, init=init, jit=jit)
-    for until in _report_points(steps, progress_every):
+    if resume is not None:
+        saved = checkpoint.load_batch(resume)
+        if saved.members != members or not 0 < saved.step < steps:
+            raise StateFormatError(f"a checkpoint of {saved.members} members at step "
+                                   f"{saved.step} does not fit a batch of {members} members "
+                                   f"and {steps} steps")  # fmt: skip
+        batch.restore(saved.state)
+    since = time.monotonic()
+    for until in _stops(steps, progress_every, checkpoint_every, batch.done):
         batch.advance(until)
+        content = None
+        if _checkpoint_due(until, steps, checkpoint_every, checkpoint_every_s, since):
+            content = checkpoint.capture_batch(until, members, batch.state())  # before a yield
+            since = time.monotonic()
         yield BatchStep(step=until, total=steps, alive=batch.alive_count())
+        if content is not None:
+            yield Checkpoint(until, content)
     yield BatchFinished(_collect(batch, batch.draws(num_samples), rates, seeds))
 
 
 def _drained(
-    run: Callable[P, Iterator[BatchStep | BatchFinished]],
+    run: Callable[P, Iterator[BatchStep | Checkpoint | BatchFinished]],
 ) -> Callable[P, ManyResult]:
     def drain(*args: P.args, **kwargs: P.kwargs) -> ManyResult:
         for event in run(*args, **kwargs):

@@ -12,7 +12,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from db.claims import record_progress
-from inference.checkpoint import CHECKPOINT_FORMAT
+from inference.checkpoint import format_of
 from inference.events import (
     BatchStep,
     ChainProgress,
@@ -90,7 +90,8 @@ class Sink:
             self.metrics.append((event.name, event.step, event.epoch, event.value))
             info.metrics = {**info.metrics, event.name: event.value}  # the latest
         elif isinstance(event, Checkpoint):
-            self.checkpoint = (event.step, CHECKPOINT_FORMAT, event.content)
+            # a single fit's or a batch's: the bytes name their format
+            self.checkpoint = (event.step, format_of(event.content), event.content)
             self.flush()
         elif isinstance(event, Started):
             assert isinstance(info, SviInfo)

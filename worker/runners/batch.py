@@ -11,8 +11,10 @@ import numpy as np
 import torch
 from sqlalchemy.orm import Session
 
+from db.claims import get_checkpoint
 from db.results import FitRecord, add_loss_rows, store_many_fit_results
 from db.sweeps import MemberEnd, batch_progress, end_members, start_batch_members
+from inference.checkpoint import BATCH_CHECKPOINT_FORMAT, peek
 from inference.events import BatchFinished, Event
 from inference.fit import resolve_device
 from inference.state import STATE_FORMAT
@@ -89,6 +91,8 @@ class BatchRunner(Runner[BatchSpec, _Batch]):
             read_csv_bytes(ctx.data.content, ctx.data.name), b.specs
         )
         log.info("job %s: fitting %d members together on %s", ctx.job_id, len(b.ids), device)
+        resume = self._resume(ctx, len(b.ids), first.steps)
+        every, every_s = first.checkpoint_every, first.checkpoint_every_s
         threads = torch.get_num_threads()
         torch.set_num_threads(ctx.settings.batch_threads)
         try:
@@ -98,6 +102,9 @@ class BatchRunner(Runner[BatchSpec, _Batch]):
                 lr=[s.lr for s in b.specs], guide=first.guide,
                 priors=[{k: v.model_dump() for k, v in s.priors.items()} or None for s in b.specs],
                 init=first.init, num_samples=first.num_samples, device=device,
+                checkpoint_every=ctx.settings.checkpoint_every if every is None else every,
+                checkpoint_every_s=ctx.settings.checkpoint_every_s if every_s is None else every_s,
+                resume=resume,
             ):  # fmt: skip
                 if isinstance(event, BatchFinished):
                     b.result = event.result
@@ -105,6 +112,30 @@ class BatchRunner(Runner[BatchSpec, _Batch]):
         finally:
             torch.set_num_threads(threads)
         b.fitted_at = ctx.seconds()
+
+    @staticmethod
+    def _resume(ctx: JobContext[BatchSpec], members: int, steps: int) -> bytes | None:
+        """The batch's checkpoint, if it has one that fits these members (a member cancelled
+        while the batch was queued again leaves fewer: then the batch starts over)."""
+        with ctx.sessions() as session:
+            saved = get_checkpoint(session, ctx.job_id)
+            if saved is None:
+                return None
+            content, fmt = bytes(saved.content), saved.format
+        head = peek(content)
+        step = head.get("step")
+        if (
+            fmt != BATCH_CHECKPOINT_FORMAT
+            or head.get("members") != members
+            or not (isinstance(step, int) and 0 < step < steps)
+        ):
+            log.warning("job %s: its checkpoint (%s, %s members, step %s) does not fit this "
+                        "batch of %d members; starting over", ctx.job_id, fmt,
+                        head.get("members"), step, members)  # fmt: skip
+            return None
+        log.info("job %s: resuming from its checkpoint at step %d", ctx.job_id, step)
+        ctx.info.note = f"resumed from its checkpoint at step {step}"
+        return content
 
     def on_flush(self, ctx: JobContext[BatchSpec], session: Session, step: int | None) -> None:
         if step is not None:
