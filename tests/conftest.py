@@ -61,13 +61,15 @@ def postgres_server() -> Iterator[str]:
     except psycopg.OperationalError:
         missing("PostgreSQL not reachable at 127.0.0.1:5432")
     name = f"kiln_test_{uuid.uuid4().hex[:8]}"
-    admin.execute(f'CREATE DATABASE "{name}"')
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
     base = PG_ADMIN_URL.rsplit("/", 1)[0]
     try:
         yield f"{base}/{name}"
     finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+        # a fresh connection: the outage test (test-slow) restarts the server meanwhile
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=10) as again:
+            again.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _reset_database(url: str) -> None:

@@ -187,7 +187,7 @@ FORGED = {
 
 @pytest.mark.parametrize("forgery", list(FORGED), ids=list(FORGED))
 def test_forged_messages_from_a_model_fail_its_job(stack, tmp_path, forgery) -> None:
-    top = f"import os, sys\nfd = int(sys.argv[2])\n{FORGED[forgery]}\nos._exit(0)\n"
+    top = f"import os\nfd = 4  # FRAMES_FD\n{FORGED[forgery]}\nos._exit(0)\n"
     job = fit(stack, tmp_path, "", top=top)
     assert job["status"] == "failed"
     assert "model's process" in job["error"], job["error"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,34 +26,52 @@ pytestmark = pytest.mark.parametrize(
 )
 
 
-def client(stack: Stack) -> Client:
-    return Client(stack.db_url, stack.broker_url, stack.home)
+@pytest.fixture
+def kiln(stack: Stack) -> Iterator[Client]:
+    with Client(stack.db_url, stack.broker_url, stack.home) as client:
+        yield client
 
 
-def submit(stack: Stack, tmp_path: Path, body: str = "", top: str = "") -> str:
-    return client(stack).submit_model(model_file(tmp_path, body, top), DATA, **FIT)
+def submit(kiln: Client, tmp_path: Path, body: str = "", top: str = "") -> str:
+    return kiln.submit_model(model_file(tmp_path, body, top), DATA, **FIT)
 
 
-def ended(stack: Stack, job_id: str, timeout: float = 120) -> dict[str, Any]:
-    kiln = client(stack)
+def ended(kiln: Client, job_id: str, timeout: float = 120) -> dict[str, Any]:
     until(f"job {job_id} to end", lambda: kiln.job(job_id)["status"] in
           ("succeeded", "failed", "cancelled"), timeout=timeout)  # fmt: skip
     return kiln.job(job_id)
 
 
-def sandboxes_of(worker_pid: int) -> list[int]:
-    """Pids of sandbox processes a worker started (the worker's pid is their last argument)."""
-    found = []
+def _processes() -> dict[int, tuple[int, list[bytes]]]:
+    """pid -> (parent pid, argv) of every live process."""
+    found = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+            status = Path(f"/proc/{entry}/status").read_text()
         except OSError:
             continue
-        if b"worker.sandbox.child" in argv and argv[-2:-1] == [str(worker_pid).encode()]:
-            found.append(int(entry))
+        if "State:\tZ" in status:
+            continue
+        ppid = int(next(ln.split()[1] for ln in status.splitlines() if ln.startswith("PPid:")))
+        found[int(entry)] = (ppid, argv)
     return found
+
+
+def sandboxes_of(worker_pid: int) -> list[int]:
+    """Pids of the sandboxes a worker's zygote forked (the zygote's last argument is the
+    worker's pid)."""
+    procs = _processes()
+    mine = [b"worker.sandbox.zygote", str(worker_pid).encode()]
+    zygotes = {pid for pid, (_, argv) in procs.items() if argv[-4:-1:2] == mine}
+    return [pid for pid, (ppid, _) in procs.items() if ppid in zygotes]
+
+
+def alive(pids: list[int]) -> list[int]:
+    procs = _processes()
+    return [pid for pid in pids if pid in procs]
 
 
 @pytest.fixture
@@ -62,19 +81,18 @@ def user_code_on(stack: Stack) -> Stack:
 
 
 def test_hostile_models_fail_only_their_jobs_on_a_real_worker(
-    user_code_on, start_worker, tmp_path
+    user_code_on, start_worker, tmp_path, kiln
 ) -> None:
     stack = user_code_on
     worker = start_worker("w1")
-    kiln = client(stack)
 
-    sleeper = submit(stack, tmp_path, top="import time\ntime.sleep(3600)")
+    sleeper = submit(kiln, tmp_path, top="import time\ntime.sleep(3600)")
     until("the sleeper to run", lambda: sandboxes_of(worker.proc.pid), timeout=90)
     time.sleep(2)
     asked = time.monotonic()
     kiln.cancel(sleeper)
     until("the sandbox to be gone", lambda: not sandboxes_of(worker.proc.pid), timeout=10)
-    job = ended(stack, sleeper, timeout=10)
+    job = ended(kiln, sleeper, timeout=10)
     assert job["status"] == "cancelled"
     assert time.monotonic() - asked < 5
 
@@ -83,23 +101,23 @@ def test_hostile_models_fail_only_their_jobs_on_a_real_worker(
         ("import ctypes; ctypes.string_at(0)", "segmentation fault"),
         ("big = bytearray(4 * 1024 ** 3)", "KILN_SANDBOX_MEMORY_MB"),
     ]:
-        job = ended(stack, submit(stack, tmp_path, body))
+        job = ended(kiln, submit(kiln, tmp_path, body))
         assert job["status"] == "failed", (body, job)
         assert message in job["error"], (body, job["error"])
         assert len(job["attempt_log"]) == 1  # the model's fault: not retried
 
-    spy = ended(stack, submit(stack, tmp_path, top="import os\nprint(dict(os.environ))"))
+    spy = ended(kiln, submit(kiln, tmp_path, top="import os\nprint(dict(os.environ))"))
     assert spy["status"] == "succeeded", spy["error"]
     assert stack.env["KILN_DATABASE_URL"].split("@")[-1] not in spy["info"]["output"]
     assert "KILN_" not in spy["info"]["output"] and "redis://" not in spy["info"]["output"]
     assert spy["attempt_log"][-1]["worker"] == "w1"  # the same worker, alive after all of it
 
 
-def test_a_worker_killed_takes_its_sandbox_with_it(user_code_on, start_worker, tmp_path) -> None:
-    stack = user_code_on
+def test_a_worker_killed_takes_its_sandbox_with_it(
+    user_code_on, start_worker, tmp_path, kiln
+) -> None:
     worker = start_worker("w1")
-    submit(stack, tmp_path, top="import time\ntime.sleep(3600)")
-    until("the sandbox to start", lambda: sandboxes_of(worker.proc.pid), timeout=90)
-    pid = worker.proc.pid
+    submit(kiln, tmp_path, top="import time\ntime.sleep(3600)")
+    sandboxes = until("the sandbox to start", lambda: sandboxes_of(worker.proc.pid), timeout=90)
     worker.kill()
-    until("the orphaned sandbox to die", lambda: not sandboxes_of(pid), timeout=10)
+    until("the orphaned sandbox to die", lambda: not alive(sandboxes), timeout=10)

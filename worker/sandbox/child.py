@@ -1,4 +1,4 @@
-"""The sandbox process: `python -I -m worker.sandbox.child IN_FD OUT_FD NETWORK WORKER_PID`.
+"""The sandbox process, forked from the zygote (worker/sandbox/zygote.py) for one job.
 
 It cuts itself off the network first (while it has one thread), reads the worker's request,
 sets its resource limits, runs the user's model file (inference.usertasks) and writes the
@@ -10,12 +10,19 @@ from __future__ import annotations
 
 import ctypes
 import os
+import signal
 import sys
 from typing import Any
+
+from worker.sandbox.messages import error_frame
+from worker.sandbox.tasks import run_task
+from worker.sandbox.wire import read_frame, write_frame
 
 CLONE_NEWNET = 0x40000000
 CLONE_NEWUSER = 0x10000000
 PR_SET_PDEATHSIG = 1
+# A forked sandbox finds its pipes here (the zygote moves them before anything else runs).
+REQUEST_FD, FRAMES_FD = 3, 4
 
 
 def cut_network(mode: str) -> str:
@@ -63,54 +70,40 @@ def apply_limits(limits: dict[str, int], cuda: bool) -> None:
             resource.setrlimit(which, (soft, new_hard))
 
 
-def die_with_worker(worker_pid: int) -> None:
-    """When the worker dies (SIGKILL included), end this process group: the sandbox and any
-    chain processes it started. The kernel sends SIGTERM at the worker's death; the handler
+def die_with_parent(parent_pid: int) -> None:
+    """When our parent dies (SIGKILL included), end this process group: the sandbox and any
+    chain processes it started. The kernel sends SIGTERM at the parent's death; the handler
     kills the whole group."""
-    import signal
-
     signal.signal(signal.SIGTERM, lambda *_: os.killpg(0, signal.SIGKILL))
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    if os.getppid() != worker_pid:  # it died before the line above
+    if os.getppid() != parent_pid:  # it died before the line above
         os.killpg(0, signal.SIGKILL)
 
 
-def main(argv: list[str]) -> None:
-    in_fd, out_fd, network_mode = int(argv[1]), int(argv[2]), argv[3]
-    die_with_worker(int(argv[4]))
-    network = cut_network(network_mode)  # before numpy and torch start their threads
-
-    from worker.sandbox.wire import read_frame, write_frame
-
-    out = os.fdopen(out_fd, "wb")
-    with os.fdopen(in_fd, "rb") as inp:
+def run_job(network_mode: str) -> None:
+    """The sandbox's life after the fork (single-threaded, a session of its own, stdout and
+    stderr on the output pipe, the request on REQUEST_FD, frames out on FRAMES_FD); never
+    returns."""
+    network = cut_network(network_mode)  # while this process has one thread
+    out = os.fdopen(FRAMES_FD, "wb")
+    with os.fdopen(REQUEST_FD, "rb") as inp:
         request = read_frame(inp, max_payload=1 << 62)  # the worker's own bytes
     if request is None:
         os._exit(2)
     header = request.header
     limits: dict[str, int] = header["limits"]
     if network != "cut" and network_mode == "require":
-        write_frame(
-            out,
-            {
-                "type": "error",
-                "error": "UserError",
-                "message": (
-                    f"the sandbox could not cut the network ({network}) and KILN_SANDBOX_NETWORK is"
-                    " `require`: run the worker as root or where user namespaces are allowed"
-                ),
-            },
+        message = (
+            f"the sandbox could not cut the network ({network}) and KILN_SANDBOX_NETWORK"
+            " is `require`: run the worker as root or where user namespaces are allowed"
         )
+        write_frame(out, {"type": "error", "error": "UserError", "message": message})
         os._exit(0)
     try:
-        from worker.sandbox.tasks import run_task  # torch, Pyro: before the limits
-
         apply_limits(limits, cuda=str(header.get("device", "cpu")).startswith("cuda"))
         write_frame(out, {"type": "hello", "network": network, "pid": os.getpid()})
         run_task(request, out, before_result=_flush)
     except BaseException as e:  # the user's code may raise anything, SystemExit included
-        from worker.sandbox.messages import error_frame
-
         _flush()  # what it printed reaches the worker before the error does
         write_frame(out, error_frame(e, _memory_note(e, limits)))
     _flush()
@@ -138,7 +131,3 @@ def _flush() -> None:
             stream.flush()
         except Exception:
             pass
-
-
-if __name__ == "__main__":
-    main(sys.argv)

@@ -13,8 +13,6 @@ import os
 import queue
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -27,6 +25,7 @@ import numpy as np
 from inference.events import Event
 from kiln.errors import Cancelled, ModelError
 from kiln.settings import Settings
+from worker.sandbox.forks import Zygote
 from worker.sandbox.messages import frame_error, frame_event
 from worker.sandbox.wire import Frame, WireError, read_frame, write_frame
 
@@ -134,32 +133,32 @@ class Sandbox:
         self.limits, self.job_id, self.cancelled = limits, job_id, cancelled
         self.output = Output(limits.output_bytes)
         self.network = "unknown"
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._zygote: Zygote | None = None
+        self._pid: int | None = None
+        self._code: int | None = None  # how it ended, once the zygote said
 
     def run(
         self, header: Mapping[str, Any], arrays: Mapping[str, np.ndarray]
     ) -> Generator[Event, None, Frame]:
         protect_worker()
+        zygote = Zygote.get(child_env(tempfile.gettempdir()))
         home = tempfile.mkdtemp(prefix=f"kiln-sandbox-{self.job_id[:12]}-")
         req_r, req_w = os.pipe()
+        frames_r, frames_w = os.pipe()
         out_r, out_w = os.pipe()
         threads: list[threading.Thread] = []
         frames: queue.Queue[Frame | BaseException | None] = queue.Queue(maxsize=8)
         try:
-            self._proc = proc = subprocess.Popen(
-                [sys.executable, "-I", "-m", "worker.sandbox.child", str(req_r), str(out_w),
-                 self.limits.network, str(os.getpid())],
-                pass_fds=(req_r, out_w), env=child_env(home), cwd=home,
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )  # fmt: skip
-            os.close(req_r)
-            os.close(out_w)
-            req_r = out_w = -1
-            assert proc.stdout is not None
-            threads.append(_thread(self._pump_output, proc.stdout))
-            threads.append(_thread(self._read_frames, os.fdopen(out_r, "rb"), frames))
+            self._zygote = zygote
+            self._pid = zygote.spawn(home, child_env(home), self.limits.network,
+                                     (req_r, frames_w, out_w))  # fmt: skip
+            for fd in (req_r, frames_w, out_w):
+                os.close(fd)
+            req_r = frames_w = out_w = -1
+            threads.append(_thread(self._pump_output, os.fdopen(out_r, "rb")))
             out_r = -1
+            threads.append(_thread(self._read_frames, os.fdopen(frames_r, "rb"), frames))
+            frames_r = -1
             _thread(self._send, os.fdopen(req_w, "wb"), header, arrays)
             req_w = -1
             result = yield from self._relay(frames)
@@ -167,7 +166,7 @@ class Sandbox:
             return result
         finally:
             self.kill()
-            for fd in (req_r, req_w, out_r, out_w):
+            for fd in (req_r, req_w, frames_r, frames_w, out_r, out_w):
                 if fd >= 0:
                     os.close(fd)
             deadline = time.monotonic() + 5  # a process that left the group may hold a pipe
@@ -231,22 +230,21 @@ class Sandbox:
             log.warning("job %s: could not read the cancel flag: %s", self.job_id, e)
             return False
 
+    def _exit_code(self, timeout: float) -> int | None:
+        if self._code is None and self._zygote is not None and self._pid is not None:
+            self._code = self._zygote.exit_code(self._pid, timeout)
+        return self._code
+
     def _wait_exit(self, result: Frame) -> None:
-        assert self._proc is not None
-        try:
-            code = self._proc.wait(timeout=EXIT_GRACE_S)
-        except subprocess.TimeoutExpired:
-            return  # it sent its result; `kill` ends it
-        if code != 0:
+        code = self._exit_code(EXIT_GRACE_S)
+        if code not in (0, None):  # None: it sent its result; `kill` ends it
             log.warning("job %s: the sandbox exited with %s after its result", self.job_id, code)
 
     def _died(self) -> ModelError:
-        assert self._proc is not None
-        try:
-            code = self._proc.wait(timeout=EXIT_GRACE_S)
-        except subprocess.TimeoutExpired:
+        code = self._exit_code(EXIT_GRACE_S)
+        if code is None:
             self.kill()
-            code = self._proc.wait()
+            code = self._code if self._code is not None else -signal.SIGKILL
         tail = self.output.tail()
         said = f"; its last output:\n{tail}" if tail else ""
         return ModelError(self._describe_exit(code) + said)
@@ -271,19 +269,15 @@ class Sandbox:
         return f"the model's process was killed by signal {signal.Signals(sig).name}"
 
     def kill(self) -> None:
-        """SIGKILL the child's whole process group (idempotent)."""
-        proc = self._proc
-        if proc is None:
+        """SIGKILL the sandbox's whole process group, unless it has ended (idempotent)."""
+        if self._pid is None or self._code is not None:
             return
         try:
-            os.killpg(proc.pid, signal.SIGKILL)
+            os.killpg(self._pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
-        if proc.returncode is None:
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                log.error("job %s: sandbox %d did not die", self.job_id, proc.pid)
+        if self._exit_code(5.0) is None:
+            log.error("job %s: sandbox %d did not die", self.job_id, self._pid)
 
     def _pump_output(self, stream: IO[bytes]) -> None:
         with stream:
