@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import struct
 import zlib
 
@@ -42,19 +43,24 @@ def decode_array(content: bytes, max_bytes: int = MAX_ARRAY_BYTES) -> np.ndarray
     try:
         header = json.loads(content[7 : 7 + size])
         dtype = np.dtype(str(header["dtype"]))
-        shape = tuple(int(n) for n in header["shape"])
-    except (ValueError, KeyError, TypeError) as e:
+        listed = header["shape"]
+        if not isinstance(listed, list) or not all(type(n) is int for n in listed):
+            raise TypeError("the shape is not a list of whole numbers")
+        shape = tuple(listed)
+    except (ValueError, KeyError, TypeError, RecursionError) as e:
         raise CodecError(f"an encoded array's header is unreadable ({e})") from None
     if dtype.kind not in _KINDS or any(n < 0 for n in shape) or len(shape) > 32:
-        raise CodecError(f"an encoded array claims dtype {dtype.str} and shape {shape}")
-    expected = dtype.itemsize * int(np.prod(shape, dtype=np.float64))
+        dims = ", ".join(str(n) if n.bit_length() < 64 else "(huge)" for n in shape[:33])
+        raise CodecError(f"an encoded array claims dtype {dtype.str} and shape ({dims})")
+    expected = dtype.itemsize * math.prod(shape)  # exact: Python ints do not overflow
     if expected > max_bytes:
-        raise CodecError(f"an encoded array claims {expected} bytes; at most {max_bytes}")
+        raise CodecError(f"an encoded array claims about 2**{expected.bit_length() - 1} bytes;"
+                         f" at most {max_bytes}")  # fmt: skip
     inflate = zlib.decompressobj()
     try:
         data = inflate.decompress(content[7 + size :], expected + 1)
     except zlib.error as e:
         raise CodecError(f"an encoded array's data is damaged ({e})") from None
-    if len(data) != expected or inflate.unconsumed_tail:
+    if len(data) != expected or inflate.unconsumed_tail or not inflate.eof or inflate.unused_data:
         raise CodecError(f"an encoded array holds more or less data than its shape {shape}")
     return np.frombuffer(data, dtype=dtype).reshape(shape).copy()

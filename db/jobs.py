@@ -9,7 +9,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from db.finish import settle_dependants
-from db.models import TERMINAL, Job, JobStatus, utcnow
+from db.models import TERMINAL, Job, JobStatus, plausible_id, shown_id, utcnow
 from kiln.errors import NotFound
 
 
@@ -23,15 +23,22 @@ def create_job(session: Session, *, status: JobStatus = JobStatus.QUEUED, **fiel
     return job
 
 
-def get_job(session: Session, job_id: str) -> Job:
-    """The job with this id, or with this unique id prefix (at least 4 characters)."""
+def get_job(session: Session, job_id: str, owner: str | None = None) -> Job:
+    """The job with this id, or with this unique id prefix (at least 4 characters).
+
+    With `owner`, only that user's jobs count: another's is not found, and a prefix is
+    ambiguous only among the owner's own (the HTTP API tells no one whose job exists).
+    """
+    if not plausible_id(job_id):
+        raise NotFound(f"job {shown_id(job_id)} not found")
     job = session.get(Job, job_id)
-    if job is not None:
+    if job is not None and (owner is None or job.owner == owner):
         return job
     if len(job_id) >= 4:
-        matches = session.scalars(
-            select(Job).where(Job.id.startswith(job_id, autoescape=True)).limit(2)
-        ).all()
+        query = select(Job).where(Job.id.startswith(job_id, autoescape=True))
+        if owner is not None:
+            query = query.where(Job.owner == owner)
+        matches = session.scalars(query.limit(2)).all()
         if len(matches) == 1:
             return matches[0]
         if len(matches) > 1:
@@ -39,12 +46,27 @@ def get_job(session: Session, job_id: str) -> Job:
     raise NotFound(f"job {job_id} not found")
 
 
-def list_jobs(session: Session, status: str | None = None, limit: int = 20) -> Sequence[Job]:
-    """The newest `limit` jobs (with this status, if given), newest first."""
-    query = select(Job).order_by(Job.created_at.desc(), Job.id).limit(limit)
+def list_jobs(
+    session: Session, status: str | None = None, limit: int = 20, offset: int = 0,
+    owner: str | None = None,
+) -> Sequence[Job]:  # fmt: skip
+    """The newest `limit` jobs after skipping `offset` (with this status, of this owner, if
+    given), newest first."""
+    query = select(Job).order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)
     if status:
         query = query.where(Job.status == status)
+    if owner is not None:
+        query = query.where(Job.owner == owner)
     return session.scalars(query).all()
+
+
+def set_owner(session: Session, job_ids: Sequence[str], owner: str) -> None:
+    """Record who submitted these jobs (through the HTTP API); commits."""
+    session.execute(
+        update(Job).where(Job.id.in_(list(job_ids))).values(owner=owner)
+        .execution_options(synchronize_session=False)
+    )  # fmt: skip
+    session.commit()
 
 
 def latest_prediction(session: Session, fit_id: str) -> str | None:

@@ -1,5 +1,5 @@
 """Mapped tables: datasets, sweeps, jobs, attempts, workers, losses, params, samples, fitted state,
-checkpoints."""
+checkpoints, API tokens."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any, ClassVar, overload
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -30,6 +31,27 @@ NAMING = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+# A 64-bit count (steps, bytes): BIGINT, and plain INTEGER on SQLite, whose INTEGER is already
+# 64-bit (so migration 0008 need not rebuild SQLite tables; see there).
+BigCount = BigInteger().with_variant(Integer(), "sqlite")
+
+
+MAX_ID_CHARS = 32  # job and sweep ids: 16 hex characters today, the column holds 32
+
+
+def plausible_id(given: str) -> bool:
+    """Whether `given` could be (a prefix of) a job or sweep id: short, no control characters.
+    Anything else is simply not found, before a query (PostgreSQL refuses a NUL; SQLite a LIKE
+    pattern over 50,000 characters)."""
+    return len(given) <= MAX_ID_CHARS and given.isprintable()
+
+
+def shown_id(given: str) -> str:
+    """An id as a message may quote it: clipped, control characters escaped."""
+    text = given if given.isprintable() else repr(given)[1:-1]
+    return text if len(text) <= 40 else text[:40] + "..."
 
 
 def utcnow() -> datetime:
@@ -78,7 +100,7 @@ class Dataset(Base):
     name: Mapped[str] = mapped_column(String(255))
     columns: Mapped[list[str]] = mapped_column(JSON)
     num_rows: Mapped[int] = mapped_column(Integer)
-    size_bytes: Mapped[int] = mapped_column(Integer)
+    size_bytes: Mapped[int] = mapped_column(BigCount)  # KILN_MAX_DATASET_BYTES may pass 2 GiB
     content: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
@@ -135,8 +157,9 @@ class Job(Base):
     )
     queue: Mapped[str] = mapped_column(String(32))
     priority: Mapped[int] = mapped_column(Integer, default=0)
-    step: Mapped[int] = mapped_column(Integer, default=0)
-    total_steps: Mapped[int] = mapped_column(Integer)
+    # Step counters are 64-bit (migration 0008): a long fit's steps may pass 2**31.
+    step: Mapped[int] = mapped_column(BigCount, default=0)
+    total_steps: Mapped[int] = mapped_column(BigCount)
     last_loss: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     # When it last became queued (submitted, released, put back): the reaper re-sends a queued
@@ -151,6 +174,9 @@ class Job(Base):
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     error: Mapped[str | None] = mapped_column(Text)
     info: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # The user who submitted it through the HTTP API (a token's user); NULL for a job
+    # submitted directly (`jobs` or kiln.Client on the database): no identity was checked.
+    owner: Mapped[str | None] = mapped_column(String(255), index=True)
 
 
 class Attempt(Base):
@@ -190,7 +216,7 @@ class Loss(Base):
 
     __tablename__ = "losses"
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
-    step: Mapped[int] = mapped_column(Integer, primary_key=True)
+    step: Mapped[int] = mapped_column(BigCount, primary_key=True)
     loss: Mapped[float] = mapped_column(Float)
 
 
@@ -202,8 +228,8 @@ class Metric(Base):
     __tablename__ = "metrics"
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
-    step: Mapped[int] = mapped_column(Integer, primary_key=True)
-    epoch: Mapped[int] = mapped_column(Integer, default=0)
+    step: Mapped[int] = mapped_column(BigCount, primary_key=True)
+    epoch: Mapped[int] = mapped_column(BigCount, default=0)
     value: Mapped[float] = mapped_column(Float)
 
 
@@ -284,10 +310,23 @@ class Checkpoint(Base):
 
     __tablename__ = "checkpoints"
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
-    step: Mapped[int] = mapped_column(Integer)
+    step: Mapped[int] = mapped_column(BigCount)
     format: Mapped[str] = mapped_column(String(64))
     content: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Token(Base):
+    """An HTTP API token of a user: only a salted scrypt hash of it is stored (db/tokens.py)."""
+
+    __tablename__ = "tokens"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # also in the token: a lookup
+    user: Mapped[str] = mapped_column(String(255), index=True)
+    role: Mapped[str] = mapped_column(String(16))  # read, submit, admin
+    hash: Mapped[str] = mapped_column(String(255))  # scrypt$n$r$p$salt$digest (hex)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 Index("ix_jobs_queue_status", Job.queue, Job.status)

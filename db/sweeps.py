@@ -16,13 +16,25 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, delete, func, select, update
 from sqlalchemy.orm import Session
 
-from db.models import TERMINAL, Dataset, Job, JobStatus, Param, Sweep, utcnow
+from db.models import (
+    TERMINAL,
+    Dataset,
+    Job,
+    JobStatus,
+    Param,
+    Sweep,
+    plausible_id,
+    shown_id,
+    utcnow,
+)  # fmt: skip
 from kiln.errors import NotFound
 from kiln.jobinfo import BatchInfo, SviInfo
 
 
 def get_sweep(session: Session, sweep_id: str) -> Sweep:
     """The sweep with this id or unique id prefix (at least 4 characters)."""
+    if not plausible_id(sweep_id):
+        raise NotFound(f"sweep {shown_id(sweep_id)} not found")
     sweep = session.get(Sweep, sweep_id)
     if sweep is not None:
         return sweep

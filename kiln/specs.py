@@ -7,6 +7,7 @@ coarse kind a job row records (fit, predict, batch): what `jobs list` shows and 
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
@@ -14,6 +15,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PlainValidator,
     PositiveFloat,
     PositiveInt,
     TypeAdapter,
@@ -32,6 +34,47 @@ Device = Literal["cpu", "cuda", "auto"]
 Seed = Annotated[int | None, Field(default=None, ge=0, lt=2**32)]
 # allow_inf_nan=False: a NaN or infinite number in a spec is refused by name at the edge.
 FROZEN = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+MAX_TEXT = 255  # characters of a free-text value (a library option, a grid value)
+MAX_KEY = 64  # characters of an option's or a grid's key
+INT64 = 2**63
+# A learning rate must stay finite in float32 (a vectorised batch computes in float32).
+MAX_LR = 1e38
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def plain_value(value: Any) -> int | float | str | bool:
+    """A scalar a spec may hold in a free-form mapping (library options, grid values): a bool,
+    an integer that fits 64 bits, a finite float, or a short line of text. One message per bad
+    value, instead of one per branch of a union."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        if not -INT64 <= value < INT64:
+            raise ValueError("must be an integer that fits 64 bits")
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("must be a finite number")
+        return value
+    if isinstance(value, str):
+        if len(value) > MAX_TEXT:
+            raise ValueError(f"must be at most {MAX_TEXT} characters")
+        if CONTROL.search(value):
+            raise ValueError("must not hold control characters (line breaks, NUL...)")
+        return value
+    raise ValueError("must be a number, text or true/false")
+
+
+def _grid_value(value: Any) -> float | int | str | dict[str, Any]:
+    """A grid value: a scalar as plain_value, or a whole prior (a dict, checked with the
+    member's spec)."""
+    if isinstance(value, dict):
+        return value
+    return plain_value(value)
+
+
+OptionValue = Annotated[int | float | str | bool, PlainValidator(plain_value)]
+Key = Annotated[str, Field(min_length=1, max_length=MAX_KEY)]
 
 
 class BaseSpec(BaseModel):
@@ -53,8 +96,8 @@ class BaseSpec(BaseModel):
 class SviOptions(BaseModel):
     """Resumable state every N steps and/or T seconds; None: the worker's KILN_CHECKPOINT_*."""
 
-    checkpoint_every: int | None = Field(default=None, ge=0)
-    checkpoint_every_s: float | None = Field(default=None, ge=0)
+    checkpoint_every: int | None = Field(default=None, ge=0, le=10**12)
+    checkpoint_every_s: float | None = Field(default=None, ge=0, le=10**9)
 
 
 class FitSpec(BaseSpec, SviOptions):
@@ -67,10 +110,12 @@ class FitSpec(BaseSpec, SviOptions):
     elbo: ElboName = "auto"
     optim: OptimName = "Adam"
     steps: PositiveInt = 1000
-    lr: PositiveFloat = 0.02
+    lr: PositiveFloat = Field(default=0.02, le=MAX_LR)
     num_samples: PositiveInt = Field(default=1000, le=100_000)
     init: Literal["auto", "median"] = "auto"
-    priors: dict[str, Prior] = Field(default_factory=dict)
+    priors: dict[Annotated[str, Field(max_length=MAX_TEXT)], Prior] = Field(
+        default_factory=dict, max_length=1000
+    )
     # A sweep member's rows (kiln.tables.member_design): the rows of one group, and/or
     # bootstrap replicate `bootstrap` drawn with `bootstrap_seed`.
     group_by: str | None = Field(default=None, min_length=1, max_length=255)
@@ -114,7 +159,7 @@ class LibraryFitSpec(BaseSpec, SviOptions):
     model: LibraryModelName
     data: str = Field(min_length=1, max_length=255)  # `digits`, or the file's or folder's name
     data_kind: Literal["builtin", "csv", "npz"]
-    options: dict[str, int | float | str | bool] = Field(default_factory=dict)
+    options: dict[Key, OptionValue] = Field(default_factory=dict, max_length=100)
     optim: OptimName = "Adam"
     num_samples: PositiveInt = Field(default=200, le=100_000)  # draws for the params summary
 
@@ -137,7 +182,7 @@ class UserSviFitSpec(UserModelRef, SviOptions):
     elbo: ElboName = "auto"
     optim: OptimName = "Adam"
     steps: PositiveInt = 1000
-    lr: PositiveFloat = 0.01
+    lr: PositiveFloat = Field(default=0.01, le=MAX_LR)
     num_samples: PositiveInt = Field(default=1000, le=100_000)
 
     method: ClassVar[str] = "svi"
@@ -173,6 +218,13 @@ class PredictOptions(BaseSpec):
     family: ClassVar[Family] = "predict"
     from_job: str = Field(min_length=4, max_length=32)
     num_samples: PositiveInt = 800
+
+    @model_validator(mode="after")
+    def _printable_id(self) -> PredictOptions:
+        # a NUL cannot even be looked up on PostgreSQL (text holds none): refuse it by name
+        if CONTROL.search(self.from_job):
+            raise ValueError("--from: a job id holds no control characters (NUL, line breaks)")
+        return self
 
 
 class PredictSpec(PredictOptions):
@@ -267,6 +319,7 @@ def is_grid_key(key: str) -> bool:
 
 
 GridValue = float | int | str | dict[str, Any]
+GridValues = list[Annotated[GridValue, PlainValidator(_grid_value)]]
 
 
 class SweepSpec(BaseModel):
@@ -278,7 +331,9 @@ class SweepSpec(BaseModel):
     model_config = FROZEN
     kind: Literal["sweep"] = "sweep"
     base: FitSpec
-    grid: dict[str, list[GridValue]] = Field(default_factory=dict)
+    grid: dict[Key, Annotated[GridValues, Field(max_length=100_000)]] = Field(
+        default_factory=dict, max_length=len(GRID_KEYS) + 100
+    )
     seeds: PositiveInt = Field(default=1, le=100_000)
     bootstrap: int | None = Field(default=None, ge=1, le=100_000)
     group_by: str | None = Field(default=None, min_length=1, max_length=255)
@@ -302,15 +357,31 @@ class SweepSpec(BaseModel):
 Spec = TypeVar("Spec", bound=BaseModel)
 
 
+PRIOR_TAGS = ("normal", "uniform")
+_BOUNDS = (
+    ("Input should be greater than or equal to", "must be >="),
+    ("Input should be greater than", "must be >"),
+    ("Input should be less than or equal to", "must be <="),
+    ("Input should be less than", "must be <"),
+    ("Input should be a finite number", "must be a finite number"),
+)
+
+
 def _describe(error: Any) -> str:
     loc = [str(p) for p in error["loc"]]
     # a discriminated union puts the kind's tag first: `spec.linreg_fit.steps` reads `spec.steps`
     if loc and loc[0] in JOB_KINDS:
         loc = loc[1:]
-    where = ".".join(p for p in loc if not p.startswith("function-after"))
+    # ...and a prior's dist after its site: `spec.priors.rugged.normal.scale`
+    for i in range(len(loc) - 2):
+        if loc[i] == "priors" and loc[i + 2] in PRIOR_TAGS:
+            del loc[i + 2]
+            break
+    where = ".".join(_clip(p, 40) for p in loc if not p.startswith("function-after"))
     message = re.sub(r"^Value error, ", "", str(error["msg"]))
-    message = message.replace("Input should be greater than", "must be >")
-    message = message.replace("Input should be a finite number", "must be a finite number")
+    for pydantic_says, we_say in _BOUNDS:
+        message = message.replace(pydantic_says, we_say)
+    message = re.sub(r"\b\d{16,}\b", lambda m: f"{float(m.group()):g}", message)  # 1e+38
     if error["type"] == "literal_error":
         message = "must be one of " + message.removeprefix("Input should be ")
     got = error.get("input")
@@ -318,9 +389,16 @@ def _describe(error: Any) -> str:
     return f"spec.{where}: {message}{shown}" if where else f"spec: {message}{shown}"
 
 
-def _short(value: Any, limit: int = 80) -> str:
-    text = repr(value)
+def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    if isinstance(value, int) and value.bit_length() > 256:  # repr of a huge int is refused
+        return f"an integer of {value.bit_length()} bits"
+    if isinstance(value, str | bytes | list | tuple) and len(value) > 10 * limit:
+        value = value[: 10 * limit]  # repr of a long value costs its length
+    return _clip(repr(value), limit)
 
 
 def validate_spec(kind: type[Spec], raw: dict[str, Any]) -> Spec:

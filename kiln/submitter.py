@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from kiln.errors import SpecError
+from kiln.errors import DataError, SpecError
 from kiln.settings import Settings
 from kiln.specs import (
     BaseSpec,
@@ -33,7 +33,17 @@ if TYPE_CHECKING:
     from scheduler.kinds import Upload
     from scheduler.sweep import Submitted as SubmittedSweep
 
-Data: TypeAlias = "str | Path | pd.DataFrame"
+
+@dataclass(frozen=True, slots=True)
+class FileBytes:
+    """A file already read (an upload to the HTTP API): its name as the user gave it, and its
+    bytes. Checked against the same caps, with the same messages, as a file on disk."""
+
+    name: str
+    content: bytes
+
+
+Data: TypeAlias = "str | Path | pd.DataFrame | FileBytes"
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +108,8 @@ class Submitter:
         elif path.is_dir():
             from kiln.library.digits import read_mnist_dir
 
-            kind, name, content = "npz", path.name, read_mnist_dir(path)
+            kind, name = "npz", path.name
+            content = read_mnist_dir(path, self.settings.max_dataset_bytes)
         else:
             kind, name, content = "csv", path.name, self._read(path)
         spec = parse_library_spec({"model": model, "data": name, "data_kind": kind,
@@ -106,20 +117,19 @@ class Submitter:
         return Request(spec, Upload(content, name))
 
     def model_request(
-        self, model: str | Path, data: Data | dict[str, Any], function: str = "model",
+        self, model: str | Path | FileBytes, data: Data | dict[str, Any], function: str = "model",
         method: str = "svi", **options: Any,
     ) -> Request:  # fmt: skip
         """A fit of your own Pyro model file, by SVI (guide, guide_function, steps, lr, ...)
         or MCMC (method nuts/hmc: warmup, samples, chains, target_accept, ...)."""
         from scheduler.kinds import Upload
-        from scheduler.usermodel import read_source_file
 
-        path = Path(model)
+        path = Path(model.name if isinstance(model, FileBytes) else model)
         spec = parse_user_spec({
             "model": f"{path.name}:{function}", "model_file": path.name,
             "model_function": function, "method": method, **options,
         })  # fmt: skip
-        source = read_source_file(path, self.settings.max_source_bytes)
+        source = self._source(model)
         if isinstance(data, dict):
             content, name = json.dumps(data).encode(), "data.json"
         else:
@@ -210,15 +220,37 @@ class Submitter:
 
     # -- data -------------------------------------------------------------------------------
 
-    def _read(self, path: str | Path) -> bytes:
+    def _read(self, path: str | Path | FileBytes) -> bytes:
         from scheduler.limits import read_data_file
 
+        if isinstance(path, FileBytes):  # read_data_file's checks, on bytes
+            size, limit = len(path.content), self.settings.max_dataset_bytes
+            if size > limit:
+                raise DataError(f"data file {path.name} is {size} bytes; the limit is {limit}")
+            return path.content
         return read_data_file(path, self.settings.max_dataset_bytes)
 
+    def _source(self, model: str | Path | FileBytes) -> str:
+        """A model file's text: read_source_file's checks, on a path or on bytes."""
+        from scheduler.usermodel import read_source_file
+
+        if not isinstance(model, FileBytes):
+            return read_source_file(model, self.settings.max_source_bytes)
+        size, limit = len(model.content), self.settings.max_source_bytes
+        if size > limit:
+            raise SpecError(f"model file {model.name} is {size} bytes; the limit is {limit}",
+                            "model")  # fmt: skip
+        try:
+            return model.content.decode("utf-8")
+        except UnicodeDecodeError:
+            raise SpecError(f"model file {model.name} is not UTF-8 text", "model") from None
+
     def _data_bytes(self, data: Data) -> tuple[bytes, str]:
-        """Bytes and a name, from a path or a DataFrame (as CSV)."""
+        """Bytes and a name, from a path, an upload or a DataFrame (as CSV)."""
         import pandas as pd
 
+        if isinstance(data, FileBytes):
+            return self._read(data), Path(data.name).name
         if isinstance(data, pd.DataFrame):
             return data.to_csv(index=False).encode(), "dataframe.csv"
         return self._read(data), Path(data).name

@@ -17,6 +17,10 @@ from kiln.tables import read_csv_bytes
 Value = int | float | bool | list[Any]
 MAX_DEPTH = 32  # nested lists (a tensor of rank 32 is already absurd)
 INT64 = (-(2**63), 2**63 - 1)
+MAX_NAMES = 1_000  # data names (a model function's parameters)
+MAX_NAME = 255  # characters of a data name
+MAX_INT_DIGITS = 20  # 2**63 has 19 digits: longer integers are refused before int() reads them
+MAX_JSON_BYTES = 256 * 1024 * 1024  # json.loads needs ~10x the text in Python objects
 
 
 def parse_user_data(content: bytes, name: str) -> tuple[str, dict[str, Value]]:
@@ -28,10 +32,22 @@ def parse_user_data(content: bytes, name: str) -> tuple[str, dict[str, Value]]:
 
 
 def _from_json(content: bytes, name: str) -> dict[str, Value]:
+    if len(content) > MAX_JSON_BYTES:
+        raise DataError(
+            f"{name}: {len(content)} bytes of JSON; at most {MAX_JSON_BYTES} (give large"
+            " data as CSV)"
+        )
     try:
-        raw = json.loads(content.decode("utf-8"), parse_constant=_no_constant)
+        raw = json.loads(
+            content.decode("utf-8"),
+            parse_constant=_no_constant,
+            parse_int=_integer,
+            object_pairs_hook=_no_repeats,
+        )
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(f"{name}: not a readable JSON file ({e})") from None
+        raise DataError(f"{name}: not a readable JSON file ({_clip(str(e))})") from None
+    except DataError as e:  # from the hooks: a constant, a long integer, a repeated name
+        raise DataError(f"{name}: {e}", e.column) from None
     except RecursionError:
         raise DataError(f"{name}: the JSON is nested too deep") from None
     if not isinstance(raw, dict):
@@ -41,23 +57,65 @@ def _from_json(content: bytes, name: str) -> dict[str, Value]:
         )
     if not raw:
         raise DataError(f"{name}: the JSON object is empty; the model gets no data")
+    check_names(list(raw), name)
     for field, value in raw.items():
-        if not field.isidentifier():
-            raise DataError(f"{name}: data name `{field}` is not a Python identifier", field)
         check_value(field, value, name)
     return raw
+
+
+def check_names(names: list[str], name: str) -> None:
+    """Data names: at most MAX_NAMES, each a Python identifier of at most MAX_NAME characters
+    (they become a model function's keyword arguments)."""
+    if len(names) > MAX_NAMES:
+        raise DataError(f"{name}: {len(names)} data names; at most {MAX_NAMES}")
+    for field in names:
+        if len(field) > MAX_NAME:
+            raise DataError(
+                f"{name}: data name `{_clip(field)}` is {len(field)} characters; at most"
+                f" {MAX_NAME}",
+                _clip(field),
+            )
+        if not field.isidentifier():
+            raise DataError(
+                f"{name}: data name `{_clip(field)}` is not a Python identifier", _clip(field)
+            )
+
+
+def _clip(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _integer(text: str) -> int:
+    """json's parse_int: an integer of more digits than 64 bits hold is refused unread (int()
+    of a 100,000-digit string takes seconds, and Python refuses more than 4,300)."""
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise DataError(f"an integer of {len(text)} digits is beyond 64 bits")
+    return int(text)
+
+
+def _no_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json's object_pairs_hook: a name given twice is ambiguous (which one did the user
+    mean?), so it is refused instead of keeping the last."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise DataError(f"the name `{_clip(key)}` is given twice in one object", _clip(key))
+        out[key] = value
+    return out
 
 
 def _from_csv(content: bytes, name: str) -> dict[str, Value]:
     frame = read_csv_bytes(content, name)
     data: dict[str, Value] = {}
+    if len(frame.columns) > MAX_NAMES:
+        raise DataError(f"{name}: {len(frame.columns)} columns; at most {MAX_NAMES}")
     for column in frame.columns:
         field = str(column).strip()
         if not field.isidentifier():
             raise DataError(
-                f"{name}: column `{field}` is not a Python identifier, so it cannot be a model"
-                " argument; rename it",
-                field,
+                f"{name}: column `{_clip(field)}` is not a Python identifier, so it cannot be a"
+                " model argument; rename it",
+                _clip(field),
             )
         series = frame[column]
         if series.dtype.kind not in "iufb":
@@ -72,7 +130,7 @@ def _from_csv(content: bytes, name: str) -> dict[str, Value]:
 
 
 def _no_constant(text: str) -> float:
-    raise DataError(f"data: `{text}` is not a number the data may hold (give finite numbers)")
+    raise DataError(f"`{text}` is not a number the data may hold (give finite numbers)")
 
 
 def check_value(field: str, value: Any, name: str = "data", depth: int = 0) -> tuple[int, ...]:

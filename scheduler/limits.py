@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ class Limits:
     max_sweep_members: int = 20_000
     sweep_max_batch: int = 1024
     sweep_memory_mb: float = 512.0
+    max_dataset_bytes: int = 512 * 1024 * 1024
 
     @classmethod
     def from_settings(cls, settings: Any) -> Limits:
@@ -33,17 +35,22 @@ class Limits:
             max_sweep_members=settings.max_sweep_members,
             sweep_max_batch=settings.sweep_max_batch,
             sweep_memory_mb=settings.sweep_memory_mb,
+            max_dataset_bytes=settings.max_dataset_bytes,
         )
 
     def check_steps(self, steps: int, what: str = "spec.steps") -> None:
         if steps > self.max_steps:
-            raise SpecError(f"{what}: at most {self.max_steps} (got {steps})", field="steps")
+            raise SpecError(
+                f"{what}: at most {self.max_steps} (got {count(steps)}; KILN_MAX_STEPS sets the"
+                " cap)",
+                field="steps",
+            )
 
     def check_predict_size(self, num_samples: int, rows: int) -> None:
         """A predict job's draws must fit the configured caps (KILN_MAX_PREDICT_*)."""
         if num_samples > self.max_predict_samples:
             raise SpecError(
-                f"spec.num_samples: at most {self.max_predict_samples} (got {num_samples};"
+                f"spec.num_samples: at most {self.max_predict_samples} (got {count(num_samples)};"
                 " KILN_MAX_PREDICT_SAMPLES sets the cap)",
                 field="num_samples",
             )
@@ -54,6 +61,17 @@ class Limits:
                 " (KILN_MAX_PREDICT_VALUES); draw fewer samples or predict fewer rows",
                 field="num_samples",
             )
+
+
+def count(number: int) -> str:
+    """An integer for a message: as it is, or its size when it is absurdly long."""
+    if abs(number) < 10**18:
+        return str(number)
+    if abs(number).bit_length() < 14_000:  # str() refuses ints of more than 4300 digits
+        digits = len(str(abs(number)))
+    else:
+        digits = int(math.log10(abs(number))) + 1  # log10 takes an int of any size
+    return f"a {digits}-digit number"
 
 
 def read_data_file(path: str | Path, max_bytes: int) -> bytes:

@@ -20,7 +20,9 @@ from db.models import Job, JobStatus, Sweep, utcnow
 from kiln.errors import SpecError, UserError
 from kiln.jobinfo import BatchInfo, SviInfo, SweepRef
 from kiln.specs import (
+    CONTROL,
     GRID_KEYS,
+    MAX_TEXT,
     PACKABLE_KEYS,
     PRIOR_KEY_PREFIX,
     BatchSpec,
@@ -29,6 +31,7 @@ from kiln.specs import (
     SweepSpec,
     parse_prior_option,
     parse_spec,
+    validate_spec,
 )
 from kiln.tables import group_values, member_design
 from scheduler.kinds.linreg import check_linreg_data
@@ -98,8 +101,8 @@ def expand(spec: SweepSpec, seed: int, groups: list[str] | None) -> list[Member]
                         rows.update(group_by=spec.group_by, group=group)
                     if replicate is not None:
                         rows.update(bootstrap=replicate, bootstrap_seed=seed)
-                    fit = FitSpec.model_validate(
-                        {**_with_grid(base, typed), **rows, "seed": member_seed}
+                    fit = validate_spec(
+                        FitSpec, {**_with_grid(base, typed), **rows, "seed": member_seed}
                     )
                     settings = {**{k: _show(v) for k, v in typed.items()}, "seed": member_seed}
                     if group is not None:
@@ -115,13 +118,40 @@ def _typed(values: dict[str, Any]) -> dict[str, Any]:
     for key, value in values.items():
         if key.startswith(PRIOR_KEY_PREFIX):
             out[key] = _prior(key, value)
-            continue
-        kind = GRID_KEYS[key]
-        try:
-            out[key] = kind(value) if kind is not int else int(float(value))
-        except (TypeError, ValueError):
-            raise SpecError(f"--grid {key}={value}: not a {kind.__name__}", "grid") from None
+        elif GRID_KEYS[key] is int:
+            out[key] = _whole(key, value)
+        else:
+            try:
+                out[key] = GRID_KEYS[key](value)
+            except (TypeError, ValueError):
+                kind = GRID_KEYS[key].__name__
+                raise SpecError(f"--grid {key}={value}: not a {kind}", "grid") from None
     return out
+
+
+def _whole(key: str, value: Any) -> int:
+    """A grid value of a whole-number key (steps, num_samples): `1000` or `1e3`, never `10.5`,
+    `nan` or `1e400`."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    text = str(value).strip()
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        number = float(text)
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number) or not number.is_integer():
+        raise SpecError(f"--grid {key}={text[:40]}: not a whole number", "grid")
+    return int(number)
+
+
+def grid_numbers(spec: SweepSpec, key: str) -> list[int]:
+    """The values of a whole-number key over the base and the grid (steps, num_samples)."""
+    base = int(getattr(spec.base, key))
+    return [base, *(_whole(key, v) for v in spec.grid.get(key, []))]
 
 
 def _prior(key: str, value: Any) -> dict[str, Any]:
@@ -188,7 +218,9 @@ def batch_size(spec: SweepSpec, rows: int, terms: int, limits: Limits) -> int:
     capped at KILN_SWEEP_MAX_BATCH)."""
     if spec.batch_size is not None:
         return spec.batch_size
-    one = member_bytes(rows, terms, spec.base.num_samples, spec.base.steps)
+    # the most any member keeps: a grid may give some members more steps or draws than the base
+    steps, draws = max(grid_numbers(spec, "steps")), max(grid_numbers(spec, "num_samples"))
+    one = member_bytes(rows, terms, draws, steps)
     fits = math.floor(limits.sweep_memory_mb * 2**20 / one)
     return max(1, min(limits.sweep_max_batch, fits))
 
@@ -244,7 +276,8 @@ def submit_sweep(
     written; if the broker refuses, everything is removed again (InfraError).
     """
     base = spec.base
-    limits.check_steps(base.steps)
+    for steps in grid_numbers(spec, "steps"):  # every member's steps, before any data is read
+        limits.check_steps(steps, "spec.steps" if steps == base.steps else "--grid steps")
     data = check_linreg_data(base, content, data_name)
     frame = data.frame  # parsed once, by the check
     groups = group_values(frame, spec.group_by) if spec.group_by else None
@@ -257,6 +290,12 @@ def submit_sweep(
     if groups is not None:
         if not groups:
             raise UserError(f"--group-by {spec.group_by}: the column has no values")
+        for group in groups:  # a group's value is stored with each of its members
+            if len(group) > MAX_TEXT or CONTROL.search(group):
+                raise UserError(
+                    f"--group-by {spec.group_by}: the value `{group[:40]}...` is not a group"
+                    f" name (at most {MAX_TEXT} characters, no control characters)"
+                )
         for group in groups:
             design, _ = member_design(frame, base.formula, group_by=spec.group_by, group=group)
             if design.rows_used < 2:

@@ -87,8 +87,8 @@ def check_source(source: str, filename: str, functions: Iterable[str]) -> dict[s
         if function not in defined:
             have = sorted(n for n, s in defined.items() if s is not None)
             raise SpecError(
-                f"{filename} has no function `{function}`"
-                f" (it defines: {', '.join(have) if have else 'no functions'})",
+                f"{filename} has no function `{_clip(function)}`"
+                f" (it defines: {_listed(have) if have else 'no functions'})",
                 field="model",
             )
         signature = defined[function]
@@ -103,8 +103,8 @@ def check_data_names(signature: Signature, names: Iterable[str], data_name: str)
     missing = [p for p in signature.required if p not in names]
     if missing:
         raise SpecError(
-            f"{signature.text()} needs `{missing[0]}`, which {data_name} does not have"
-            f" (it has: {', '.join(names) if names else 'nothing'})",
+            f"{_clip(signature.text())} needs `{missing[0]}`, which {data_name} does not have"
+            f" (it has: {_listed(names) if names else 'nothing'})",
             field="data",
         )
     if signature.var_keyword:
@@ -112,9 +112,19 @@ def check_data_names(signature: Signature, names: Iterable[str], data_name: str)
     extra = [n for n in names if n not in (*signature.required, *signature.optional)]
     if extra:
         raise SpecError(
-            f"{data_name} has `{extra[0]}`, which is not a parameter of {signature.text()}",
+            f"{data_name} has `{_clip(extra[0])}`, which is not a parameter of"
+            f" {_clip(signature.text())}",
             field="data",
         )
+
+
+def _clip(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _listed(names: list[str], limit: int = 12) -> str:
+    shown = ", ".join(_clip(n, 60) for n in names[:limit])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
 
 
 def _signature(node: ast.FunctionDef | ast.AsyncFunctionDef) -> Signature:

@@ -1,4 +1,5 @@
-"""Alembic environment: Kiln's metadata, the URL from the config, batch mode for SQLite."""
+"""Alembic environment: Kiln's metadata, the URL from the config, batch mode for SQLite (with
+foreign keys off while it migrates, so rebuilding a table keeps its children's rows)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,12 @@ def run_migrations_offline() -> None:
 def run_migrations_online() -> None:
     engine = make_engine(url, poolclass=pool.NullPool)
     with engine.connect() as connection:
+        if connection.dialect.name == "sqlite":
+            # Batch mode rebuilds a table (copy, drop, rename); with foreign keys on, dropping
+            # `jobs` would cascade-delete every child row (losses, params, ...). The pragma only
+            # takes effect outside a transaction.
+            connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            connection.commit()
         context.configure(
             connection=connection, target_metadata=Base.metadata, render_as_batch=True
         )

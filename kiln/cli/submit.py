@@ -19,6 +19,7 @@ TIMEOUT = click.option(
     "--timeout", type=float, default=None, help="With --wait: give up after SECONDS."
 )
 AS_JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+MAX_SET_TEXT = 320  # characters of one --set KEY=VALUE (a key of 64, a value of 255)
 
 
 @jobs.group()
@@ -186,6 +187,12 @@ def _library_request(
                 f"{flag} does not apply to the library model {name}: it sets its own; change"
                 f" its options with --set (see `jobs models`)",
                 field="model",
+            )
+    for text in settings:  # a KEY=VALUE is short: it is echoed in messages and stored
+        if len(text) > MAX_SET_TEXT:
+            raise SpecError(
+                f"--set {text[:40]!r}...: {len(text)} characters; at most {MAX_SET_TEXT}",
+                field="options",
             )
     given = list(settings)
     if options["lr"] is not None:

@@ -9,6 +9,7 @@ import gzip
 import io
 import math
 import zipfile
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,10 @@ MNIST_FILES = {
 IMAGES_MAGIC = 0x00000803
 LABELS_MAGIC = 0x00000801
 IDX_HEADER = 4
+# What a folder's arrays may take unpacked when no cap is given (KILN_MAX_DATASET_BYTES's
+# default), and the most a worker unpacks from a stored .npz whatever was stored.
+MAX_IMAGE_BYTES = 512 * 1024 * 1024
+WORKER_MAX_IMAGE_BYTES = 2 * 1024 * 1024 * 1024
 
 Images = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]
 
@@ -62,57 +67,83 @@ def _find_idx_file(folder: Path, name: str) -> Path:
     )
 
 
-def _read_idx(path: Path, magic: int, ndim: int) -> np.ndarray:
-    """One IDX file of unsigned bytes with `ndim` dimensions, as a uint8 array."""
-    try:
-        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    except (OSError, EOFError) as e:  # gzip.BadGzipFile is an OSError
-        raise DataError(f"`{path.name}`: cannot read it ({e})", column=path.name) from e
+def _open(path: Path) -> io.BufferedIOBase:
+    return gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")
+
+
+def _read_idx(path: Path, magic: int, ndim: int, budget: int) -> np.ndarray:
+    """One IDX file of unsigned bytes with `ndim` dimensions, as a uint8 array.
+
+    A .gz file is unpacked as a stream: the header's shape is read first and checked against
+    `budget` (bytes left of the data set cap), and never more than the header's size plus one
+    byte is unpacked, so a small file that unpacks to gigabytes is refused without unpacking it.
+    """
     header = IDX_HEADER * (1 + ndim)
-    found = int.from_bytes(raw[:IDX_HEADER], "big")
-    if len(raw) >= IDX_HEADER and found != magic:
-        what = "images (3 dimensions)" if magic == IMAGES_MAGIC else "labels (1 dimension)"
+    try:
+        with _open(path) as stream:
+            head = stream.read(header)
+            found = int.from_bytes(head[:IDX_HEADER], "big")
+            if len(head) >= IDX_HEADER and found != magic:
+                what = "images (3 dimensions)" if magic == IMAGES_MAGIC else "labels (1 dimension)"
+                raise DataError(
+                    f"`{path.name}`: magic number {found:#010x}, want {magic:#010x} for"
+                    f" unsigned-byte {what}; is it the right MNIST file?",
+                    column=path.name,
+                )
+            if len(head) < header:
+                raise DataError(
+                    f"`{path.name}`: {len(head)} bytes, shorter than an IDX header; is it an"
+                    " MNIST file?",
+                    column=path.name,
+                )
+            shape = tuple(
+                int.from_bytes(head[IDX_HEADER * (1 + i) : IDX_HEADER * (2 + i)], "big")
+                for i in range(ndim)
+            )
+            want = math.prod(shape)
+            if header + want > budget:
+                raise DataError(
+                    f"`{path.name}`: its header says {shape} ({want} bytes unpacked), more than"
+                    f" the {max(budget, 0)} bytes left of the data set cap"
+                    " (KILN_MAX_DATASET_BYTES)",
+                    column=path.name,
+                )
+            body = stream.read(want + 1)  # one byte more than the header says: trailing data
+    except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+        raise DataError(f"`{path.name}`: cannot read it ({e})", column=path.name) from e
+    if len(body) != want:
+        size = f"{len(body)} bytes" if len(body) < want else "more bytes"
         raise DataError(
-            f"`{path.name}`: magic number {found:#010x}, want {magic:#010x} for unsigned-byte"
-            f" {what}; is it the right MNIST file?",
+            f"`{path.name}`: {size} of data, the header says {shape} ({want} bytes); is the"
+            f" file {'cut short' if len(body) < want else 'damaged'}?",
             column=path.name,
         )
-    if len(raw) < header:
-        raise DataError(
-            f"`{path.name}`: {len(raw)} bytes, shorter than an IDX header; is it an MNIST file?",
-            column=path.name,
-        )
-    shape = tuple(
-        int.from_bytes(raw[IDX_HEADER * (1 + i) : IDX_HEADER * (2 + i)], "big") for i in range(ndim)
-    )
-    want = math.prod(shape)
-    if len(raw) - header != want:
-        raise DataError(
-            f"`{path.name}`: {len(raw) - header} bytes of data, the header says {shape}"
-            f" ({want} bytes); is the file cut short?",
-            column=path.name,
-        )
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+    return np.frombuffer(body, dtype=np.uint8).reshape(shape)
 
 
-def read_mnist_dir(path: str | Path) -> bytes:
+def read_mnist_dir(path: str | Path, max_bytes: int = MAX_IMAGE_BYTES) -> bytes:
     """Pack an MNIST folder (the four IDX files, plain or .gz) into .npz bytes: uint8 arrays
     x_train (N, rows, cols), y_train (N,), x_test, y_test. The submitter calls this; the bytes
     are the job's data set (DataRef("npz", folder name, bytes)).
 
-    Raises DataError naming the file: missing, a bad magic number, cut short, or counts that
-    do not match.
+    `max_bytes` caps the four files unpacked (KILN_MAX_DATASET_BYTES): each header's shape is
+    checked against what is left before the file's data is read or unpacked.
+
+    Raises DataError naming the file: missing, a bad magic number, cut short, over the cap,
+    or counts that do not match.
     """
     folder = Path(path)
     if not folder.is_dir():
         raise DataError(f"MNIST folder {folder}: not a directory")
     arrays: dict[str, np.ndarray] = {}
+    budget = max_bytes
     for key, name in MNIST_FILES.items():
         found = _find_idx_file(folder, name)
         if key.startswith("x"):
-            arrays[key] = _read_idx(found, IMAGES_MAGIC, 3)
+            arrays[key] = _read_idx(found, IMAGES_MAGIC, 3, budget)
         else:
-            arrays[key] = _read_idx(found, LABELS_MAGIC, 1)
+            arrays[key] = _read_idx(found, LABELS_MAGIC, 1, budget)
+        budget -= arrays[key].nbytes
     for part in ("train", "test"):
         images, labels = arrays[f"x_{part}"], arrays[f"y_{part}"]
         if len(images) != len(labels):
@@ -131,6 +162,16 @@ def read_mnist_dir(path: str | Path) -> bytes:
         y_test=arrays["y_test"],
     )
     return buffer.getvalue()
+
+
+def unpacked_bytes(content: bytes, name: str = "data") -> int:
+    """What an .npz's arrays take unpacked, from its zip directory (nothing is unpacked): the
+    sizes a reader will get, since zipfile stops at each member's declared size."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(content)) as archive:
+            return sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+        raise DataError(f"data `{name}`: not an .npz of MNIST arrays ({e})") from e
 
 
 # --- Loading for a fit -------------------------------------------------------------------------
@@ -206,6 +247,11 @@ def _read_npz(data: DataRef) -> Images:
     where = f"data `{data.name}`"
     if not data.content:
         raise DataError(f"{where}: no content; pack an MNIST folder with read_mnist_dir()")
+    unpacked = unpacked_bytes(data.content, data.name)
+    if unpacked > WORKER_MAX_IMAGE_BYTES:
+        raise DataError(
+            f"{where}: its arrays take {unpacked} bytes unpacked; at most {WORKER_MAX_IMAGE_BYTES}"
+        )
     try:
         with np.load(io.BytesIO(data.content), allow_pickle=False) as npz:
             missing = [key for key in MNIST_FILES if key not in npz.files]

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from kiln.errors import DataError
 from kiln.jobinfo import SviInfo
 from kiln.library import DataRef, get_card, parse_options
+from kiln.library.cards import check_option_bounds
+from kiln.library.digits import unpacked_bytes
 from kiln.specs import LibraryFitSpec
 from scheduler.kinds.base import CheckContext, Checked, NewDataset, Upload, device_fits_queue
 
@@ -26,6 +29,15 @@ def check_library_fit(spec: LibraryFitSpec, upload: Upload, ctx: CheckContext) -
     .npz); the options stored are the card's defaults updated by the user's."""
     card = get_card(spec.model)
     options = parse_options(card, dict(spec.options))
+    check_option_bounds(card, options)  # before the card's check reads data with them
+    if spec.data_kind == "npz" and upload.data is not None:
+        # the arrays' unpacked size, from the zip directory, before the check unpacks them
+        size, cap = unpacked_bytes(upload.data, spec.data), ctx.limits.max_dataset_bytes
+        if size > cap:
+            raise DataError(
+                f"data `{spec.data}`: its arrays take {size} bytes unpacked; the limit is {cap}"
+                " (KILN_MAX_DATASET_BYTES)"
+            )
     ref = DataRef(spec.data_kind, spec.data, upload.data)
     facts = card.check(options, ref)
     device_fits_queue(spec)

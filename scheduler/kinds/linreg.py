@@ -10,7 +10,7 @@ from kiln.catalog import LINREG_RESERVED_SITES
 from kiln.errors import SpecError
 from kiln.jobinfo import SviInfo
 from kiln.specs import FitSpec
-from kiln.tables import Design, build_design, read_csv_bytes
+from kiln.tables import MAX_COLUMN_NAME, Design, build_design, read_csv_bytes
 from scheduler.kinds.base import (
     CheckContext,
     Checked,
@@ -19,6 +19,8 @@ from scheduler.kinds.base import (
     device_fits_queue,
     require_data,
 )
+
+MAX_SITE_NAME = MAX_COLUMN_NAME  # params.site and samples.site hold 255 characters
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +41,13 @@ def check_linreg_data(spec: FitSpec, content: bytes, data_name: str) -> LinregDa
     frame = read_csv_bytes(content, data_name)
     design = build_design(frame, spec.formula)
     sites = (*design.terms, "sigma")
+    long = [term for term in design.terms if len(term) > MAX_SITE_NAME]
+    if long:
+        raise SpecError(
+            f"formula term `{long[0][:60]}...` is {len(long[0])} characters; a term names a"
+            f" site of the fit, at most {MAX_SITE_NAME}: write the term shorter",
+            field="formula",
+        )
     clash = sorted(set(design.terms) & set(LINREG_RESERVED_SITES))
     if clash:
         raise SpecError(f"formula term `{clash[0]}` clashes with a model site; rename the column")

@@ -16,6 +16,7 @@ from scheduler.kinds.base import (
     device_fits_queue,
     require_data,
 )
+from scheduler.limits import count
 from scheduler.usermodel import check_data_names, check_source
 
 
@@ -29,10 +30,12 @@ def check_user_fit(
 ) -> Checked:
     """A syntax error, a missing function and data names the model does not take are refused
     here, before anything is written (scheduler.usermodel parses the file with ast)."""
-    if spec.total_steps > ctx.limits.max_steps:
+    if isinstance(spec, UserSviFitSpec):
+        ctx.limits.check_steps(spec.steps)
+    elif spec.total_steps > ctx.limits.max_steps:
         raise SpecError(
-            f"spec: {spec.total_steps} steps (chains x (warmup + samples) for MCMC); at most"
-            f" {ctx.limits.max_steps}",
+            f"spec: {count(spec.total_steps)} steps (chains x (warmup + samples)); at most"
+            f" {ctx.limits.max_steps} (KILN_MAX_STEPS sets the cap)",
             field="steps",
         )
     device_fits_queue(spec)

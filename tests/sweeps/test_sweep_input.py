@@ -34,7 +34,7 @@ BAD = [
     (["--grid", "prior.sigma=uniform(0,10),normal(0,1)"], "prior for `sigma` must be uniform"),
     (
         ["--grid", "prior.rugged=normal(0,-1)"],
-        "--grid prior.rugged=normal(0, -1): spec.priors.rugged.NormalPrior.scale: must be > 0",
+        "--grid prior.rugged=normal(0, -1): spec.priors.rugged.scale: must be > 0",
     ),
 ]
 
