@@ -42,6 +42,11 @@ class NotFound(KilnError):
     """An unknown job or dataset id."""
 
 
+class NotAllowed(KilnError):
+    """The HTTP API refused who is asking: no token, a bad or revoked one, or a role that may
+    not do this (`jobs` exits 5)."""
+
+
 class InfraError(KilnError):
     """The database or the broker is down, or a lease was lost: worth retrying."""
 

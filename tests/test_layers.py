@@ -110,7 +110,7 @@ def test_the_checker_finds_a_circle_through_a_package_init(tmp_path: Path) -> No
 
 # Start-up cost, measured in a fresh interpreter: `jobs --help` and `import kiln` stay light.
 LIGHT_IMPORTS = [
-    ("kiln.cli", ["torch", "pyro", "celery", "sqlalchemy"]),
+    ("kiln.cli", ["torch", "pyro", "celery", "sqlalchemy", "fastapi", "uvicorn", "httpx"]),
     ("kiln", ["torch", "pyro", "celery", "sqlalchemy", "pandas"]),
 ]
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from kiln.errors import InfraError, KilnError, NotFound, UserError
+from kiln.errors import InfraError, KilnError, NotAllowed, NotFound, UserError
 from kiln.logs import configure_logging
 from kiln.redact import redact
 from kiln.settings import Settings, get_settings
@@ -28,7 +28,16 @@ JOB_FAILED = 1
 BAD_INPUT = 2
 NOT_FOUND = 3
 UNAVAILABLE = 4
+NOT_ALLOWED = 5  # the HTTP API refused: no, a bad or revoked token (401), or the role (403)
 INTERRUPTED = 130
+
+# With KILN_API_URL set, these commands go through the HTTP API (kiln.remote)...
+OVER_API = frozenset({"submit fit", "submit predict", "list", "show", "cancel", "watch",
+                      "losses", "params"})  # fmt: skip
+# ...these are the fleet's own and always use the database and broker (they need them)...
+FLEET_SIDE = frozenset({"server", "token create", "token list", "token revoke", "worker",
+                        "scheduler", "db upgrade", "demo"})  # fmt: skip
+# ...and any other refuses (exit 2) rather than open the database behind the API's back.
 
 
 class App:
@@ -39,14 +48,32 @@ class App:
         self.engine: Any = None
 
     def close(self) -> None:
-        """Release database connections (called when the command ends)."""
+        """Release database connections, or the API's (called when the command ends)."""
         if self.engine is not None:
             self.engine.dispose()
+        client = self.__dict__.get("client")  # made only if the command used it
+        if client is not None:
+            client.close()
+
+    @property
+    def remote(self) -> bool:
+        """Whether this command goes through the HTTP API (KILN_API_URL is set)."""
+        return bool(self.settings.api_url) and command_path() not in FLEET_SIDE
+
+    def _direct_only(self) -> None:
+        if self.remote:
+            self.abort(
+                f"`jobs {command_path()}` does not work over the HTTP API yet (KILN_API_URL is"
+                f" set); over it: {', '.join(f'`jobs {c}`' for c in sorted(OVER_API))}. Unset"
+                " KILN_API_URL to use the database directly",
+                BAD_INPUT,
+            )
 
     @cached_property
     def sessions(self) -> sessionmaker[Session]:
         from kiln.connect import open_database
 
+        self._direct_only()
         self.engine, sessions = open_database(self.settings)
         return sessions
 
@@ -55,12 +82,17 @@ class App:
         """The Client over this command's database and broker: every flow goes through it."""
         from kiln.client import Client
 
+        if self.remote and command_path() in OVER_API:
+            from kiln.remote import RemoteClient
+
+            return RemoteClient.from_settings(self.settings)
         return Client.over(self.settings, self.sessions, lambda: self.celery)
 
     @cached_property
     def celery(self) -> Any:
         from worker.app import make_app
 
+        self._direct_only()
         return make_app(self.settings)
 
     def emit(self, data: Any, as_json: bool = False) -> None:
@@ -90,12 +122,24 @@ class JobsGroup(click.Group):
             _fail(str(e), BAD_INPUT)
         except NotFound as e:
             _fail(str(e), NOT_FOUND)
+        except NotAllowed as e:
+            _fail(f"not allowed: {e}", NOT_ALLOWED)
         except (InfraError, OperationalError) as e:
             _fail(f"unavailable: {e}", UNAVAILABLE)
         except KilnError as e:
             _fail(str(e), JOB_FAILED)
         except KeyboardInterrupt:
             _fail("interrupted", INTERRUPTED)
+
+
+def command_path() -> str:
+    """The running command without the program name: `submit fit`, `list`, `token create`."""
+    names = []
+    ctx: click.Context | None = click.get_current_context(silent=True)
+    while ctx is not None and ctx.parent is not None:
+        names.append(ctx.info_name or "")
+        ctx = ctx.parent
+    return " ".join(reversed(names))
 
 
 def _fail(message: str, code: int) -> NoReturn:

@@ -1,0 +1,231 @@
+"""RemoteClient: the Client over the HTTP API (`jobs server`), for KILN_API_URL + KILN_TOKEN.
+
+It builds requests as the Client does (the same checks, locally, first), sends them as the
+server's multipart forms, and reads jobs, losses and params back into the same records, so
+`jobs` prints the same output. It needs no database or broker URL; what the API does not
+serve yet raises a UserError saying so, never a fall back to the database.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from kiln.client import Client
+from kiln.errors import InfraError, KilnError, NotAllowed, NotFound, SpecError, UserError
+from kiln.reader import AttemptRecord, JobRecord
+from kiln.records import STATS, SiteStats
+from kiln.settings import Settings
+from kiln.specs import UserModelRef
+from kiln.submitter import Request, Submitted
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import httpx
+
+# The spec fields POST /jobs/fit takes as form fields (tests check the server declares them).
+FIT_FIELDS = frozenset({
+    "model", "formula", "priors", "guide", "guide_function", "elbo", "optim", "steps", "lr",
+    "num_samples", "init", "method", "warmup", "samples", "chains", "target_accept",
+    "max_tree_depth", "num_steps", "jit", "seed", "device", "queue", "priority",
+    "checkpoint_every", "checkpoint_every_s",
+})  # fmt: skip
+PREDICT_FIELDS = frozenset({"num_samples", "seed", "device", "queue", "priority"})
+TIMEOUT_S = 60.0
+
+
+class RemoteClient(Client):
+    """A Client whose every call is a request to the HTTP API."""
+
+    def __init__(self, api_url: str | None = None, token: str | None = None,
+                 **settings: Any) -> None:  # fmt: skip
+        given: dict[str, Any] = {"api_url": api_url, "token": token}
+        self._setup(Settings(**{k: v for k, v in given.items() if v is not None}, **settings))
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RemoteClient:
+        """A RemoteClient for settings already read (the CLI's)."""
+        client = cls.__new__(cls)
+        client._setup(settings)
+        return client
+
+    def _setup(self, settings: Settings) -> None:
+        import httpx
+
+        if not settings.api_url:
+            raise SpecError("KILN_API_URL is not set: the HTTP API's address, e.g."
+                            " http://127.0.0.1:8321", field="api_url")  # fmt: skip
+        self.settings = settings
+        self._engine = self._sessions = self._celery = self._make_celery = None
+        token = settings.token.get_secret_value()
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=settings.api_url.rstrip("/"), headers=headers,
+                                  timeout=TIMEOUT_S, follow_redirects=False)  # fmt: skip
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> RemoteClient:
+        return self
+
+    # -- what the API does not serve ---------------------------------------------------------
+
+    def _sessionmaker(self) -> NoReturn:
+        raise UserError("this is not available over the HTTP API yet (KILN_API_URL is set);"
+                        " unset KILN_API_URL to use the database directly")  # fmt: skip
+
+    def _send(self, job_id: str, queue: str, priority: int) -> NoReturn:
+        self._sessionmaker()
+
+    def library_request(self, model: str, data: str | Path = "digits", settings: Any = (),
+                        **fields: Any) -> Request:  # fmt: skip
+        raise UserError(f"--model {model}: library models cannot be submitted over the HTTP API"
+                        " yet; unset KILN_API_URL to submit directly")  # fmt: skip
+
+    # -- HTTP --------------------------------------------------------------------------------
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        import httpx
+
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as e:
+            raise InfraError(f"KILN_API_URL {self.settings.api_url} unreachable: {e}") from e
+        if response.status_code >= 400:
+            _raise_for(response)
+        return response.json()
+
+    # -- submitting --------------------------------------------------------------------------
+
+    def submit(self, request: Request, then_predict: int | None = None) -> list[Submitted]:
+        """Send the request to the server, which checks and stores it as `jobs submit` does."""
+        spec = request.spec.model_dump(mode="json", exclude_none=True)
+        kind, upload = spec.pop("kind"), request.upload
+        files: dict[str, tuple[str, bytes]] = {}
+        if upload.data is not None:
+            files["data"] = (upload.data_name or "data", upload.data)
+        if kind in ("predict", "user_predict", "library_predict"):
+            path, fields = f"/jobs/{spec.pop('from_job')}/predict", spec
+            allowed = PREDICT_FIELDS
+        elif kind in ("linreg_fit", "user_svi_fit", "user_mcmc_fit"):
+            path, fields, allowed = "/jobs/fit", spec, FIT_FIELDS
+            if isinstance(request.spec, UserModelRef):  # the file goes as its own upload
+                for key in ("model_file", "model_function", "model_source"):
+                    fields.pop(key, None)
+                fields.setdefault("method", "svi")
+                source = (upload.source or "").encode()
+                files["model_file"] = (request.spec.model_file, source)
+            if fields.get("priors"):
+                fields["priors"] = json.dumps(fields["priors"])
+            else:
+                fields.pop("priors", None)
+        else:
+            raise UserError(f"a {kind} job cannot be submitted over the HTTP API yet")
+        unknown = sorted(set(fields) - allowed)
+        if unknown:
+            raise UserError(f"{', '.join(unknown)}: not accepted by the HTTP API yet")
+        if then_predict is not None:
+            fields["then_predict"] = then_predict
+        form = {k: str(v) for k, v in fields.items()}
+        done = self._call("POST", path, data=form, files=files)
+        return [Submitted(j["id"], j["kind"], j["status"], j["queue"], j["depends_on"])
+                for j in done["jobs"]]  # fmt: skip
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def job_record(self, job_id: str) -> JobRecord:
+        return _job_record(self._call("GET", f"/jobs/{job_id}"))
+
+    def job_records(self, status: str | None = None, limit: int = 20) -> list[JobRecord]:
+        params: dict[str, Any] = {"limit": limit, **({"status": status} if status else {})}
+        return [_job_record(doc) for doc in self._call("GET", "/jobs", params=params)]
+
+    def attempts(self, job_id: str) -> list[AttemptRecord]:
+        return [
+            AttemptRecord(number=a["number"], worker=a["worker"], host=a["host"], pid=a["pid"],
+                          device=a["device"], started_at=_moment(a["started_at"]),
+                          ended_at=_maybe(a["ended_at"]), outcome=a["outcome"],
+                          error=a["error"])
+            for a in self._call("GET", f"/jobs/{job_id}")["attempt_log"]
+        ]  # fmt: skip
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        """The job as a dict (the same document as `jobs show --json`)."""
+        from kiln.render import job_to_dict
+
+        doc = self._call("GET", f"/jobs/{job_id}")
+        return job_to_dict(_job_record(doc), self.attempts(doc["id"]))
+
+    def cancel(self, job_id: str) -> str:
+        return str(self._call("POST", f"/jobs/{job_id}/cancel")["status"])
+
+    def loss_rows(self, job_id: str, tail: int | None = None,
+                  every: int = 1) -> list[tuple[int, float]]:  # fmt: skip
+        params: dict[str, Any] = {"every": every, **({"tail": tail} if tail else {})}
+        doc = self._call("GET", f"/jobs/{job_id}/losses", params=params)
+        return [(int(step), float(loss)) for step, loss in doc["rows"]]
+
+    def posterior_stats(self, job_id: str) -> list[SiteStats]:
+        import numpy as np
+
+        def array(values: Any, dtype: str) -> np.ndarray:
+            return np.asarray(_nan(values), dtype=dtype)
+
+        return [
+            SiteStats(s["site"], tuple(s["shape"]), *(array(s[k], s["dtype"]) for k in STATS))
+            for s in self._call("GET", f"/jobs/{job_id}/params")["sites"]
+        ]
+
+    def live_workers(self, queue: str | None = None) -> list[str]:
+        params = {"queue": queue} if queue else {}
+        return list(self._call("GET", "/workers/live", params=params)["workers"])
+
+
+def _raise_for(response: httpx.Response) -> NoReturn:
+    """Kiln's error for a problem document (its `detail` is the server's message)."""
+    try:
+        detail = str(response.json().get("detail"))
+    except ValueError:
+        detail = response.text[:500] or response.reason_phrase
+    status = response.status_code
+    error: KilnError
+    if status in (401, 403):
+        error = NotAllowed(detail)
+    elif status == 404:
+        error = NotFound(detail)
+    elif status in (400, 413, 422):
+        error = UserError(detail)
+    else:
+        error = InfraError(f"the server answered {status}: {detail}")
+    raise error
+
+
+def _moment(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+def _maybe(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
+
+
+def _nan(values: Any) -> Any:
+    """JSON's null (a value that was not finite) back to NaN, at any depth."""
+    if values is None:
+        return float("nan")
+    if isinstance(values, list):
+        return [_nan(v) for v in values]
+    return values
+
+
+def _job_record(doc: dict[str, Any]) -> JobRecord:
+    return JobRecord(
+        id=doc["id"], kind=doc["kind"], status=doc["status"], model=doc["model"],
+        queue=doc["queue"], priority=doc["priority"], step=doc["progress"]["step"],
+        total_steps=doc["progress"]["total"], last_loss=doc["last_loss"],
+        created_at=_moment(doc["created_at"]), started_at=_maybe(doc["started_at"]),
+        finished_at=_maybe(doc["finished_at"]), attempts=doc["attempts"], worker=doc["worker"],
+        error=doc["error"], dataset_id=doc["dataset_id"], depends_on=doc["depends_on"],
+        sweep_id=doc.get("sweep_id"), spec=doc["spec"] or {}, info=doc["info"] or {},
+    )  # fmt: skip
