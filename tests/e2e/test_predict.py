@@ -36,6 +36,7 @@ def open_netcdf(path: Path) -> InferenceData:
     return idata
 
 
+@EMBEDDED_AND_FLEET  # the mixed pairs add nothing here that tests/cli does not cover
 def test_fit_then_predict_800_covers_90_percent_and_exports(stack, start_worker, tmp_path) -> None:
     start_worker("w1")
     (fit, predict), out = submit(
@@ -109,6 +110,8 @@ def test_predict_submitted_while_the_fit_is_queued_waits_for_it(stack, start_wor
     assert shown["started_at"] >= fit_shown["finished_at"]
 
 
+# Long: `make test-slow` (CI runs it too).
+@pytest.mark.slow
 @EMBEDDED_AND_FLEET
 def test_out_of_sample_rows_and_seeded_repeat(stack, start_worker, tmp_path) -> None:
     fitter = start_worker("w1")

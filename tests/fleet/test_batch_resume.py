@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import numpy as np
+import pytest
 
 from tests.conftest import (
     FAST_FLEET,
@@ -56,6 +57,8 @@ def member_losses(stack: Stack, job_id: str) -> list[tuple[int, float]]:
     return [(row["step"], row["loss"]) for row in rows]
 
 
+# Long: `make test-slow` (CI runs it too).
+@pytest.mark.slow
 @FLEET_AND_SLOW_EMBEDDED
 def test_a_killed_batch_resumes_from_its_checkpoint_and_matches_an_uninterrupted_batch(
     stack, start_worker

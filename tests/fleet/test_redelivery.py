@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
+
 from tests.conftest import FAST_FLEET, FLEET_AND_SLOW_EMBEDDED, Stack, run_cli
 from tests.fleet.helpers import job_row, submit_fit, until
 
@@ -23,6 +25,8 @@ def restore_visible(stack: Stack) -> None:
         conn.default_channel.qos.restore_visible(num=100, interval=1)
 
 
+# Long: `make test-slow` (CI runs it too).
+@pytest.mark.slow
 @FLEET_AND_SLOW_EMBEDDED
 def test_a_fit_longer_than_the_visibility_timeout_runs_once(stack, start_worker) -> None:
     stack.extra.update(FAST_FLEET, KILN_VISIBILITY_TIMEOUT_S="1")

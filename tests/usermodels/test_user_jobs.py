@@ -43,6 +43,8 @@ FLEET = pytest.mark.parametrize(
 )
 
 
+# Long: `make test-slow` (CI runs it too).
+@pytest.mark.slow
 @FLEET
 def test_eight_schools_nuts_through_a_worker(user_code_on, start_worker, tmp_path) -> None:
     stack = user_code_on
@@ -84,6 +86,8 @@ def test_eight_schools_nuts_through_a_worker(user_code_on, start_worker, tmp_pat
     assert np.asarray(idata.constant_data["sigma"]).tolist() == [15, 10, 16, 11, 9, 11, 10, 18]
 
 
+# Long: `make test-slow` (CI runs it too).
+@pytest.mark.slow
 @FLEET_AND_SLOW_EMBEDDED
 def test_eight_schools_by_svi_with_a_full_rank_guide(user_code_on, start_worker) -> None:
     stack = user_code_on
