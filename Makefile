@@ -22,8 +22,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -m "not slow" -q --durations=15 -n 2 --dist loadfile
 
+# The PostgreSQL outage test stops the one server every other test uses: it runs alone, last.
 test-slow: $(STAMP)
-	$(PY) -m pytest -m slow -q -n 2 --dist loadfile
+	$(PY) -m pytest -m "slow and not outage" -q -n 2 --dist loadfile
+	$(PY) -m pytest -m outage -q
 
 bench: $(STAMP)
 	$(PY) bench/bench_fit_overhead.py

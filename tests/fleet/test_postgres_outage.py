@@ -26,7 +26,7 @@ from tests.fleet.helpers import job_row, submit_fit, until
 if TYPE_CHECKING:
     import psycopg
 
-pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
+pytestmark = [pytest.mark.slow, pytest.mark.outage, pytest.mark.postgres, pytest.mark.redis]
 
 OUTAGE_S = 6.0
 STEPS = 4000
