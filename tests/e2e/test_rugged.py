@@ -27,7 +27,9 @@ def submit_rugged(stack: Stack, *extra: str, wait: bool = True) -> subprocess.Co
     return run_cli(*args, env=stack.env)
 
 
-@pytest.mark.parametrize("guide", ["AutoNormal", "AutoMultivariateNormal"])
+@pytest.mark.parametrize(
+    "guide", ["AutoNormal", pytest.param("AutoMultivariateNormal", marks=pytest.mark.slow)]
+)
 def test_rugged_fit_through_a_worker_matches_the_tutorial(stack, start_worker, guide) -> None:
     start_worker("w1")
     done = submit_rugged(stack, "--guide", guide, "--steps", "1000", "--lr", "0.02", "--seed", "0")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from tests.conftest import FAST_FLEET, FLEET_AND_SLOW_EMBEDDED, Stack, run_cli
 from tests.fleet.helpers import job_row, submit_fit, until
@@ -22,6 +23,8 @@ def guide_params(stack: Stack, job_id: str) -> dict[str, np.ndarray]:
         return {row.name: decode_array(row.value) for row in rows}
 
 
+# Long: `make test-slow` (CI runs it too).
+@pytest.mark.slow
 @FLEET_AND_SLOW_EMBEDDED
 def test_killed_fit_resumes_from_its_checkpoint_and_matches_an_uninterrupted_fit(
     stack, start_worker

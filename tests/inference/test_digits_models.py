@@ -150,6 +150,8 @@ def test_bnn_classifier_keeps_at_most_1000_test_images_for_plots(tmp_path: Path)
 # --- vae ----------------------------------------------------------------------------------
 
 
+# Long: `make test-slow` (CI runs it too).
+@pytest.mark.slow
 def test_vae_test_elbo_improves_and_reconstructions_are_digits(tmp_path: Path) -> None:
     options = parse_options(VAE, {})
     started = time.perf_counter()

@@ -58,6 +58,8 @@ def test_forecast_linreg_fit_then_predict_the_last_30_days(stack, start_worker, 
     assert png.stat().st_size > 10_000
 
 
+# Long: `make test-slow` (CI runs it too).
+@pytest.mark.slow
 @EMBEDDED
 def test_forecast_bnn_and_the_metrics_figure(stack, start_worker, tmp_path) -> None:
     start_worker("w1")
@@ -84,6 +86,8 @@ def simulated_hmm_csv(path: Path, seed: int = 0) -> None:
     path.write_text("value\n" + "\n".join(f"{v:.5f}" for v in values) + "\n")
 
 
+# Long: `make test-slow` (CI runs it too).
+@pytest.mark.slow
 @EMBEDDED
 def test_hmm_recovers_a_known_two_state_chain(stack, start_worker, tmp_path) -> None:
     start_worker("w1")

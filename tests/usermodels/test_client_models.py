@@ -7,6 +7,8 @@ import pytest
 from tests.usermodels.test_user_jobs import EMBEDDED, SCHOOLS_PY
 
 
+# Long: `make test-slow` (CI runs it too).
+@pytest.mark.slow
 @EMBEDDED
 def test_client_runs_a_model_file_by_hmc_on_dict_data(stack, start_worker) -> None:
     from kiln import Client
