@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
+    from redis import Redis
     from sqlalchemy import Engine
     from sqlalchemy.orm import Session, sessionmaker
 
@@ -102,8 +103,9 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         _reset_database(url)
 
 
-@pytest.fixture
-def redis_server() -> Iterator[str]:
+def emptied_redis() -> Redis:
+    """A client of the test Redis, its database flushed (skips loudly, or fails under CI, when
+    the server is not there)."""
     import redis
 
     client = redis.Redis.from_url(REDIS_URL, socket_timeout=3)
@@ -112,6 +114,12 @@ def redis_server() -> Iterator[str]:
     except redis.RedisError:
         missing("Redis not reachable at 127.0.0.1:6379")
     client.flushdb()
+    return client
+
+
+@pytest.fixture
+def redis_server() -> Iterator[str]:
+    client = emptied_redis()
     yield REDIS_URL
     client.flushdb()
     client.close()

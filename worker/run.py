@@ -103,7 +103,7 @@ def _run(ctx: JobContext[BaseSpec]) -> Outcome:
         _complete_progress(session, ctx.job_id)
         released = finish_job(
             session, ctx.job_id, worker=ctx.worker, attempt=ctx.attempt,
-            status=JobStatus.SUCCEEDED, info=_redacted(ctx.info.dump(), ctx.rt),
+            status=JobStatus.SUCCEEDED, info=_redacted(ctx.info.dump(), _secrets(ctx.rt)),
         )  # fmt: skip
     return Outcome(JobStatus.SUCCEEDED.value, released)
 
@@ -119,19 +119,18 @@ def _finish(
 ) -> Outcome:  # fmt: skip
     """End the attempt. What is stored is redacted first: a model's error text (or a note) that
     quotes a URL with a password, the worker's own database URL say, keeps only `***`."""
-    info = _redacted(ctx.info.dump(), rt) if ctx is not None else None
+    secrets = _secrets(rt)
+    info = _redacted(ctx.info.dump(), secrets) if ctx is not None else None
     with rt.sessions() as session:
         released = finish_job(
             session, job_id, worker=rt.name, attempt=attempt, status=status,
-            error=redact(error, _secrets(rt)) if error is not None else None, requeue=requeue,
+            error=redact(error, secrets) if error is not None else None, requeue=requeue,
             info=info,
         )  # fmt: skip
     return Outcome(status.value, released)
 
 
-def _redacted(info: dict[str, Any], rt: Runtime) -> dict[str, Any]:
-    secrets = _secrets(rt)
-
+def _redacted(info: dict[str, Any], secrets: list[str]) -> dict[str, Any]:
     def walk(value: Any) -> Any:
         if isinstance(value, str):
             return redact(value, secrets)

@@ -16,6 +16,23 @@ BIG = 2**40 + 3  # far past a 32-bit INTEGER's 2**31 - 1
 SIZE = 3 * 2**30  # a 3 GiB data set
 
 
+def _old_job_with_two_losses(url: str) -> None:
+    """Job `old1` and two of its loss rows, written with the columns every schema since 0005
+    has (for a database migrated down to an older revision)."""
+    engine = make_engine(url)
+    with engine.begin() as connection:
+        connection.execute(sa.text(
+            "INSERT INTO jobs (id, kind, status, spec, model, queue, priority, step,"
+            " total_steps, created_at, attempts, max_attempts, cancel_requested, info)"
+            " VALUES ('old1', 'fit', 'succeeded', '{}', 'm', 'cpu', 5, 2, 2,"
+            " CURRENT_TIMESTAMP, 1, 3, false, '{}')"
+        ))  # fmt: skip
+        connection.execute(sa.text(
+            "INSERT INTO losses (job_id, step, loss) VALUES ('old1', 0, 3.0), ('old1', 1, 2.0)"
+        ))  # fmt: skip
+    engine.dispose()
+
+
 def _store_and_read(url: str, job_id: str) -> tuple[int, int, int, int, int, int]:
     engine = make_engine(url)
     sessions = make_sessionmaker(engine)
@@ -60,18 +77,7 @@ def test_migration_0008_widens_the_counters_and_keeps_every_row(db_url: str) -> 
     config = alembic_config(url)
     command.downgrade(config, "0007")
     try:
-        engine = make_engine(url)
-        with engine.begin() as connection:
-            connection.execute(sa.text(
-                "INSERT INTO jobs (id, kind, status, spec, model, queue, priority, step,"
-                " total_steps, created_at, attempts, max_attempts, cancel_requested, info)"
-                " VALUES ('old1', 'fit', 'succeeded', '{}', 'm', 'cpu', 5, 2, 2,"
-                " CURRENT_TIMESTAMP, 1, 3, false, '{}')"
-            ))  # fmt: skip
-            connection.execute(sa.text(
-                "INSERT INTO losses (job_id, step, loss) VALUES ('old1', 0, 3.0), ('old1', 1, 2.0)"
-            ))  # fmt: skip
-        engine.dispose()
+        _old_job_with_two_losses(url)
         command.upgrade(config, "head")
         engine = make_engine(url)
         with engine.connect() as connection:
@@ -98,18 +104,7 @@ def test_upgrading_sqlite_from_0005_keeps_the_losses_of_its_jobs(tmp_path) -> No
     url = normalise_db_url(f"sqlite:///{tmp_path / 'old.db'}")
     config = alembic_config(url)
     command.upgrade(config, "0005")
-    engine = make_engine(url)
-    with engine.begin() as connection:
-        connection.execute(sa.text(
-            "INSERT INTO jobs (id, kind, status, spec, model, queue, priority, step,"
-            " total_steps, created_at, attempts, max_attempts, cancel_requested, info)"
-            " VALUES ('old1', 'fit', 'succeeded', '{}', 'm', 'cpu', 5, 2, 2,"
-            " CURRENT_TIMESTAMP, 1, 3, false, '{}')"
-        ))  # fmt: skip
-        connection.execute(sa.text(
-            "INSERT INTO losses (job_id, step, loss) VALUES ('old1', 0, 3.0), ('old1', 1, 2.0)"
-        ))  # fmt: skip
-    engine.dispose()
+    _old_job_with_two_losses(url)
     command.upgrade(config, "head")
     engine = make_engine(url)
     with engine.connect() as connection:

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from sqlalchemy import func, select
 
 from kiln.cli import BAD_INPUT, get_cli
-from tests.conftest import REDIS_URL, Stack, _reset_database, missing
+from tests.conftest import REDIS_URL, Stack, _reset_database, emptied_redis
 from tests.scheduler.test_bad_input import queued_messages
 
 BACKENDS = [
@@ -97,16 +97,8 @@ def target(
 
         db_url, broker_url = f"sqlite:///{tmp / 'kiln.db'}", ensure_embedded_broker(broker_home)
     else:
-        import redis
-
         db_url = request.getfixturevalue("postgres_server")
-        client = redis.Redis.from_url(REDIS_URL, socket_timeout=3)
-        try:
-            client.ping()
-        except redis.RedisError:
-            missing("Redis not reachable at 127.0.0.1:6379")
-        client.flushdb()
-        client.close()
+        emptied_redis().close()
         broker_url = REDIS_URL
     _reset_database(db_url)
     stack = Stack(home=home, db_url=db_url, broker_url=broker_url)

@@ -25,6 +25,7 @@ from kiln.specs import BatchSpec, FitSpec, parse_job_spec
 from kiln.tables import bootstrap_counts, member_design, read_csv_bytes
 from worker.context import JobContext
 from worker.runners.base import Runner
+from worker.runners.svi import checkpoint_intervals
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ class BatchRunner(Runner[BatchSpec, _Batch]):
         )
         log.info("job %s: fitting %d members together on %s", ctx.job_id, len(b.ids), device)
         resume = self._resume(ctx, len(b.ids), first.steps)
-        every, every_s = first.checkpoint_every, first.checkpoint_every_s
+        every, every_s = checkpoint_intervals(ctx, first)
         threads = torch.get_num_threads()
         torch.set_num_threads(ctx.settings.batch_threads)
         try:
@@ -102,9 +103,7 @@ class BatchRunner(Runner[BatchSpec, _Batch]):
                 lr=[s.lr for s in b.specs], guide=first.guide,
                 priors=[{k: v.model_dump() for k, v in s.priors.items()} or None for s in b.specs],
                 init=first.init, num_samples=first.num_samples, device=device,
-                checkpoint_every=ctx.settings.checkpoint_every if every is None else every,
-                checkpoint_every_s=ctx.settings.checkpoint_every_s if every_s is None else every_s,
-                resume=resume,
+                checkpoint_every=every, checkpoint_every_s=every_s, resume=resume,
             ):  # fmt: skip
                 if isinstance(event, BatchFinished):
                     b.result = event.result

@@ -17,7 +17,7 @@ from inference.events import Event
 from inference.state import STATE_FORMAT, dump_state, param_values
 from inference.svi import resolve_elbo, run_svi
 from kiln.records import SiteStats
-from kiln.specs import FitSpec, LibraryFitSpec, UserSviFitSpec
+from kiln.specs import FitSpec, LibraryFitSpec, SviOptions, UserSviFitSpec
 from worker.context import JobContext
 from worker.runners.base import Runner
 
@@ -52,16 +52,14 @@ class SviRunner(Runner[SviSpec, SviJob]):
     def run(self, ctx: JobContext[SviSpec], job: SviJob) -> Iterator[Event]:
         spec = ctx.spec
         resume = saved_checkpoint(ctx)
-        every, every_s = spec.checkpoint_every, spec.checkpoint_every_s
+        every, every_s = checkpoint_intervals(ctx, spec)
         problem = job.problem
         yield from run_svi(
             problem.model, problem.guide, tuple(getattr(problem, "args", ())),
             getattr(problem, "kwargs", None), steps=job.steps, lr=job.lr, optim=spec.optim,
             elbo=resolve_elbo(job.elbo, bool(getattr(problem, "jit_safe", False))),
             device=problem.device, resume=resume,
-            checkpoint_every_steps=ctx.settings.checkpoint_every if every is None else every,
-            checkpoint_every_s=ctx.settings.checkpoint_every_s if every_s is None else every_s,
-            **job.options,
+            checkpoint_every_steps=every, checkpoint_every_s=every_s, **job.options,
         )  # fmt: skip
         job.state = dump_state()  # right away: saving after the guide ran again can fail
         job.guide_params = param_values()
@@ -74,6 +72,15 @@ class SviRunner(Runner[SviSpec, SviJob]):
             session, ctx.job_id, sites=sites, draws=draws, guide_params=job.guide_params,
             state=job.state, state_format=STATE_FORMAT, guide=job.guide,
         )  # fmt: skip
+
+
+def checkpoint_intervals(ctx: JobContext[Any], spec: SviOptions) -> tuple[int, float]:
+    """(steps, seconds) between checkpoints: the spec's where it says, else the worker's."""
+    every, every_s = spec.checkpoint_every, spec.checkpoint_every_s
+    return (
+        ctx.settings.checkpoint_every if every is None else every,
+        ctx.settings.checkpoint_every_s if every_s is None else every_s,
+    )
 
 
 def saved_checkpoint(ctx: JobContext[Any]) -> bytes | None:

@@ -22,7 +22,7 @@ from kiln.specs import UserMcmcFitSpec, UserSviFitSpec
 from worker.context import JobContext
 from worker.runners.base import Runner
 from worker.runners.sandboxed import data_arrays, in_sandbox, stored_source
-from worker.runners.svi import SviJob, SviRunner, saved_checkpoint
+from worker.runners.svi import SviJob, SviRunner, checkpoint_intervals, saved_checkpoint
 from worker.sandbox.wire import as_bytes_array
 
 log = logging.getLogger(__name__)
@@ -46,16 +46,12 @@ class UserSviFit(SviRunner[UserSviFitSpec]):
 
     def run(self, ctx: JobContext[UserSviFitSpec], job: SviJob) -> Iterator[Event]:
         spec = ctx.spec
-        every, every_s = spec.checkpoint_every, spec.checkpoint_every_s
+        every, every_s = checkpoint_intervals(ctx, spec)
         header, arrays = data_arrays("data", ctx.data)
         resume = saved_checkpoint(ctx)
         if resume is not None:
             arrays["resume"] = as_bytes_array(resume)
-        header.update(
-            source=job.problem,
-            checkpoint_every_steps=ctx.settings.checkpoint_every if every is None else every,
-            checkpoint_every_s=ctx.settings.checkpoint_every_s if every_s is None else every_s,
-        )
+        header.update(source=job.problem, checkpoint_every_steps=every, checkpoint_every_s=every_s)
         result = yield from in_sandbox(ctx, header, arrays)
         state = result.blob("state")
         if state is None or not is_encoded(state):
