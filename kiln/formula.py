@@ -21,6 +21,8 @@ import numpy as np
 from kiln.errors import SpecError
 
 MAX_FORMULA_CHARS = 2_000
+MAX_POWER = 100  # the largest exponent after ** or ^
+MAX_TERMS = 512  # design columns of a formula (each is a site of a linreg fit)
 # Transforms a formula may call, by name; formulaic supplies C, I, center and scale itself.
 NUMPY_TRANSFORMS: dict[str, Any] = {
     "log": np.log,
@@ -125,3 +127,86 @@ def _plain_number(text: str) -> bool:
     except ValueError:
         return False
     return bool(np.isfinite(value)) and len(cleaned) <= 32
+
+
+def check_powers(formula: str) -> None:
+    """A power's exponent is a plain number up to MAX_POWER (a sign allowed), and powers are
+    not chained: inside I(...) Python computes `10 ** 99999999` or `9 ** 9 ** 9 ** 9` as an
+    exact integer, which takes minutes or never ends; outside, formulaic expands the terms."""
+    import tokenize
+
+    try:
+        tokens = [
+            t
+            for t in tokenize.generate_tokens(io.StringIO(formula).readline)
+            if t.type in (tokenize.OP, tokenize.NUMBER, tokenize.NAME)
+        ]
+    except (tokenize.TokenError, SyntaxError):
+        return  # check_formula has tokenised it already; formulaic will say what is wrong
+    for i, token in enumerate(tokens):
+        if token.string not in ("**", "^"):
+            continue
+        j = i + 1 + (i + 1 < len(tokens) and tokens[i + 1].string in ("-", "+"))
+        exponent = tokens[j] if j < len(tokens) else None
+        chained = j + 1 < len(tokens) and tokens[j + 1].string in ("**", "^")
+        if (
+            exponent is None
+            or exponent.type != tokenize.NUMBER
+            or len(exponent.string) > 10
+            or float(exponent.string.rstrip("jJ") or 0) > MAX_POWER
+            or chained
+        ):
+            raise SpecError(
+                f"formula `{formula[:80]}`: the power after `{token.string}` must be a plain"
+                f" number up to {MAX_POWER}, not chained (`a ** b ** c`)",
+                field="formula",
+            )
+
+
+def check_expansion(formula: str, columns: int) -> None:
+    """Refuse a formula whose operators expand into more than MAX_TERMS terms, from its syntax
+    tree alone: formulaic forms every product of a power before it drops repeats, so
+    `(a+b+c+d+e+f+g+h)**8` (8**8 products) would take minutes, `x ** 99999999999` forever."""
+    from formulaic.parser import DefaultFormulaParser
+
+    if _expansion(DefaultFormulaParser().get_ast(formula), columns) > MAX_TERMS:
+        raise SpecError(
+            f"formula `{formula[:80]}` expands into more than {MAX_TERMS} terms (the products"
+            " of `*`, `:`, `/`, `**` and `^`); use fewer terms or a lower power",
+            field="formula",
+        )
+
+
+def _expansion(node: object, columns: int) -> int:
+    """An upper bound on the terms (and the products formulaic forms to find them) of a node
+    of formulaic's syntax tree; anything above MAX_TERMS is returned as MAX_TERMS + 1."""
+    operator = getattr(node, "operator", None)
+    if operator is None:
+        return 1  # a name, a number, a call
+    args: list[object] = list(getattr(node, "args", []))
+    symbol = str(getattr(operator, "symbol", ""))
+    over = MAX_TERMS + 1
+    if symbol == ".":  # every column
+        return min(columns, over)
+    if symbol in ("**", "^") and len(args) == 2:
+        base, exponent = _expansion(args[0], columns), _whole_number(args[1])
+        total, product = 0, 1
+        for _ in range(exponent):
+            product, total = product * base, total + product * base
+            if total > MAX_TERMS:
+                return over
+        return max(total, 1)
+    sizes = [_expansion(a, columns) for a in args]
+    if symbol in ("+", "-", "~", "|"):
+        return min(sum(sizes), over)
+    product = 1
+    for size in sizes:
+        product = min(product * size, over)
+    return min(sum(sizes) + product, over)  # `*`, `/`, `:`, `%in%`: the factors and products
+
+
+def _whole_number(token: object) -> int:
+    text = str(token).strip()
+    if not text.isdigit() or len(text) > 6:  # `**` wants a small positive whole number
+        return MAX_TERMS + 1
+    return int(text)

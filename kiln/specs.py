@@ -24,8 +24,8 @@ from pydantic import (
 )
 
 from kiln.catalog import ElboName, GuideName, LibraryModelName, ModelName, OptimName, QueueName
-from kiln.errors import SpecError
 from kiln.priors import Prior, parse_prior_option
+from kiln.specerrors import spec_error
 
 __all__ = ["Prior", "parse_prior_option"]  # re-exported: the CLI's --prior and --grid
 
@@ -357,62 +357,12 @@ class SweepSpec(BaseModel):
 Spec = TypeVar("Spec", bound=BaseModel)
 
 
-PRIOR_TAGS = ("normal", "uniform")
-_BOUNDS = (
-    ("Input should be greater than or equal to", "must be >="),
-    ("Input should be greater than", "must be >"),
-    ("Input should be less than or equal to", "must be <="),
-    ("Input should be less than", "must be <"),
-    ("Input should be a finite number", "must be a finite number"),
-)
-
-
-def _describe(error: Any) -> str:
-    loc = [str(p) for p in error["loc"]]
-    # a discriminated union puts the kind's tag first: `spec.linreg_fit.steps` reads `spec.steps`
-    if loc and loc[0] in JOB_KINDS:
-        loc = loc[1:]
-    # ...and a prior's dist after its site: `spec.priors.rugged.normal.scale`
-    for i in range(len(loc) - 2):
-        if loc[i] == "priors" and loc[i + 2] in PRIOR_TAGS:
-            del loc[i + 2]
-            break
-    where = ".".join(_clip(p, 40) for p in loc if not p.startswith("function-after"))
-    message = re.sub(r"^Value error, ", "", str(error["msg"]))
-    for pydantic_says, we_say in _BOUNDS:
-        message = message.replace(pydantic_says, we_say)
-    message = re.sub(r"\b\d{16,}\b", lambda m: f"{float(m.group()):g}", message)  # 1e+38
-    if error["type"] == "literal_error":
-        message = "must be one of " + message.removeprefix("Input should be ")
-    got = error.get("input")
-    shown = "" if isinstance(got, dict) or got is None else f" (got {_short(got)})"
-    return f"spec.{where}: {message}{shown}" if where else f"spec: {message}{shown}"
-
-
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _short(value: Any, limit: int = 80) -> str:
-    if isinstance(value, int) and value.bit_length() > 256:  # repr of a huge int is refused
-        return f"an integer of {value.bit_length()} bits"
-    if isinstance(value, str | bytes | list | tuple) and len(value) > 10 * limit:
-        value = value[: 10 * limit]  # repr of a long value costs its length
-    return _clip(repr(value), limit)
-
-
 def validate_spec(kind: type[Spec], raw: dict[str, Any]) -> Spec:
     """Validate `raw` as a `kind`; raise one SpecError listing every bad field."""
     try:
         return kind.model_validate(raw)
     except ValidationError as e:
-        raise _spec_error(e) from None
-
-
-def _spec_error(e: ValidationError) -> SpecError:
-    problems = [_describe(err) for err in e.errors()]
-    first = [str(p) for p in e.errors()[0]["loc"] if str(p) not in JOB_KINDS]
-    return SpecError("; ".join(problems), field=first[0] if first else None)
+        raise spec_error(e, JOB_KINDS) from None
 
 
 def parse_job_spec(raw: dict[str, Any]) -> JobSpec:
@@ -420,7 +370,7 @@ def parse_job_spec(raw: dict[str, Any]) -> JobSpec:
     try:
         return _JOB_SPEC.validate_python(raw)
     except ValidationError as e:
-        raise _spec_error(e) from None
+        raise spec_error(e, JOB_KINDS) from None
 
 
 def parse_spec(raw: dict[str, Any]) -> FitSpec:

@@ -8,7 +8,7 @@ from kiln.errors import DataError
 from kiln.jobinfo import SviInfo
 from kiln.library import DataRef, get_card, parse_options
 from kiln.library.cards import check_option_bounds
-from kiln.library.digits import unpacked_bytes
+from kiln.library.mnist import unpacked_bytes
 from kiln.specs import LibraryFitSpec
 from scheduler.kinds.base import CheckContext, Checked, NewDataset, Upload, device_fits_queue
 

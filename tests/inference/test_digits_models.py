@@ -22,15 +22,8 @@ from inference.models import bnn, vae
 from inference.state import dump_state, load_state
 from kiln.errors import DataError, SpecError
 from kiln.library import DataRef, parse_options
-from kiln.library.digits import (
-    BNN_CLASSIFIER,
-    IMAGES_MAGIC,
-    LABELS_MAGIC,
-    MNIST_FILES,
-    VAE,
-    load_images,
-    read_mnist_dir,
-)
+from kiln.library.digits import BNN_CLASSIFIER, VAE, load_images, read_mnist_dir
+from kiln.library.mnist import IMAGES_MAGIC, LABELS_MAGIC, MNIST_FILES
 from kiln.library.plots import plot_class_probs, plot_reconstructions
 
 DIGITS = DataRef("builtin", "digits")
