@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from db.finish import settle_dependants
@@ -60,13 +60,14 @@ def list_jobs(
     return session.scalars(query).all()
 
 
-def set_owner(session: Session, job_ids: Sequence[str], owner: str) -> None:
-    """Record who submitted these jobs (through the HTTP API); commits."""
-    session.execute(
-        update(Job).where(Job.id.in_(list(job_ids))).values(owner=owner)
-        .execution_options(synchronize_session=False)
+def unfinished_count(session: Session, owner: str) -> int:
+    """How many of `owner`'s jobs are waiting, queued or running (sweep batches not counted:
+    their members are)."""
+    unfinished = (JobStatus.WAITING.value, JobStatus.QUEUED.value, JobStatus.RUNNING.value)
+    query = select(func.count()).select_from(Job).where(
+        Job.owner == owner, Job.status.in_(unfinished), Job.kind != "batch"
     )  # fmt: skip
-    session.commit()
+    return int(session.scalar(query) or 0)
 
 
 def latest_prediction(session: Session, fit_id: str) -> str | None:

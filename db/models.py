@@ -127,6 +127,7 @@ class Sweep(Base):
     dataset_id: Mapped[str | None] = mapped_column(ForeignKey("datasets.id"))
     members: Mapped[int] = mapped_column(Integer)
     batches: Mapped[int] = mapped_column(Integer, default=0)  # vectorised batch jobs
+    owner: Mapped[str | None] = mapped_column(String(255), index=True)  # the API's user
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     info: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
@@ -327,6 +328,9 @@ class Token(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # This token's caps (None: the server's KILN_USER_MAX_UNFINISHED / _UPLOAD_MB).
+    max_unfinished: Mapped[int | None] = mapped_column(BigInteger)
+    max_upload_bytes: Mapped[int | None] = mapped_column(BigInteger)
 
 
 Index("ix_jobs_queue_status", Job.queue, Job.status)

@@ -31,17 +31,19 @@ from kiln.errors import NotFound
 from kiln.jobinfo import BatchInfo, SviInfo
 
 
-def get_sweep(session: Session, sweep_id: str) -> Sweep:
-    """The sweep with this id or unique id prefix (at least 4 characters)."""
+def get_sweep(session: Session, sweep_id: str, owner: str | None = None) -> Sweep:
+    """The sweep with this id or unique id prefix (at least 4 characters); with `owner`, among
+    that user's sweeps only (as db.jobs.get_job)."""
     if not plausible_id(sweep_id):
         raise NotFound(f"sweep {shown_id(sweep_id)} not found")
     sweep = session.get(Sweep, sweep_id)
-    if sweep is not None:
+    if sweep is not None and (owner is None or sweep.owner == owner):
         return sweep
     if len(sweep_id) >= 4:
-        matches = session.scalars(
-            select(Sweep).where(Sweep.id.startswith(sweep_id, autoescape=True)).limit(2)
-        ).all()
+        query = select(Sweep).where(Sweep.id.startswith(sweep_id, autoescape=True))
+        if owner is not None:
+            query = query.where(Sweep.owner == owner)
+        matches = session.scalars(query.limit(2)).all()
         if len(matches) == 1:
             return matches[0]
         if len(matches) > 1:
@@ -96,9 +98,10 @@ def sweep_counts(session: Session, sweep_id: str) -> Counter[str]:
     return Counter({status: int(n) for status, n in rows})
 
 
-def view_sweep(session: Session, sweep_id: str, with_members: bool = True) -> SweepView:
+def view_sweep(session: Session, sweep_id: str, with_members: bool = True,
+               owner: str | None = None) -> SweepView:  # fmt: skip
     """The sweep, its status (from its members), its batches and one row per member."""
-    sweep = get_sweep(session, sweep_id)
+    sweep = get_sweep(session, sweep_id, owner)
     counts = sweep_counts(session, sweep.id)
     batches = [
         {"id": b.id, "status": b.status, "members": BatchInfo.model_validate(b.info or {}).members,
@@ -145,8 +148,14 @@ def view_sweep(session: Session, sweep_id: str, with_members: bool = True) -> Sw
     )  # fmt: skip
 
 
-def list_sweeps(session: Session, limit: int = 20) -> list[tuple[Sweep, str, dict[str, int]]]:
-    sweeps = session.scalars(select(Sweep).order_by(Sweep.created_at.desc()).limit(limit)).all()
+def list_sweeps(
+    session: Session, limit: int = 20, owner: str | None = None, offset: int = 0
+) -> list[tuple[Sweep, str, dict[str, int]]]:
+    """The newest sweeps (of `owner`, if given) with their status and counts."""
+    query = select(Sweep).order_by(Sweep.created_at.desc(), Sweep.id)
+    if owner is not None:
+        query = query.where(Sweep.owner == owner)
+    sweeps = session.scalars(query.offset(offset).limit(limit)).all()
     out = []
     for sweep in sweeps:
         counts = sweep_counts(session, sweep.id)
@@ -154,10 +163,10 @@ def list_sweeps(session: Session, limit: int = 20) -> list[tuple[Sweep, str, dic
     return out
 
 
-def cancel_sweep(session: Session, sweep_id: str) -> int:
+def cancel_sweep(session: Session, sweep_id: str, owner: str | None = None) -> int:
     """Cancel every member and batch not yet ended: queued ones at once, running ones at their
     next flush. Commit. Returns how many jobs were asked to stop."""
-    sweep = get_sweep(session, sweep_id)
+    sweep = get_sweep(session, sweep_id, owner)
     now = utcnow()
     session.execute(
         update(Job)

@@ -40,11 +40,14 @@ class TokenView:
     created_at: datetime
     revoked_at: datetime | None
     last_used_at: datetime | None
+    max_unfinished: int | None = None  # this token's caps (None: the server's)
+    max_upload_bytes: int | None = None
 
 
 def _view(token: Token) -> TokenView:
     return TokenView(token.id, token.user, token.role, as_utc(token.created_at),
-                     as_utc(token.revoked_at), as_utc(token.last_used_at))  # fmt: skip
+                     as_utc(token.revoked_at), as_utc(token.last_used_at),
+                     token.max_unfinished, token.max_upload_bytes)  # fmt: skip
 
 
 def hash_token(token: str, salt: bytes | None = None) -> str:
@@ -75,9 +78,15 @@ def token_id_of(token: str) -> str | None:
     return token_id
 
 
-def create_token(session: Session, user: str, role: str) -> tuple[TokenView, str]:
-    """A new token for `user` with `role`; commits. Returns it and the token itself, which
-    is not stored anywhere: show it once."""
+def create_token(
+    session: Session, user: str, role: str, *, max_unfinished: int | None = None,
+    max_upload_bytes: int | None = None,
+) -> tuple[TokenView, str]:  # fmt: skip
+    """A new token for `user` with `role` (and caps of its own, if given); commits. Returns
+    it and the token itself, which is not stored anywhere: show it once."""
+    for name, cap in (("--max-unfinished", max_unfinished), ("--max-upload-mb", max_upload_bytes)):
+        if cap is not None and not 0 < cap < 2**62:
+            raise SpecError(f"{name}: must be a positive number (got {cap})", field=name[2:])
     if role not in ROLES:
         raise SpecError(f"--role {role!r}: one of {', '.join(ROLES)}", field="role")
     if not user or len(user) > MAX_USER or not user.isprintable() or user != user.strip():
@@ -87,7 +96,8 @@ def create_token(session: Session, user: str, role: str) -> tuple[TokenView, str
         )
     token_id = secrets.token_hex(6)
     token = f"{PREFIX}_{token_id}_{secrets.token_urlsafe(32)}"
-    row = Token(id=token_id, user=user, role=role, hash=hash_token(token), created_at=utcnow())
+    row = Token(id=token_id, user=user, role=role, hash=hash_token(token), created_at=utcnow(),
+                max_unfinished=max_unfinished, max_upload_bytes=max_upload_bytes)  # fmt: skip
     session.add(row)
     session.commit()
     return _view(row), token

@@ -46,6 +46,11 @@ class Settings(BaseSettings):
     # token to show it (`jobs token create`). A secret: kept out of reprs and logs.
     api_url: str = ""
     token: SecretStr = SecretStr("")
+    # The server's caps on each user (a token may carry its own: `jobs token create`): jobs
+    # not yet ended (waiting, queued, running), and a request's body (data + model file).
+    # Admins have neither cap (the body is still capped by KILN_MAX_DATASET_BYTES).
+    user_max_unfinished: PositiveInt = 1000
+    user_max_upload_mb: PositiveInt = 100
     lease_s: PositiveFloat = 60.0
     heartbeat_s: PositiveFloat = 5.0
     worker_alive_s: PositiveFloat = 20.0

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
 
     from scheduler.kinds import Upload
+    from scheduler.limits import Owner
     from scheduler.sweep import Submitted as SubmittedSweep
 
 
@@ -116,6 +117,27 @@ class Submitter:
                                    "options": options, **fields})  # fmt: skip
         return Request(spec, Upload(content, name))
 
+    def library_upload_request(
+        self, model: str, data: FileBytes | None, data_kind: str, options: Mapping[str, Any],
+        **fields: Any,
+    ) -> Request:  # fmt: skip
+        """A library model's fit from an upload (the HTTP API's): `data_kind` csv, or npz (an
+        MNIST folder as `jobs` packs it); no upload: the built-in `digits`. The options are
+        checked by the model's card when the job is submitted."""
+        from scheduler.kinds import Upload
+
+        if data is None:
+            spec = parse_library_spec({"model": model, "data": "digits", "data_kind": "builtin",
+                                       "options": dict(options), **fields})  # fmt: skip
+            return Request(spec, Upload())
+        if data_kind not in ("csv", "npz"):
+            raise SpecError(f"data_kind {data_kind[:20]!r}: csv or npz for an upload",
+                            field="data_kind")  # fmt: skip
+        content = self._read(data)
+        spec = parse_library_spec({"model": model, "data": data.name, "data_kind": data_kind,
+                                   "options": dict(options), **fields})  # fmt: skip
+        return Request(spec, Upload(content, data.name))
+
     def model_request(
         self, model: str | Path | FileBytes, data: Data | dict[str, Any], function: str = "model",
         method: str = "svi", **options: Any,
@@ -156,14 +178,16 @@ class Submitter:
 
     # -- submitting -------------------------------------------------------------------------
 
-    def submit(self, request: Request, then_predict: int | None = None) -> list[Submitted]:
-        """Check and store the request's job(s), then send them; the jobs created."""
+    def submit(self, request: Request, then_predict: int | None = None,
+               owner: Owner | None = None) -> list[Submitted]:  # fmt: skip
+        """Check and store the request's job(s), then send them; the jobs created. `owner`:
+        the HTTP API's caller, recorded with the jobs (and their cap checked)."""
         from scheduler.limits import Limits
         from scheduler.submit import submit_job
 
         jobs = submit_job(
             self._sessionmaker(), request.spec, request.upload, send=self._send,
-            limits=Limits.from_settings(self.settings), then_predict=then_predict,
+            limits=Limits.from_settings(self.settings), then_predict=then_predict, owner=owner,
         )  # fmt: skip
         return [Submitted(j.id, j.kind, j.status, j.queue, j.depends_on) for j in jobs]
 
@@ -205,17 +229,25 @@ class Submitter:
     ) -> SubmittedSweep:  # fmt: skip
         """Queue a sweep of linreg fits: `grid` of settings, `sweep` options (seeds,
         bootstrap, group_by, vectorize, batch_size, seed), `base` settings of every member."""
+        document = {
+            "base": {"model": "linreg", "formula": formula, "priors": _priors(priors), **base},
+            "grid": dict(grid or {}), **dict(sweep or {}),
+        }  # fmt: skip
+        return self.submit_sweep_spec(document, data)
+
+    def submit_sweep_spec(
+        self, document: Mapping[str, Any], data: Data, owner: Owner | None = None
+    ) -> SubmittedSweep:
+        """Queue a sweep given as its spec document (`{"base": {...}, "grid": {...}, "seeds":
+        N, ...}`, kiln.specs.SweepSpec) and its data; `owner` as for `submit`."""
         from scheduler.limits import Limits
         from scheduler.sweep import submit_sweep
 
-        spec = parse_sweep_spec({
-            "base": {"model": "linreg", "formula": formula, "priors": _priors(priors), **base},
-            "grid": dict(grid or {}), **dict(sweep or {}),
-        })  # fmt: skip
+        spec = parse_sweep_spec(dict(document))
         content, name = self._data_bytes(data)
         return submit_sweep(
             self._sessionmaker(), spec, content, data_name=name, send=self._send,
-            limits=Limits.from_settings(self.settings),
+            limits=Limits.from_settings(self.settings), owner=owner,
         )  # fmt: skip
 
     # -- data -------------------------------------------------------------------------------

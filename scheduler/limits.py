@@ -5,9 +5,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kiln.errors import DataError, SpecError
+from kiln.errors import DataError, SpecError, UserError
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +63,30 @@ class Limits:
                 f" values per site, above the cap of {self.max_predict_values}"
                 " (KILN_MAX_PREDICT_VALUES); draw fewer samples or predict fewer rows",
                 field="num_samples",
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """Who submits through the HTTP API, and how many unfinished jobs they may hold."""
+
+    user: str
+    max_unfinished: int | None = None  # None: no cap (an admin)
+
+    def check(self, session: Session, adding: int) -> None:
+        """Refuse (UserError) when `adding` more jobs would pass the user's cap; run inside
+        the transaction that adds them."""
+        from db.jobs import unfinished_count
+
+        if self.max_unfinished is None:
+            return
+        held = unfinished_count(session, self.user)
+        if held + adding > self.max_unfinished:
+            raise UserError(
+                f"user {self.user} has {held} unfinished jobs (waiting, queued or running);"
+                f" {adding} more would pass the cap of {self.max_unfinished}"
+                " (KILN_USER_MAX_UNFINISHED, or the token's own); wait for some to end or"
+                " cancel some"
             )
 
 

@@ -21,7 +21,7 @@ from kiln.errors import InfraError, SpecError
 from kiln.jobinfo import PredictInfo
 from kiln.specs import PREDICT_KIND, BaseSpec
 from scheduler.kinds import CHECKS, CheckContext, Checked, Upload
-from scheduler.limits import Limits
+from scheduler.limits import Limits, Owner
 from scheduler.routing import broker_priority, route
 
 log = logging.getLogger(__name__)
@@ -38,14 +38,16 @@ def submit_job(
     send: Sender,
     limits: Limits,
     then_predict: int | None = None,
+    owner: Owner | None = None,
 ) -> list[Job]:
     """Check `spec` by its kind, store its data, model source and job row (queued, or waiting
     for the fit it depends on) in one transaction, then send what is ready.
 
     With `then_predict`, a predict job of that many draws waiting for this fit is stored in
-    the same transaction. Returns the jobs created. Bad input raises a UserError before
-    anything is written; if the broker refuses a message, the rows are removed again and
-    InfraError raised.
+    the same transaction. With `owner` (the HTTP API's caller), the jobs record the user, and
+    their cap on unfinished jobs is checked in that transaction. Returns the jobs created.
+    Bad input raises a UserError before anything is written; if the broker refuses a message,
+    the rows are removed again and InfraError raised.
     """
     kind = str(getattr(spec, "kind", ""))
     if kind not in CHECKS:
@@ -63,10 +65,14 @@ def submit_job(
     queue = route(spec, lambda: gpu_free(sessions, limits))
     created: list[Job] = []
     with sessions() as session:
+        if owner is not None:
+            owner.check(session, 1 if then_predict is None else 2)
         job = _store(session, checked, spec, queue, limits)
         created.append(job)
         if then_predict is not None:
             created.append(_then_predict(session, spec, job.id, then_predict, checked, limits))
+        for row in created:
+            row.owner = owner.user if owner is not None else None
         session.commit()
         ready = [(j.id, j.queue, j.priority) for j in created if j.status == JobStatus.QUEUED]
         if job.status == JobStatus.WAITING and checked.depends_on is not None:

@@ -4,7 +4,6 @@ store sweep + batches + members in one transaction, then send."""
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import math
 import secrets
@@ -23,7 +22,6 @@ from kiln.specs import (
     CONTROL,
     GRID_KEYS,
     MAX_TEXT,
-    PACKABLE_KEYS,
     PRIOR_KEY_PREFIX,
     BatchSpec,
     FitSpec,
@@ -35,33 +33,12 @@ from kiln.specs import (
 )
 from kiln.tables import group_values, member_design
 from scheduler.kinds.linreg import check_linreg_data
-from scheduler.limits import Limits
+from scheduler.limits import Limits, Owner
+from scheduler.packing import Member, member_bytes, plan
 from scheduler.routing import route
 from scheduler.submit import Sender, gpu_free, new_job_id, send_or_forget
 
 log = logging.getLogger(__name__)
-
-VECTOR_GUIDES = ("AutoNormal",)  # a guide whose parameters are per member (inference.vectorized)
-VECTOR_OPTIMS = ("Adam",)
-
-
-@dataclass(frozen=True, slots=True)
-class Member:
-    """One fit of a sweep: its position, what sets it apart (for `jobs sweep show`), its spec."""
-
-    index: int
-    settings: dict[str, Any]
-    spec: FitSpec
-
-
-@dataclass(frozen=True, slots=True)
-class Plan:
-    """Members packed into batches (lists of member indices) and those run one by one, with
-    the reason each of those could not be packed."""
-
-    batches: list[list[int]]
-    single: list[int]
-    why_single: dict[int, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,31 +165,6 @@ def _with_grid(base: dict[str, Any], typed: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def unpackable(spec: FitSpec) -> str | None:
-    """Why a member cannot share a vectorised batch (None: it can)."""
-    if spec.guide not in VECTOR_GUIDES:
-        return f"guide {spec.guide} couples a fit's sites (one covariance per fit)"
-    if spec.optim not in VECTOR_OPTIMS:
-        return f"optim {spec.optim} (vectorised batches use Adam)"
-    return None
-
-
-def pack_key(spec: FitSpec, terms: tuple[str, ...]) -> str:
-    """Members with equal keys may share a batch: they differ only in seed, resample, group or
-    the options in PACKABLE_KEYS (a tensor per member)."""
-    shared = spec.model_dump(
-        mode="json", exclude={"seed", "group", "bootstrap", "bootstrap_seed", *PACKABLE_KEYS}
-    )
-    return json.dumps([shared, list(terms)], sort_keys=True)
-
-
-def member_bytes(rows: int, terms: int, num_samples: int, steps: int) -> int:
-    """A memory model of one member of a batch (float32): its data, weights and per-row
-    intermediates kept for the gradient, its posterior draws, its loss curve."""
-    per_row = 4 * (terms + 3) * 4  # X, y, weights, mean and log-densities, ~4 live copies
-    return rows * per_row + num_samples * (terms + 1) * 4 * 3 + steps * 8 * 2
-
-
 def batch_size(spec: SweepSpec, rows: int, terms: int, limits: Limits) -> int:
     """`--batch-size`, or as many members as fit the memory budget (KILN_SWEEP_MEMORY_MB,
     capped at KILN_SWEEP_MAX_BATCH)."""
@@ -225,41 +177,6 @@ def batch_size(spec: SweepSpec, rows: int, terms: int, limits: Limits) -> int:
     return max(1, min(limits.sweep_max_batch, fits))
 
 
-def plan(
-    spec: SweepSpec, members: list[Member], terms: dict[str | None, tuple[str, ...]], size: int
-) -> Plan:
-    """Pack members into batches of at most `size` (same pack key, in member order)."""
-    if spec.vectorize == "off":
-        return Plan([], [m.index for m in members], {m.index: "--vectorize off" for m in members})
-    groups: dict[str, list[int]] = {}
-    why: dict[int, str] = {}
-    for m in members:
-        reason = unpackable(m.spec)
-        if reason is not None:
-            if spec.vectorize == "on":
-                raise SpecError(
-                    f"--vectorize on: member {m.index} ({_label(m.settings)}) cannot be packed:"
-                    f" {reason}; use --vectorize auto to run such members as ordinary jobs",
-                    field="vectorize",
-                )
-            why[m.index] = reason
-            continue
-        groups.setdefault(pack_key(m.spec, terms[m.spec.group]), []).append(m.index)
-    batches: list[list[int]] = []
-    single = sorted(why)
-    for indices in groups.values():
-        if len(indices) == 1 and spec.vectorize == "auto":
-            single.append(indices[0])
-            why[indices[0]] = "no other member shares its settings"
-            continue
-        batches.extend(indices[i : i + size] for i in range(0, len(indices), size))
-    return Plan(batches, sorted(single), why)
-
-
-def _label(settings: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in settings.items())
-
-
 def submit_sweep(
     sessions: sessionmaker[Session],
     spec: SweepSpec,
@@ -268,11 +185,13 @@ def submit_sweep(
     data_name: str,
     send: Sender,
     limits: Limits,
+    owner: Owner | None = None,
 ) -> Submitted:
     """Check the sweep (data, formula, grid, groups, size), store it, send its jobs.
 
     One transaction writes the dataset, the sweep, its batch jobs and its member jobs; then
-    the batches and the unpacked members are sent. Bad input raises a UserError with nothing
+    the batches and the unpacked members are sent. With `owner`, the sweep and its jobs record
+    the user and their cap on unfinished jobs is checked. Bad input raises a UserError with nothing
     written; if the broker refuses, everything is removed again (InfraError).
     """
     base = spec.base
@@ -328,8 +247,11 @@ def submit_sweep(
         kind="fit", model=base.model, queue=queue, priority=base.priority, step=0, attempts=0,
         max_attempts=limits.max_attempts, status=JobStatus.QUEUED.value, queued_at=now,
         created_at=now, cancel_requested=False, sweep_id=sweep_id,
+        owner=owner.user if owner is not None else None,
     )  # fmt: skip
     with sessions() as session:
+        if owner is not None:
+            owner.check(session, len(members))
         dataset_id = store_dataset(
             session, content, name=Path(data_name).name, format="csv",
             columns=data.columns, num_rows=len(data.frame),
@@ -338,6 +260,7 @@ def submit_sweep(
             Sweep(
                 id=sweep_id,
                 model=base.model,
+                owner=common["owner"],
                 spec=spec.model_dump(mode="json"),
                 dataset_id=dataset_id,
                 members=len(members),

@@ -47,14 +47,23 @@ def token() -> None:
     show_default=True,
     help="read: see every job; submit: submit, see and cancel own jobs; admin: all.",
 )
+@click.option("--max-unfinished", type=click.IntRange(1, 2**40), default=None,
+              help="Cap on the user's jobs not yet ended, with this token [default: the"
+              " server's KILN_USER_MAX_UNFINISHED].")  # fmt: skip
+@click.option("--max-upload-mb", type=click.IntRange(1, 2**20), default=None,
+              help="Cap on one request's uploads, with this token [default: the server's"
+              " KILN_USER_MAX_UPLOAD_MB].")  # fmt: skip
 @JSON
 @click.pass_obj
-def create(app: App, user: str, role: str, as_json: bool) -> None:
+def create(app: App, user: str, role: str, max_unfinished: int | None,
+           max_upload_mb: int | None, as_json: bool) -> None:  # fmt: skip
     """Create a token and print it, once: only its hash is stored."""
     from db.tokens import create_token
 
+    upload = max_upload_mb * 2**20 if max_upload_mb is not None else None
     with app.sessions() as session:
-        view, secret = create_token(session, user, role)
+        view, secret = create_token(session, user, role, max_unfinished=max_unfinished,
+                                    max_upload_bytes=upload)  # fmt: skip
     if as_json:
         app.emit({"id": view.id, "user": view.user, "role": view.role, "token": secret},
                  as_json=True)  # fmt: skip
@@ -79,9 +88,13 @@ def list_(app: App, as_json: bool) -> None:
     def iso(moment: datetime | None) -> str | None:
         return moment.isoformat(timespec="seconds") if moment is not None else None
 
-    rows = [[v.id, v.user, v.role, iso(v.created_at), iso(v.last_used_at), iso(v.revoked_at)]
-            for v in views]  # fmt: skip
-    columns = ["id", "user", "role", "created_at", "last_used_at", "revoked_at"]
+    def mb(size: int | None) -> int | None:
+        return size // 2**20 if size is not None else None
+
+    rows = [[v.id, v.user, v.role, iso(v.created_at), iso(v.last_used_at), iso(v.revoked_at),
+             v.max_unfinished, mb(v.max_upload_bytes)] for v in views]  # fmt: skip
+    columns = ["id", "user", "role", "created_at", "last_used_at", "revoked_at",
+               "max_unfinished", "max_upload_mb"]  # fmt: skip
     if as_json:
         app.emit([dict(zip(columns, r, strict=True)) for r in rows], as_json=True)
     else:

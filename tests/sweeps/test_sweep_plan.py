@@ -16,7 +16,8 @@ from kiln.priors import NormalPrior, Prior, UniformPrior
 from kiln.specs import SweepSpec, parse_sweep_spec
 from kiln.tables import build_design, group_values, member_design, read_csv_bytes
 from scheduler.limits import Limits
-from scheduler.sweep import batch_size, expand, plan
+from scheduler.packing import plan
+from scheduler.sweep import batch_size, expand
 from tests.conftest import RUGGED, RUGGED_FORMULA
 
 LIMITS = Limits(max_steps=10**6, max_attempts=3, max_predict_samples=10**5,
