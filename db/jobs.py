@@ -70,19 +70,18 @@ def unfinished_count(session: Session, owner: str) -> int:
     return int(session.scalar(query) or 0)
 
 
-def latest_prediction(session: Session, fit_id: str) -> str | None:
-    """The id of the fit's most recent succeeded predict job for its own rows, if any."""
-    return session.scalar(
-        select(Job.id)
-        .where(
-            Job.depends_on == fit_id,
-            Job.kind == "predict",
-            Job.status == JobStatus.SUCCEEDED.value,
-            Job.dataset_id.is_(None),
-        )
-        .order_by(Job.finished_at.desc())
-        .limit(1)
+def latest_prediction(session: Session, fit_id: str, owner: str | None = None) -> str | None:
+    """The id of the fit's most recent succeeded predict job for its own rows, if any (of
+    `owner`'s predict jobs, when given)."""
+    query = select(Job.id).where(
+        Job.depends_on == fit_id,
+        Job.kind == "predict",
+        Job.status == JobStatus.SUCCEEDED.value,
+        Job.dataset_id.is_(None),
     )
+    if owner is not None:
+        query = query.where(Job.owner == owner)
+    return session.scalar(query.order_by(Job.finished_at.desc()).limit(1))
 
 
 def request_cancel(session: Session, job_id: str) -> str:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from kiln.errors import InfraError
 from kiln.reader import ENDED, Reader
@@ -34,9 +34,26 @@ class Client(Submitter, Reader):
     """Submit jobs, wait for them, and read their results as pandas and ArviZ objects (or as
     plain values: kiln.reader.Reader, which `jobs` prints).
 
+    With KILN_API_URL (and KILN_TOKEN) set, `Client()` is a kiln.remote.RemoteClient: the
+    same methods, through the HTTP API, with no database or broker URL.
+
     Nothing runs here: jobs run on `jobs worker` processes. Errors are Kiln's own
     (kiln.errors: SpecError/DataError for bad input, NotFound, InfraError).
     """
+
+    # The Client over the HTTP API: kiln.remote sets it to its RemoteClient when imported
+    # (`from kiln import Client` imports it), so this module need not import that one.
+    over_api: ClassVar[type[Client] | None] = None
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Client:
+        """A RemoteClient (the HTTP API) when KILN_API_URL is set and neither a database nor
+        a broker URL is given; else a Client on the database and broker."""
+        remote = Client.over_api
+        direct = args or kwargs.get("database_url") or kwargs.get("broker_url")
+        if cls is Client and remote is not None and not direct:
+            if Settings(**{k: v for k, v in kwargs.items() if v is not None}).api_url:
+                return object.__new__(remote)
+        return object.__new__(cls)
 
     def __init__(
         self,
@@ -60,7 +77,7 @@ class Client(Submitter, Reader):
     @classmethod
     def over(cls, settings: Settings, sessions: Any, celery: Callable[[], Any]) -> Client:
         """A Client on an open database and a broker app made on first send (the CLI's)."""
-        client = cls.__new__(cls)
+        client = object.__new__(cls)  # not Client.__new__: this one is on the database
         client.settings = settings
         client._engine, client._sessions, client._celery = None, sessions, None
         client._make_celery = celery

@@ -11,19 +11,20 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, NoReturn
+from urllib.parse import quote
 
 from kiln.client import Client
-from kiln.errors import InfraError, KilnError, NotAllowed, NotFound, SpecError, UserError
+from kiln.errors import SpecError, UserError
 from kiln.reader import AttemptRecord, JobRecord
 from kiln.records import STATS, SiteStats
+from kiln.remote_fleet import RemoteFleet
+from kiln.remote_results import RemoteResults
 from kiln.settings import Settings
 from kiln.specs import UserModelRef
 from kiln.submitter import Request, Submitted
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
-    import httpx
+    from scheduler.limits import Owner
 
 # The spec fields POST /jobs/fit takes as form fields (tests check the server declares them).
 FIT_FIELDS = frozenset({
@@ -32,22 +33,26 @@ FIT_FIELDS = frozenset({
     "max_tree_depth", "num_steps", "jit", "seed", "device", "queue", "priority",
     "checkpoint_every", "checkpoint_every_s",
 })  # fmt: skip
+LIBRARY_FIELDS = frozenset({"model", "options", "data_kind", "optim", "num_samples", "seed",
+                            "device", "queue", "priority", "checkpoint_every",
+                            "checkpoint_every_s"})  # fmt: skip
 PREDICT_FIELDS = frozenset({"num_samples", "seed", "device", "queue", "priority"})
 TIMEOUT_S = 60.0
+MAX_JSON_BYTES = 256 * 2**20  # a JSON answer larger than this is refused, not read
 
 
-class RemoteClient(Client):
+class RemoteClient(RemoteResults, RemoteFleet, Client):
     """A Client whose every call is a request to the HTTP API."""
 
     def __init__(self, api_url: str | None = None, token: str | None = None,
                  **settings: Any) -> None:  # fmt: skip
-        given: dict[str, Any] = {"api_url": api_url, "token": token}
-        self._setup(Settings(**{k: v for k, v in given.items() if v is not None}, **settings))
+        given: dict[str, Any] = {"api_url": api_url, "token": token, **settings}
+        self._setup(Settings(**{k: v for k, v in given.items() if v is not None}))
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RemoteClient:
         """A RemoteClient for settings already read (the CLI's)."""
-        client = cls.__new__(cls)
+        client = object.__new__(cls)
         client._setup(settings)
         return client
 
@@ -79,35 +84,27 @@ class RemoteClient(Client):
     def _send(self, job_id: str, queue: str, priority: int) -> NoReturn:
         self._sessionmaker()
 
-    def library_request(self, model: str, data: str | Path = "digits", settings: Any = (),
-                        **fields: Any) -> Request:  # fmt: skip
-        raise UserError(f"--model {model}: library models cannot be submitted over the HTTP API"
-                        " yet; unset KILN_API_URL to submit directly")  # fmt: skip
-
     # -- HTTP --------------------------------------------------------------------------------
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        import httpx
-
-        try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.HTTPError as e:
-            raise InfraError(f"KILN_API_URL {self.settings.api_url} unreachable: {e}") from e
-        if response.status_code >= 400:
-            _raise_for(response)
-        return response.json()
+        """The JSON answer (at most MAX_JSON_BYTES), or Kiln's error for a problem answer."""
+        return json.loads(self._fetch(path, MAX_JSON_BYTES, method, **kwargs))
 
     # -- submitting --------------------------------------------------------------------------
 
-    def submit(self, request: Request, then_predict: int | None = None) -> list[Submitted]:
-        """Send the request to the server, which checks and stores it as `jobs submit` does."""
+    def submit(self, request: Request, then_predict: int | None = None,
+               owner: Owner | None = None) -> list[Submitted]:  # fmt: skip
+        """Send the request to the server, which checks and stores it as `jobs submit` does
+        (and records the token's user as the owner: `owner` is the server's to set)."""
+        if owner is not None:
+            raise UserError("the server records who submits a job; owner cannot be given")
         spec = request.spec.model_dump(mode="json", exclude_none=True)
         kind, upload = spec.pop("kind"), request.upload
         files: dict[str, tuple[str, bytes]] = {}
         if upload.data is not None:
             files["data"] = (upload.data_name or "data", upload.data)
         if kind in ("predict", "user_predict", "library_predict"):
-            path, fields = f"/jobs/{spec.pop('from_job')}/predict", spec
+            path, fields = f"/jobs/{quote(spec.pop('from_job'), safe='')}/predict", spec
             allowed = PREDICT_FIELDS
         elif kind in ("linreg_fit", "user_svi_fit", "user_mcmc_fit"):
             path, fields, allowed = "/jobs/fit", spec, FIT_FIELDS
@@ -121,8 +118,15 @@ class RemoteClient(Client):
                 fields["priors"] = json.dumps(fields["priors"])
             else:
                 fields.pop("priors", None)
+        elif kind == "library_fit":
+            path, allowed = "/jobs/fit", LIBRARY_FIELDS
+            fields = {k: v for k, v in spec.items() if k not in ("data", "data_kind", "options")}
+            fields["options"] = json.dumps(spec.get("options") or {})
+            if upload.data is not None:
+                fields["data_kind"] = spec["data_kind"]
+                files["data"] = (spec["data"], upload.data)
         else:
-            raise UserError(f"a {kind} job cannot be submitted over the HTTP API yet")
+            raise UserError(f"a {kind} job cannot be submitted over the HTTP API")
         unknown = sorted(set(fields) - allowed)
         if unknown:
             raise UserError(f"{', '.join(unknown)}: not accepted by the HTTP API yet")
@@ -136,7 +140,7 @@ class RemoteClient(Client):
     # -- reading -----------------------------------------------------------------------------
 
     def job_record(self, job_id: str) -> JobRecord:
-        return _job_record(self._call("GET", f"/jobs/{job_id}"))
+        return _job_record(self._call("GET", f"/jobs/{quote(job_id, safe='')}"))
 
     def job_records(self, status: str | None = None, limit: int = 20) -> list[JobRecord]:
         params: dict[str, Any] = {"limit": limit, **({"status": status} if status else {})}
@@ -148,23 +152,23 @@ class RemoteClient(Client):
                           device=a["device"], started_at=_moment(a["started_at"]),
                           ended_at=_maybe(a["ended_at"]), outcome=a["outcome"],
                           error=a["error"])
-            for a in self._call("GET", f"/jobs/{job_id}")["attempt_log"]
+            for a in self._call("GET", f"/jobs/{quote(job_id, safe='')}")["attempt_log"]
         ]  # fmt: skip
 
     def job(self, job_id: str) -> dict[str, Any]:
         """The job as a dict (the same document as `jobs show --json`)."""
         from kiln.render import job_to_dict
 
-        doc = self._call("GET", f"/jobs/{job_id}")
+        doc = self._call("GET", f"/jobs/{quote(job_id, safe='')}")
         return job_to_dict(_job_record(doc), self.attempts(doc["id"]))
 
     def cancel(self, job_id: str) -> str:
-        return str(self._call("POST", f"/jobs/{job_id}/cancel")["status"])
+        return str(self._call("POST", f"/jobs/{quote(job_id, safe='')}/cancel")["status"])
 
     def loss_rows(self, job_id: str, tail: int | None = None,
                   every: int = 1) -> list[tuple[int, float]]:  # fmt: skip
         params: dict[str, Any] = {"every": every, **({"tail": tail} if tail else {})}
-        doc = self._call("GET", f"/jobs/{job_id}/losses", params=params)
+        doc = self._call("GET", f"/jobs/{quote(job_id, safe='')}/losses", params=params)
         return [(int(step), float(loss)) for step, loss in doc["rows"]]
 
     def posterior_stats(self, job_id: str) -> list[SiteStats]:
@@ -175,7 +179,7 @@ class RemoteClient(Client):
 
         return [
             SiteStats(s["site"], tuple(s["shape"]), *(array(s[k], s["dtype"]) for k in STATS))
-            for s in self._call("GET", f"/jobs/{job_id}/params")["sites"]
+            for s in self._call("GET", f"/jobs/{quote(job_id, safe='')}/params")["sites"]
         ]
 
     def live_workers(self, queue: str | None = None) -> list[str]:
@@ -183,23 +187,7 @@ class RemoteClient(Client):
         return list(self._call("GET", "/workers/live", params=params)["workers"])
 
 
-def _raise_for(response: httpx.Response) -> NoReturn:
-    """Kiln's error for a problem document (its `detail` is the server's message)."""
-    try:
-        detail = str(response.json().get("detail"))
-    except ValueError:
-        detail = response.text[:500] or response.reason_phrase
-    status = response.status_code
-    error: KilnError
-    if status in (401, 403):
-        error = NotAllowed(detail)
-    elif status == 404:
-        error = NotFound(detail)
-    elif status in (400, 413, 422):
-        error = UserError(detail)
-    else:
-        error = InfraError(f"the server answered {status}: {detail}")
-    raise error
+Client.over_api = RemoteClient  # Client() with KILN_API_URL set is one of these
 
 
 def _moment(text: str) -> datetime:

@@ -6,9 +6,12 @@ import json
 import os
 import re
 import shlex
+import socket
 import subprocess
 import sys
+import time
 import tomllib
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, cast
 
@@ -59,15 +62,34 @@ def required(var: str) -> re.Pattern[str]:
     return re.compile(r"\$\{" + var + r":\?[^}]*\}")
 
 
+def unknown_kiln_variables(names: Iterable[str]) -> list[str]:
+    """The KILN_* names that Kiln does not read. Settings ignores unknown variables
+    (extra="ignore"), so a misspelt one would change nothing, silently."""
+    from kiln.settings import CONFIG_ENV, Settings
+
+    known = {f"KILN_{field.upper()}" for field in Settings.model_fields} | {CONFIG_ENV}
+    return sorted(name for name in names if name.startswith("KILN_") and name not in known)
+
+
+def run_jobs_help(args: list[str], env: Mapping[str, str], home: Path) -> None:
+    """`jobs ARGS --help` with this environment (over ours) and KILN_HOME=home: passes when
+    the subcommand and every option in ARGS exist. `--help` after the real arguments: click
+    still rejects an unknown command or option, and nothing connects anywhere."""
+    cmd = [sys.executable, "-m", "kiln.cli", *args, "--help"]
+    env = {**os.environ, **env, "KILN_HOME": str(home)}
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, (["jobs", *args], done.stderr[-2000:])
+
+
 WORKERS = [name for name in OURS if runs(name) == "worker"]
-FLEET = [name for name in OURS if runs(name) in {"worker", "scheduler"}]  # hold both URLs
+FLEET = [name for name in OURS if runs(name) in {"worker", "scheduler", "server"}]  # both URLs
 BROKER_URL = re.compile(r"redis://:" + required("REDIS_PASSWORD").pattern + r"@redis:6379/0")
 
 
 def test_compose_has_the_whole_stack() -> None:
-    assert {"redis", "postgres", "migrate", "worker-cpu", "worker-gpu", "scheduler",
+    assert {"redis", "postgres", "migrate", "server", "worker-cpu", "worker-gpu", "scheduler",
             "flower"} <= set(SERVICES)  # fmt: skip
-    assert OURS == ["flower", "migrate", "scheduler", "worker-cpu", "worker-gpu"]
+    assert OURS == ["flower", "migrate", "scheduler", "server", "worker-cpu", "worker-gpu"]
 
 
 def test_gpu_worker_reserves_an_nvidia_device() -> None:
@@ -78,7 +100,7 @@ def test_gpu_worker_reserves_an_nvidia_device() -> None:
 def test_workers_start_after_migrations_and_a_healthy_redis() -> None:
     assert SERVICES["migrate"]["depends_on"] == {"postgres": {"condition": "service_healthy"}}
     assert SERVICES["migrate"]["restart"] == "no"
-    for name in ["worker-cpu", "worker-gpu", "scheduler"]:
+    for name in ["server", "worker-cpu", "worker-gpu", "scheduler"]:
         assert SERVICES[name]["depends_on"] == {
             "migrate": {"condition": "service_completed_successfully"},
             "redis": {"condition": "service_healthy"},
@@ -86,10 +108,10 @@ def test_workers_start_after_migrations_and_a_healthy_redis() -> None:
 
 
 def test_each_kiln_service_gets_only_the_urls_it_needs() -> None:
-    """Whoever holds the database or the broker URL has everything: workers and the scheduler
-    get both, the migration only the database, Flower only the broker."""
+    """Whoever holds the database or the broker URL has everything: the server, workers and the
+    scheduler get both, the migration only the database, Flower only the broker."""
     assert WORKERS == ["worker-cpu", "worker-gpu"]
-    assert FLEET == ["scheduler", "worker-cpu", "worker-gpu"]
+    assert FLEET == ["scheduler", "server", "worker-cpu", "worker-gpu"]
     needs = {name: {"KILN_DATABASE_URL", "KILN_BROKER_URL"} for name in FLEET}
     needs |= {"migrate": {"KILN_DATABASE_URL"}, "flower": {"KILN_BROKER_URL"}}
     assert sorted(needs) == OURS
@@ -123,13 +145,74 @@ def test_flower_asks_for_a_login_and_listens_on_loopback_only() -> None:
     assert flower["ports"] and all(p.startswith("127.0.0.1:") for p in flower["ports"])
 
 
+def test_the_server_listens_in_its_container_and_is_published_on_loopback_only() -> None:
+    """0.0.0.0 inside the container, for the published port; on the host, loopback only: every
+    request carries a token, so it is reached from elsewhere only through a TLS proxy."""
+    argv = container_argv(SERVICES["server"])
+    assert argv[:2] == ["jobs", "server"]
+    assert argv[argv.index("--host") + 1] == "0.0.0.0"
+    port = argv[argv.index("--port") + 1]
+    assert SERVICES["server"]["ports"] == [f"127.0.0.1:{port}:{port}"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_the_server_healthcheck_passes_against_jobs_server_and_fails_without_it(
+    tmp_path: Path,
+) -> None:
+    """The healthcheck runs as written (on a free port instead of the server's), against a
+    real `jobs server`: failing while nothing listens, passing once /health answers."""
+    server = SERVICES["server"]
+    test = server["healthcheck"]["test"]
+    # The image is python:3.11-slim with no curl or wget: python asks.
+    assert test[:3] == ["CMD", "python", "-c"], test
+    assert not re.search(r"\b(curl|wget)\b", DOCKERFILE)
+    argv = container_argv(server)
+    port = argv[argv.index("--port") + 1]
+    assert f"'http://127.0.0.1:{port}/health'" in test[3], test[3]
+    free = _free_port()
+    check = [sys.executable, "-c", test[3].replace(f":{port}/", f":{free}/")]
+
+    def healthy() -> bool:
+        return subprocess.run(check, capture_output=True, timeout=30).returncode == 0
+
+    assert not healthy(), "the healthcheck passed with no server listening"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KILN_")}
+    env["KILN_HOME"] = str(tmp_path)  # the embedded SQLite database; /health asks nothing
+    log = tmp_path / "server.log"
+    cmd = [sys.executable, "-m", "kiln.cli", "server", "--host", "127.0.0.1", "--port", str(free)]
+    with log.open("wb") as out:
+        process = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=out)
+    try:
+        deadline = time.monotonic() + 60
+        while not healthy():
+            assert process.poll() is None, log.read_text()[-2000:]
+            assert time.monotonic() < deadline, "jobs server did not answer /health in 60 s"
+            time.sleep(0.5)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_every_kiln_variable_is_one_kiln_reads() -> None:
+    names = {key for service in SERVICES.values() for key in environment(service)}
+    example = (ROOT / ".env.example").read_text().splitlines()
+    names |= {line.lstrip("# ").partition("=")[0] for line in example if "=" in line}
+    assert {"KILN_DATABASE_URL", "KILN_ALLOW_USER_CODE", "KILN_SANDBOX_NETWORK"} <= names
+    assert unknown_kiln_variables(names) == []
+
+
 def _limit(value: object) -> str:
     """A limit as compose sees it with nothing set in .env: `${VAR:-default}` -> default."""
     return DEFAULTED_VAR.sub(r"\1", str(value))
 
 
 @pytest.mark.parametrize("name", FLEET)
-def test_workers_and_the_scheduler_have_memory_cpu_and_pids_limits(name: str) -> None:
+def test_the_server_workers_and_scheduler_have_memory_cpu_and_pids_limits(name: str) -> None:
     service = SERVICES[name]
     # One place for limits: the spec's deploy.resources.limits (mem_limit, cpus and
     # pids_limit are its deprecated spellings, and compose refuses the two mixed).
@@ -204,20 +287,18 @@ def test_each_kiln_service_runs_a_command_that_exists(name: str, tmp_path: Path)
         k: DEFAULTED_VAR.sub(r"\1", REQUIRED_VAR.sub("stand-in", v))
         for k, v in environment(service).items()
     }
-    env = {**os.environ, **env, "KILN_HOME": str(tmp_path)}
     if argv[0] == "jobs":
-        # `--help` after the real arguments: click still rejects an unknown command or option.
-        cmd = [sys.executable, "-m", "kiln.cli", *argv[1:], "--help"]
-    elif argv[0] == "celery":
-        celery = Path(sys.executable).parent / "celery"
-        assert celery.exists(), f"no celery console script next to {sys.executable}"
-        app = argv[argv.index("--app") + 1]
-        if "flower" in argv:
-            assert re.search(r"pip install .*flower", DOCKERFILE), "the image must install flower"
-        # `report` imports the app (e.g. worker.app:app) and connects to nothing.
-        cmd = [str(celery), "--app", app, "report"]
-    else:
-        pytest.fail(f"{name}: runs {argv[0]!r}, which is neither `jobs` nor `celery`")
+        run_jobs_help(argv[1:], env, tmp_path)
+        return
+    assert argv[0] == "celery", f"{name}: runs {argv[0]!r}, which is neither `jobs` nor `celery`"
+    celery = Path(sys.executable).parent / "celery"
+    assert celery.exists(), f"no celery console script next to {sys.executable}"
+    app = argv[argv.index("--app") + 1]
+    if "flower" in argv:
+        assert re.search(r"pip install .*flower", DOCKERFILE), "the image must install flower"
+    # `report` imports the app (e.g. worker.app:app) and connects to nothing.
+    cmd = [str(celery), "--app", app, "report"]
+    env = {**os.environ, **env, "KILN_HOME": str(tmp_path)}
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, (name, argv, done.stderr[-2000:])
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import click
 
 from kiln.cli.app import BAD_INPUT, App, jobs
@@ -89,97 +87,7 @@ def export(app: App, job_id: str, fmt: str, output: str) -> None:
 @click.pass_obj
 def plot(app: App, job_id: str, kind: str, output: str) -> None:
     """Draw a figure of a job's stored results (PNG)."""
-    from kiln.plots import plot_loss, plot_params, plot_predictive, plot_trace
+    from kiln.figures import draw
 
-    if not output.lower().endswith(".png"):
-        app.abort(f"-o {output}: give a .png file name", BAD_INPUT)
-    r = app.client.results(job_id)
-    if kind == "predictive" and r.kind == "fit":
-        # A fit has no predictive draws; its latest successful prediction of its own rows has.
-        latest = app.client.latest_prediction(r.job_id)
-        if latest is not None:
-            app.say(f"fit {r.job_id}: plotting its prediction {latest}")
-            r = app.client.results(latest)
-    spec = r.fit_spec
-    title = f"job {r.job_id}: {spec.get('formula')} ({spec.get('guide')})"
-    if spec.get("kind") in ("user_svi_fit", "user_mcmc_fit"):
-        how = spec.get("guide_function") or spec.get("guide")
-        if spec.get("method", "svi") != "svi":
-            how = f"{spec['method'].upper()}, {r.chains} chains"
-        title = f"job {r.job_id}: {spec.get('model')} ({how})"
-    if kind == "trace":
-        if not r.sample_stats:
-            app.abort(f"job {r.job_id} is not an MCMC fit; it has no chains to trace", BAD_INPUT)
-        written = plot_trace(r.posterior, r.chains, output, title=title)
-    elif kind == "metrics":
-        written = _plot_metrics(app, r.fit_id, output)
-    elif kind == "loss":
-        if r.sample_stats:
-            app.abort(
-                f"job {r.job_id} is an MCMC fit: it has no loss; try --kind trace or params",
-                BAD_INPUT,
-            )
-        if not r.losses:
-            app.abort(f"job {r.job_id}'s fit {r.fit_id} stored no losses", BAD_INPUT)
-        written = plot_loss(r.losses, output, title=f"fit {r.fit_id}: ELBO loss")
-    elif kind == "params":
-        written = plot_params(r.posterior, output, title=title)
-    elif spec.get("kind") == "library_fit":
-        written = _plot_library(app, r, output, title=f"job {r.job_id}: {spec['model']}")
-    else:
-        if not {"mean", "obs"} <= set(r.row_sites) or r.X is None or r.y is None:
-            app.abort(
-                f"job {r.job_id} is a {r.kind} job without predictive draws; run"
-                f" `jobs submit predict --from {r.fit_id} --wait` and plot that job",
-                BAD_INPUT,
-            )
-        written = plot_predictive(
-            r.X, r.terms, r.y, r.response, r.row_sites["mean"], r.row_sites["obs"], output,
-            title=title + (" - new data" if r.new_data else ""),
-        )  # fmt: skip
+    written, _ = draw(app.client, job_id, kind, output, say=app.say)
     app.say(f"wrote {written}")
-
-
-def _plot_library(app: App, r: Any, output: str, title: str) -> Any:
-    """A library model's prediction: the figure its users look at."""
-    from kiln.library import plots
-
-    model = r.fit_spec["model"]
-    sites = {**r.item_sites, **r.data_sites}
-    if r.kind != "predict" or not sites:
-        app.abort(
-            f"job {r.job_id} is a {model} fit; plot its prediction (`jobs submit predict"
-            f" --from {r.fit_id} --wait`), or use --kind metrics or loss",
-            BAD_INPUT,
-        )
-    if model.startswith("forecast-"):
-        return plots.plot_forecast(sites["__day__"][0], sites["__y__"][0], sites["forecast"],
-                                   output, title)  # fmt: skip
-    if model == "vae":
-        side = int(round(sites["__x__"].shape[-1] ** 0.5))
-        return plots.plot_reconstructions(sites["__x__"][0], sites["reconstruction"][0],
-                                          (side, side), output, title)  # fmt: skip
-    if model == "bnn-classifier":
-        # Six test digits as they come, and the six the network is least sure of.
-        import numpy as np
-
-        images, probs = sites["__x__"][0], sites["class_probs"][0][: len(sites["__x__"][0])]
-        entropy = -(probs * np.log(np.clip(probs, 1e-12, 1))).sum(axis=1)
-        unsure = [int(i) for i in np.argsort(-entropy) if i >= 6][:6]
-        chosen = [*range(min(6, len(images))), *unsure]
-        labels = sites["__y__"][0][chosen]
-        return plots.plot_class_probs(images[chosen], probs[chosen], labels, output,
-                                      f"job {r.job_id}: 6 digits, 6 least sure")  # fmt: skip
-    if model == "hmm":
-        return plots.plot_states(sites["__day__"][0], sites["__y__"][0],
-                                 sites["state_probs"][0], output, title)  # fmt: skip
-    app.abort(f"no predictive figure for {model}", BAD_INPUT)
-
-
-def _plot_metrics(app: App, fit_id: str, output: str) -> Any:
-    from kiln.plots import plot_metrics
-
-    rows = app.client.metric_rows(fit_id)
-    if not rows:
-        app.abort(f"job {fit_id} stored no metrics", BAD_INPUT)
-    return plot_metrics(rows, output, title=f"fit {fit_id}: metrics by epoch")

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from kiln.server.gate import Gate
 from kiln.server.problems import KilnJSON, add_handlers, problem
 from kiln.server.state import ServerState, Verified, state_of
 from kiln.settings import Settings
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 FIELDS_BYTES = 1024 * 1024  # room for the form fields and multipart framing beside the files
+USER_CAP = "your cap: KILN_USER_MAX_UPLOAD_MB, or your token's own"
 
 
 def body_limit(settings: Settings) -> int:
@@ -37,9 +39,13 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit, why = self.limit, self.why
+        own = scope.get("state", {}).get("body_limit")  # the caller's cap (kiln.server.gate)
+        if own is not None and own < limit:
+            limit, why = own, USER_CAP
         length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.limit):
-            await self._refuse(scope, send, length.decode("latin-1"))
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            await self._refuse(scope, send, length.decode("latin-1"), limit, why)
             return
         received, over, started = 0, False, False
 
@@ -48,7 +54,7 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.limit:
+                if received > limit:
                     over = True
                     return {"type": "http.disconnect"}  # the app stops reading
             return message
@@ -66,14 +72,17 @@ class BodyLimit:
             if not over or started:
                 raise
         if over and not started:
-            await self._refuse(scope, send, f"more than {self.limit}")
+            await self._refuse(scope, send, f"more than {limit}", limit, why)
 
-    async def _refuse(self, scope: Scope, send: Send, size: str) -> None:
+    @property
+    def why(self) -> str:
+        return f"KILN_MAX_DATASET_BYTES + KILN_MAX_SOURCE_BYTES + {FIELDS_BYTES} for the fields"
+
+    async def _refuse(self, scope: Scope, send: Send, size: str, limit: int, why: str) -> None:
         what = f"{size} bytes" if size.isdigit() or size.startswith("more") else repr(size)
         response = problem(
             413 if size.isdigit() or size.startswith("more") else 400,
-            f"request body is {what}; the limit is {self.limit} (KILN_MAX_DATASET_BYTES +"
-            f" KILN_MAX_SOURCE_BYTES + {FIELDS_BYTES} for the fields)",
+            f"request body is {what}; the limit is {limit} ({why})",
         )
         await response(scope, _nothing, send)
 
@@ -88,7 +97,7 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
     `client`: the Client that checks, stores and sends submissions (default: one over the
     settings' database and broker; tests pass one whose messages go nowhere).
     """
-    from kiln.server import jobs, submit
+    from kiln.server import fleet, jobs, results, submit
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -104,9 +113,12 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
     )  # fmt: skip
     app.state.kiln = _state(settings, client)
     app.add_middleware(BodyLimit, limit=body_limit(settings))
+    app.add_middleware(Gate)  # added last: runs first, before any body is read
     add_handlers(app)
     app.include_router(jobs.router)
     app.include_router(submit.router)
+    app.include_router(fleet.router)
+    app.include_router(results.router)
 
     @app.get("/health", tags=["service"], summary="The server process answers")
     def health() -> dict[str, str]:

@@ -14,6 +14,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from kiln.server.problems import Refused
 from kiln.server.state import ServerState, state_of
+from scheduler.limits import Owner
 
 bearer = HTTPBearer(auto_error=False, description="A token from `jobs token create`.")
 
@@ -25,6 +26,8 @@ class Identity:
     user: str
     role: str
     token_id: str
+    max_unfinished: int | None = None  # the caps that apply to this caller (None: none)
+    max_upload_bytes: int | None = None
 
     @property
     def owner_filter(self) -> str | None:
@@ -35,18 +38,33 @@ class Identity:
     def may_submit(self) -> bool:
         return self.role in ("submit", "admin")
 
+    @property
+    def owner(self) -> Owner:
+        """What a submission records as its owner, with the user's cap on unfinished jobs."""
+        return Owner(self.user, self.max_unfinished)
+
 
 def authenticate(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Identity:
-    """The caller's identity; 401 without a token, with an unknown, wrong or revoked one."""
+    """The caller's identity, which the gate (kiln.server.gate) verified before the body was
+    read; verified here when a route is reached without it (401 as there)."""
+    known = getattr(request.state, "identity", None)
+    if isinstance(known, Identity):
+        return known
+    header = f"{credentials.scheme} {credentials.credentials}" if credentials else None
+    return verify(state_of(request), header)
+
+
+def verify(state: ServerState, header: str | None) -> Identity:
+    """The identity behind an `Authorization: Bearer TOKEN` header; Refused(401) otherwise."""
     from db.tokens import find_token, hash_matches, touch_token
 
-    if credentials is None or credentials.scheme.lower() != "bearer":
+    scheme, _, token = (header or "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
         raise Refused(401, "no token: send `Authorization: Bearer TOKEN` (see `jobs token create`)")
-    token = credentials.credentials
-    state: ServerState = state_of(request)
     with state.sessions() as session:
         row = find_token(session, token)
         known = row is not None and state.verified.knows(row.id, token)
@@ -57,7 +75,12 @@ def authenticate(
         if not known:
             state.verified.remember(row.id, token)
         touch_token(session, row)
-        return Identity(user=row.user, role=row.role, token_id=row.id)
+        settings = state.settings
+        admin = row.role == "admin"
+        unfinished = row.max_unfinished or (None if admin else settings.user_max_unfinished)
+        upload = row.max_upload_bytes or (None if admin else settings.user_max_upload_mb * 2**20)
+        return Identity(user=row.user, role=row.role, token_id=row.id,
+                        max_unfinished=unfinished, max_upload_bytes=upload)  # fmt: skip
 
 
 Caller = Annotated[Identity, Depends(authenticate)]

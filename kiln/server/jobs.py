@@ -1,10 +1,14 @@
-"""Routes that read jobs and cancel them: list, show, losses, params, cancel, live workers."""
+"""Routes that read jobs and cancel them: list, show, losses, params, cancel, live workers, and
+a job's progress as Server-Sent Events."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
 
 from kiln.server.auth import Caller, Submitter
 from kiln.server.state import state_of
@@ -17,6 +21,8 @@ if TYPE_CHECKING:
 router = APIRouter(tags=["jobs"])
 Status = Literal["waiting", "queued", "running", "succeeded", "failed", "cancelled"]
 MAX_PAGE = 1000
+EVENT_LOSSES = 1000  # loss rows per `losses` event at most (a backlog is thinned)
+KEEPALIVE_S = 15.0
 
 
 def job_document(session: Session, job: Job, attempts: bool = True) -> dict[str, Any]:
@@ -106,3 +112,78 @@ def live_workers(request: Request, identity: Caller, queue: str | None = None) -
     with state.sessions() as session:
         names = [w.name for w in alive(session, queue, state.settings.worker_alive_s)]
         return {"queue": queue, "workers": names}
+
+
+@router.get(
+    "/jobs/{job_id}/events", summary="Progress as Server-Sent Events, until the job ends",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}},
+                     "description": "`progress`, `losses` and a final `end` event"}},
+)  # fmt: skip
+async def events(
+    request: Request, identity: Caller, job_id: str,
+    every_s: Annotated[float, Query(ge=0.2, le=60)] = 1.0,
+) -> StreamingResponse:  # fmt: skip
+    """`event: progress` (status, step, total, last_loss) when it changes, `event: losses`
+    (new `[step, loss]` rows, thinned to 1000 an event; the event id is the last step, so a
+    client that reconnects with Last-Event-ID gets only what it missed), and `event: end`
+    with the final status. A comment line every 15 s keeps proxies from closing the stream."""
+    state = state_of(request)
+
+    def resolve() -> str:
+        with state.sessions() as session:
+            return visible_job(session, identity, job_id).id
+
+    full_id = await run_in_threadpool(resolve)
+    header = request.headers.get("last-event-id", "")
+    after = int(header) if header.isdigit() and len(header) < 20 else -1
+    stream = _event_stream(request, full_id, after, every_s)
+    no_buffering = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(stream, media_type="text/event-stream", headers=no_buffering)
+
+
+async def _event_stream(request: Request, job_id: str, after: int,
+                        every_s: float) -> AsyncIterator[str]:  # fmt: skip
+    import json
+    import time
+
+    import anyio
+
+    from kiln.reader import ENDED
+    from kiln.server.problems import finite
+
+    state = state_of(request)
+    shown: dict[str, Any] | None = None
+    quiet_since = time.monotonic()
+
+    def snapshot(after: int) -> tuple[dict[str, Any], list[tuple[int, float]]]:
+        from db.jobs import get_job
+        from db.losses import losses_after
+
+        with state.sessions() as session:
+            job = get_job(session, job_id)
+            progress = {"id": job.id, "status": job.status, "step": job.step,
+                        "total": job.total_steps, "last_loss": job.last_loss,
+                        "error": job.error}  # fmt: skip
+            return progress, losses_after(session, job.id, after, EVENT_LOSSES)
+
+    def event(name: str, data: Any, event_id: int | None = None) -> str:
+        head = f"id: {event_id}\n" if event_id is not None else ""
+        return f"{head}event: {name}\ndata: {json.dumps(finite(data), allow_nan=False)}\n\n"
+
+    while not await request.is_disconnected():
+        progress, rows = await run_in_threadpool(snapshot, after)
+        if rows:
+            after = rows[-1][0]
+            yield event("losses", {"rows": rows}, after)
+        if progress != shown:
+            shown = progress
+            yield event("progress", progress)
+            quiet_since = time.monotonic()
+        if progress["status"] in ENDED:
+            yield event("end", progress)
+            return
+        if time.monotonic() - quiet_since > KEEPALIVE_S:
+            quiet_since = time.monotonic()
+            yield ": still running\n\n"
+        await anyio.sleep(every_s)

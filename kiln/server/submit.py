@@ -19,8 +19,12 @@ from kiln.server.jobs import visible_job
 from kiln.server.state import ServerState, state_of
 from kiln.submitter import FileBytes
 from kiln.submitter import Request as JobRequest
+from scheduler.limits import Owner
 
 router = APIRouter(tags=["submit"])
+# What a library model's fit takes besides its options (the rest it sets itself).
+LIBRARY_FIELDS = frozenset({"optim", "num_samples", "seed", "device", "queue", "priority",
+                            "checkpoint_every", "checkpoint_every_s"})  # fmt: skip
 MAX_NAME = 255  # characters of an uploaded file's name (it is stored, and echoed in messages)
 
 Opt = Annotated[str | None, Form()]
@@ -28,7 +32,7 @@ OptInt = Annotated[int | None, Form()]
 OptFloat = Annotated[float | None, Form()]
 
 
-async def _file(upload: UploadFile | None, what: str) -> FileBytes | None:
+async def read_upload(upload: UploadFile | None, what: str) -> FileBytes | None:
     if upload is None:
         return None
     name = upload.filename or what
@@ -38,14 +42,10 @@ async def _file(upload: UploadFile | None, what: str) -> FileBytes | None:
     return FileBytes(name, await upload.read())
 
 
-def _submitted(state: ServerState, request: JobRequest, user: str,
+def _submitted(state: ServerState, request: JobRequest, owner: Owner,
                then_predict: int | None = None) -> dict[str, Any]:  # fmt: skip
-    """Check, store and send; record the owner; the jobs created."""
-    from db.jobs import set_owner
-
-    created = state.client.submit(request, then_predict)
-    with state.sessions() as session:
-        set_owner(session, [j.id for j in created], user)
+    """Check, store (with the owner, in the same transaction) and send; the jobs created."""
+    created = state.client.submit(request, then_predict, owner=owner)
     return {"jobs": [{"id": j.id, "kind": j.kind, "status": j.status, "queue": j.queue,
                       "depends_on": j.depends_on} for j in created]}  # fmt: skip
 
@@ -54,7 +54,8 @@ def _submitted(state: ServerState, request: JobRequest, user: str,
 async def submit_fit(
     request: Request, identity: Submitter,
     model: Annotated[str, Form(description="`linreg`, or FILE.py[:FUNCTION] with model_file")],
-    data: Annotated[UploadFile, File(description="CSV, or JSON of names (a model file's)")],
+    data: Annotated[UploadFile | None, File(description="CSV, or JSON of names (a model"
+                    " file's); a library model's CSV or packed MNIST (none: `digits`)")] = None,
     model_file: Annotated[UploadFile | None, File(description="Your Pyro model file")] = None,
     formula: Opt = None, priors: Opt = None,
     prior: Annotated[list[str] | None, Form(description="NAME=dist(A,B), repeatable")] = None,
@@ -66,10 +67,14 @@ async def submit_fit(
     jit: Opt = None, seed: OptInt = None, device: Opt = None, queue: Opt = None,
     priority: OptInt = None, checkpoint_every: OptInt = None, checkpoint_every_s: OptFloat = None,
     then_predict: OptInt = None,
+    options: Annotated[str | None, Form(description="A library model's options, a JSON"
+                                        " object (`jobs models` lists them)")] = None,
+    data_kind: Annotated[Literal["csv", "npz"] | None, Form()] = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """A fit of the built-in `linreg` (data + formula), or of your own model file by SVI or
-    MCMC (method nuts/hmc). Fields as `jobs submit fit`'s options; `priors` is the spec's
-    JSON object, `prior` the CLI's `NAME=dist(A,B)` (either, not both)."""
+    """A fit of the built-in `linreg` (data + formula), of a library model (options, data
+    optional), or of your own model file by SVI or MCMC (method nuts/hmc). Fields as `jobs
+    submit fit`'s options; `priors` is the spec's JSON object, `prior` the CLI's
+    `NAME=dist(A,B)` (either, not both)."""
     state = state_of(request)
     given = {k: v for k, v in {
         "guide": guide, "guide_function": guide_function, "elbo": elbo, "optim": optim,
@@ -79,9 +84,13 @@ async def submit_fit(
         "device": device, "queue": queue, "priority": priority,
         "checkpoint_every": checkpoint_every, "checkpoint_every_s": checkpoint_every_s,
     }.items() if v is not None}  # fmt: skip
-    table = await _file(data, "data")
-    assert table is not None  # required by the form
-    source = await _file(model_file, "model_file")
+    table = await read_upload(data, "data")
+    if table is None and model not in LIBRARY_MODELS:
+        raise SpecError("data: upload the data file (a CSV, or JSON for a model file)",
+                        field="data")  # fmt: skip
+    if options is not None and model not in LIBRARY_MODELS:
+        raise SpecError("options: for library models only", field="options")
+    source = await read_upload(model_file, "model_file")
     if source is not None:
         from scheduler.usermodel import parse_model_option
 
@@ -89,23 +98,33 @@ async def submit_fit(
             raise SpecError("formula and priors are for built-in models; this is your own model",
                             field="model")  # fmt: skip
         _, function = parse_model_option(model)  # FILE.py[:FUNCTION], as on the CLI
+        assert table is not None
         job = await run_in_threadpool(state.client.model_request, source, table, function,
                                       method, **given)  # fmt: skip
     elif model in LIBRARY_MODELS:
-        raise SpecError(
-            f"model {model}: library models cannot be submitted over the HTTP API"
-            " yet; submit them with `jobs` on the fleet's database",
-            field="model",
-        )
+        if formula is not None or priors is not None or prior or method != "svi":
+            raise SpecError(f"model {model}: a library model takes options, not a formula,"
+                            " priors or an MCMC method", field="model")  # fmt: skip
+        library = {k: v for k, v in given.items() if k in LIBRARY_FIELDS}
+        unused = sorted(set(given) - LIBRARY_FIELDS)
+        if unused:
+            raise SpecError(f"{', '.join(unused)}: not for the library model {model}; it sets"
+                            " its own (change its options: see `jobs models`)",
+                            field="model")  # fmt: skip
+        job = await run_in_threadpool(
+            state.client.library_upload_request, model, table, data_kind or "csv",
+            json_object(options, "options"), **library,
+        )  # fmt: skip
     else:
         if method != "svi":
             raise SpecError(f"method {method}: MCMC runs your own model files (model_file);"
                             " built-in models are fitted by SVI", field="method")  # fmt: skip
+        assert table is not None
         job = await run_in_threadpool(
             state.client.fit_request, table, formula or "", model,
             priors=_priors(priors, prior), **given,
         )  # fmt: skip
-    return await run_in_threadpool(_submitted, state, job, identity.user, then_predict)
+    return await run_in_threadpool(_submitted, state, job, identity.owner, then_predict)
 
 
 def _priors(priors: str | None, prior: list[str] | None) -> dict[str, Any] | list[str]:
@@ -114,13 +133,24 @@ def _priors(priors: str | None, prior: list[str] | None) -> dict[str, Any] | lis
                         field="priors")  # fmt: skip
     if priors is None:
         return list(prior or [])
+    return json_object(priors, "priors")
+
+
+def json_object(text: str | None, field: str) -> dict[str, Any]:
+    """A form field holding a JSON object ({} when absent); SpecError for anything else."""
+    if text is None:
+        return {}
     try:
-        parsed = json.loads(priors)
+        parsed = json.loads(text, parse_constant=_no_constant)
     except ValueError as e:
-        raise SpecError(f"priors: not JSON ({e})", field="priors") from None
+        raise SpecError(f"{field}: not JSON ({e})", field=field) from None
     if not isinstance(parsed, dict):
-        raise SpecError("priors: a JSON object of site to prior", field="priors")
+        raise SpecError(f"{field}: a JSON object", field=field)
     return parsed
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
 
 
 @router.post("/jobs/{job_id}/predict", status_code=201, summary="Submit a predict job")
@@ -134,7 +164,7 @@ async def submit_predict(
     state = state_of(request)
     given = {k: v for k, v in {"seed": seed, "device": device, "queue": queue,
                                "priority": priority}.items() if v is not None}  # fmt: skip
-    rows = await _file(data, "data")
+    rows = await read_upload(data, "data")
 
     def fit_id() -> str:
         with state.sessions() as session:
@@ -142,4 +172,4 @@ async def submit_predict(
 
     fit = await run_in_threadpool(fit_id)
     job = await run_in_threadpool(state.client.predict_request, fit, num_samples, rows, **given)
-    return await run_in_threadpool(_submitted, state, job, identity.user)
+    return await run_in_threadpool(_submitted, state, job, identity.owner)

@@ -1,0 +1,142 @@
+"""draw(): which figure of a job's stored results to make, for `jobs plot` and GET /jobs/{id}/plot.
+
+It reads through any reader of results (the Client, the RemoteClient, the server's own view
+of what a caller may see) and says what it cannot draw as a UserError, so the CLI and the HTTP
+API give the same messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from kiln.errors import UserError
+
+if TYPE_CHECKING:
+    from kiln.export import JobResults
+
+Kind = Literal["loss", "params", "predictive", "trace", "metrics"]
+KINDS: tuple[Kind, ...] = ("loss", "params", "predictive", "trace", "metrics")
+
+
+class ResultsReader(Protocol):
+    """What draw() reads: a job's results, a fit's latest prediction, a job's metrics."""
+
+    def results(self, job_id: str) -> JobResults: ...
+
+    def latest_prediction(self, fit_id: str) -> str | None: ...
+
+    def metric_rows(
+        self, job_id: str, name: str | None = None
+    ) -> list[tuple[str, int, int, float]]: ...
+
+
+def draw(
+    reader: ResultsReader, job_id: str, kind: str, output: str | Path,
+    say: Callable[[str], None] | None = None,
+) -> tuple[Path, list[str]]:  # fmt: skip
+    """Draw the `kind` figure of the job into the PNG file `output`.
+
+    Returns the file written and notes for people (e.g. that a fit's prediction was drawn),
+    each also given to `say` as soon as it is known (the CLI's stderr).
+    Raises UserError when the job has no such figure, NotFound for an unknown job.
+    """
+    from kiln.plots import plot_loss, plot_params, plot_predictive, plot_trace
+
+    output = str(output)
+    if not output.lower().endswith(".png"):
+        raise UserError(f"-o {output}: give a .png file name")
+    notes: list[str] = []
+    r = reader.results(job_id)
+    if kind == "predictive" and r.kind == "fit":
+        # A fit has no predictive draws; its latest successful prediction of its own rows has.
+        latest = reader.latest_prediction(r.job_id)
+        if latest is not None:
+            notes.append(f"fit {r.job_id}: plotting its prediction {latest}")
+            if say is not None:
+                say(notes[-1])
+            r = reader.results(latest)
+    spec = r.fit_spec
+    title = f"job {r.job_id}: {spec.get('formula')} ({spec.get('guide')})"
+    if spec.get("kind") in ("user_svi_fit", "user_mcmc_fit"):
+        how = spec.get("guide_function") or spec.get("guide")
+        if spec.get("method", "svi") != "svi":
+            how = f"{spec['method'].upper()}, {r.chains} chains"
+        title = f"job {r.job_id}: {spec.get('model')} ({how})"
+    written: Path
+    if kind == "trace":
+        if not r.sample_stats:
+            raise UserError(f"job {r.job_id} is not an MCMC fit; it has no chains to trace")
+        written = plot_trace(r.posterior, r.chains, output, title=title)
+    elif kind == "metrics":
+        written = _plot_metrics(reader, r.fit_id, output)
+    elif kind == "loss":
+        if r.sample_stats:
+            raise UserError(
+                f"job {r.job_id} is an MCMC fit: it has no loss; try --kind trace or params"
+            )
+        if not r.losses:
+            raise UserError(f"job {r.job_id}'s fit {r.fit_id} stored no losses")
+        written = plot_loss(r.losses, output, title=f"fit {r.fit_id}: ELBO loss")
+    elif kind == "params":
+        written = plot_params(r.posterior, output, title=title)
+    elif kind != "predictive":
+        raise UserError(f"--kind: must be one of {', '.join(KINDS)} (got {kind!r})")
+    elif spec.get("kind") == "library_fit":
+        written = _plot_library(r, output, title=f"job {r.job_id}: {spec['model']}")
+    else:
+        if not {"mean", "obs"} <= set(r.row_sites) or r.X is None or r.y is None:
+            raise UserError(
+                f"job {r.job_id} is a {r.kind} job without predictive draws; run"
+                f" `jobs submit predict --from {r.fit_id} --wait` and plot that job"
+            )
+        written = plot_predictive(
+            r.X, r.terms, r.y, r.response, r.row_sites["mean"], r.row_sites["obs"], output,
+            title=title + (" - new data" if r.new_data else ""),
+        )  # fmt: skip
+    return Path(written), notes
+
+
+def _plot_library(r: JobResults, output: str, title: str) -> Any:
+    """A library model's prediction: the figure its users look at."""
+    from kiln.library import plots
+
+    model = r.fit_spec["model"]
+    sites = {**r.item_sites, **r.data_sites}
+    if r.kind != "predict" or not sites:
+        raise UserError(
+            f"job {r.job_id} is a {model} fit; plot its prediction (`jobs submit predict"
+            f" --from {r.fit_id} --wait`), or use --kind metrics or loss"
+        )
+    if model.startswith("forecast-"):
+        return plots.plot_forecast(sites["__day__"][0], sites["__y__"][0], sites["forecast"],
+                                   output, title)  # fmt: skip
+    if model == "vae":
+        side = int(round(sites["__x__"].shape[-1] ** 0.5))
+        return plots.plot_reconstructions(sites["__x__"][0], sites["reconstruction"][0],
+                                          (side, side), output, title)  # fmt: skip
+    if model == "bnn-classifier":
+        # Six test digits as they come, and the six the network is least sure of.
+        import numpy as np
+
+        images, probs = sites["__x__"][0], sites["class_probs"][0][: len(sites["__x__"][0])]
+        entropy = -(probs * np.log(np.clip(probs, 1e-12, 1))).sum(axis=1)
+        unsure = [int(i) for i in np.argsort(-entropy) if i >= 6][:6]
+        chosen = [*range(min(6, len(images))), *unsure]
+        labels = sites["__y__"][0][chosen]
+        return plots.plot_class_probs(images[chosen], probs[chosen], labels, output,
+                                      f"job {r.job_id}: 6 digits, 6 least sure")  # fmt: skip
+    if model == "hmm":
+        return plots.plot_states(sites["__day__"][0], sites["__y__"][0],
+                                 sites["state_probs"][0], output, title)  # fmt: skip
+    raise UserError(f"no predictive figure for {model}")
+
+
+def _plot_metrics(reader: ResultsReader, fit_id: str, output: str) -> Any:
+    from kiln.plots import plot_metrics
+
+    rows = reader.metric_rows(fit_id)
+    if not rows:
+        raise UserError(f"job {fit_id} stored no metrics")
+    return plot_metrics(rows, output, title=f"fit {fit_id}: metrics by epoch")
