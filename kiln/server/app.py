@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kiln.server.gate import Gate
@@ -108,6 +108,7 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
 
     app = FastAPI(
         title="Kiln", version=_version(), lifespan=lifespan, default_response_class=KilnJSON,
+        dependencies=[Depends(known_query)],
         summary="Batch inference for Pyro models: submit fits and predictions, read results.",
         docs_url=None, redoc_url=None,  # no third-party scripts; /openapi.json is the document
     )  # fmt: skip
@@ -137,6 +138,29 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
         return {"status": "ready"}
 
     return app
+
+
+def known_query(request: Request) -> None:
+    """Refuse a query parameter the route does not take (a misspelt `?limt=5` is not ignored)."""
+    from fastapi.routing import APIRoute
+
+    from kiln.errors import SpecError
+
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute) or not request.query_params:
+        return
+    allowed: set[str] = set()
+    pending = [route.dependant]
+    while pending:  # the route's own parameters and its dependencies'
+        dependant = pending.pop()
+        allowed.update(p.alias for p in dependant.query_params)
+        pending.extend(dependant.dependencies)
+    unknown = sorted(set(request.query_params) - allowed)
+    if unknown:
+        shown = ", ".join(repr(name[:40]) for name in unknown[:5])
+        takes = ", ".join(sorted(allowed)) or "none"
+        raise SpecError(f"unknown query parameter {shown}; {route.path} takes: {takes}",
+                        field="query")  # fmt: skip
 
 
 def _state(settings: Settings, client: Client | None) -> ServerState:

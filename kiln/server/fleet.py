@@ -13,11 +13,11 @@ from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 
 from kiln.server.auth import Caller, Identity, Submitter
-from kiln.server.problems import Refused
+from kiln.server.problems import PROBLEM_RESPONSES, Refused
 from kiln.server.state import state_of
 from kiln.server.submit import MAX_NAME, json_object, read_upload
 
-router = APIRouter()
+router = APIRouter(responses=PROBLEM_RESPONSES)
 MAX_PAGE = 1000
 
 

@@ -11,6 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from kiln.server.auth import Caller, Submitter
+from kiln.server.problems import PROBLEM_RESPONSES
 from kiln.server.state import state_of
 
 if TYPE_CHECKING:
@@ -18,8 +19,9 @@ if TYPE_CHECKING:
 
     from db.models import Job
 
-router = APIRouter(tags=["jobs"])
+router = APIRouter(responses=PROBLEM_RESPONSES, tags=["jobs"])
 Status = Literal["waiting", "queued", "running", "succeeded", "failed", "cancelled"]
+WorkerQueue = Literal["cpu", "gpu", "cpu.user", "gpu.user"]  # scheduler.routing.QUEUES
 MAX_PAGE = 1000
 EVENT_LOSSES = 1000  # loss rows per `losses` event at most (a backlog is thinned)
 KEEPALIVE_S = 15.0
@@ -104,7 +106,8 @@ def params(request: Request, identity: Caller, job_id: str) -> dict[str, Any]:
 
 
 @router.get("/workers/live", tags=["fleet"], summary="Names of the live workers")
-def live_workers(request: Request, identity: Caller, queue: str | None = None) -> dict[str, Any]:
+def live_workers(request: Request, identity: Caller,
+                 queue: WorkerQueue | None = None) -> dict[str, Any]:  # fmt: skip
     """The live workers (serving `queue`, if given): what `--wait` checks before it warns."""
     from db.workers import live_workers as alive
 

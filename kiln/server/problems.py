@@ -23,6 +23,23 @@ TITLES = {400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not f
           500: "Internal error", 503: "Unavailable"}  # fmt: skip
 
 
+PROBLEM_SCHEMA = {
+    "type": "object",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
+        "detail": {"type": "string", "description": "Kiln's message, as `jobs` prints it"},
+        "error": {"type": "string", "description": "Kiln's error class: SpecError, DataError..."},
+        "field": {"type": "string"}, "column": {"type": "string"},
+    },
+}  # fmt: skip
+# The problems every route may answer with, declared in the OpenAPI document.
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"description": TITLES[code], "content": {PROBLEM: {"schema": PROBLEM_SCHEMA}}}
+    for code in (400, 401, 403, 404, 413, 422, 500, 503)
+}
+
+
 class Refused(Exception):
     """401 (no, a bad or a revoked token) or 403 (the role may not): raised by kiln.server.auth."""
 

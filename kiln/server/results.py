@@ -16,12 +16,13 @@ from starlette.background import BackgroundTask
 from kiln.errors import NotFound
 from kiln.server.auth import Caller, Identity
 from kiln.server.jobs import visible_job
+from kiln.server.problems import PROBLEM_RESPONSES
 from kiln.server.state import ServerState, state_of
 
 if TYPE_CHECKING:
     from kiln.export import JobResults
 
-router = APIRouter(tags=["results"])
+router = APIRouter(responses=PROBLEM_RESPONSES, tags=["results"])
 EXPORTS = {"netcdf": ("nc", "application/x-netcdf"), "csv": ("csv", "text/csv"),
            "json": ("json", "application/json")}  # fmt: skip
 # pyplot keeps one current figure per process: one figure at a time.

@@ -16,12 +16,13 @@ from kiln.catalog import LIBRARY_MODELS
 from kiln.errors import SpecError
 from kiln.server.auth import Submitter
 from kiln.server.jobs import visible_job
+from kiln.server.problems import PROBLEM_RESPONSES
 from kiln.server.state import ServerState, state_of
 from kiln.submitter import FileBytes
 from kiln.submitter import Request as JobRequest
 from scheduler.limits import Owner
 
-router = APIRouter(tags=["submit"])
+router = APIRouter(responses=PROBLEM_RESPONSES, tags=["submit"])
 # What a library model's fit takes besides its options (the rest it sets itself).
 LIBRARY_FIELDS = frozenset({"optim", "num_samples", "seed", "device", "queue", "priority",
                             "checkpoint_every", "checkpoint_every_s"})  # fmt: skip

@@ -258,3 +258,12 @@ def test_client_goes_through_the_api_when_kiln_api_url_is_set(
     direct = Client(database_url=api.stack.db_url)
     assert type(direct) is Client
     direct.close()
+
+
+def test_the_queues_the_api_names_are_the_fleets() -> None:
+    from typing import get_args
+
+    from kiln.server.jobs import WorkerQueue
+    from scheduler.routing import QUEUES
+
+    assert set(get_args(WorkerQueue)) == set(QUEUES)
