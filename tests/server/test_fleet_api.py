@@ -219,10 +219,12 @@ def test_the_event_stream_follows_a_job_until_it_is_cancelled(api: Api) -> None:
         time.sleep(1.0)
         api.http("alice").post(f"/jobs/{job_id}/cancel")
 
-    threading.Thread(target=cancel_later, daemon=True).start()
+    canceller = threading.Thread(target=cancel_later, daemon=True)
+    canceller.start()
     started = time.monotonic()
     got = events_of(api.http("alice").get(f"/jobs/{job_id}/events",
                                           params={"every_s": 0.2}).text)  # fmt: skip
+    canceller.join(timeout=30)  # its answer read before the server stops
     assert time.monotonic() - started < 10
     assert [(name, data["status"]) for _, name, data in got] == [
         ("progress", "queued"), ("progress", "cancelled"), ("end", "cancelled")]  # fmt: skip
