@@ -48,13 +48,16 @@ def get_job(session: Session, job_id: str, owner: str | None = None) -> Job:
 
 def list_jobs(
     session: Session, status: str | None = None, limit: int = 20, offset: int = 0,
-    owner: str | None = None,
+    owner: str | None = None, *, kind: str | None = None, model: str | None = None,
+    sweep_id: str | None = None,
 ) -> Sequence[Job]:  # fmt: skip
-    """The newest `limit` jobs after skipping `offset` (with this status, of this owner, if
-    given), newest first."""
+    """The newest `limit` jobs after skipping `offset` (with this status, of this owner, kind,
+    model or sweep, if given), newest first."""
     query = select(Job).order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)
-    if status:
-        query = query.where(Job.status == status)
+    for column, value in ((Job.status, status), (Job.kind, kind), (Job.model, model),
+                          (Job.sweep_id, sweep_id)):  # fmt: skip
+        if value:
+            query = query.where(column == value)
     if owner is not None:
         query = query.where(Job.owner == owner)
     return session.scalars(query).all()

@@ -46,14 +46,23 @@ def visible_job(session: Session, identity: Any, job_id: str) -> Job:
 @router.get("/jobs", summary="List jobs, newest first")
 def list_jobs(
     request: Request, identity: Caller, status: Status | None = None,
+    kind: Literal["fit", "predict", "batch"] | None = None,
+    model: Annotated[str | None, Query(max_length=255)] = None,
+    owner: Annotated[str | None, Query(max_length=255)] = None,
+    sweep: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20,
     offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
 ) -> list[dict[str, Any]]:  # fmt: skip
-    """The jobs the caller may see (a `submit` user: their own), newest first."""
+    """The jobs the caller may see (a `submit` user: their own), newest first, with this
+    status, kind, model (`linreg`, `hmm`, `eight_schools.py:model`...), owner or sweep id."""
     from db.jobs import list_jobs as rows
 
+    mine = identity.owner_filter
+    if mine is not None and owner not in (None, mine):
+        return []  # another user's jobs: none that this caller may see
     with state_of(request).sessions() as session:
-        found = rows(session, status, limit, offset, owner=identity.owner_filter)
+        found = rows(session, status, limit, offset, owner=mine or owner, kind=kind,
+                     model=model, sweep_id=sweep)  # fmt: skip
         return [job_document(session, job, attempts=False) for job in found]
 
 

@@ -269,3 +269,27 @@ def test_the_queues_the_api_names_are_the_fleets() -> None:
     from scheduler.routing import QUEUES
 
     assert set(get_args(WorkerQueue)) == set(QUEUES)
+
+
+def test_list_filters_and_pages(api: Api) -> None:
+    alices = [job_of(api, "alice") for _ in range(3)]
+    bobs = job_of(api, "bob")
+    admin = api.http("admin")
+
+    def ids(who: str, **params: Any) -> list[str]:
+        answer = api.http(who).get("/jobs", params=params)
+        assert answer.status_code == 200, answer.text
+        return [j["id"] for j in answer.json()]
+
+    assert ids("admin", owner="alice") == alices[::-1]
+    assert ids("admin", owner="alice", limit=2, offset=1) == alices[::-1][1:3]
+    assert ids("admin", model="linreg", kind="fit", status="queued") == [bobs, *alices[::-1]]
+    assert ids("admin", kind="predict") == []
+    assert ids("alice", owner="bob") == [] and ids("bob", owner="bob") == [bobs]
+    bad = admin.get("/jobs", params={"kind": "nonsense"})
+    assert bad.status_code == 422 and bad.headers["content-type"] == "application/problem+json"
+    assert (
+        admin.get("/jobs", params={"limt": 5})
+        .json()["detail"]
+        .startswith("unknown query parameter 'limt'; /jobs takes: ")
+    )
