@@ -155,13 +155,15 @@ class Reader:
 
     # -- results ----------------------------------------------------------------------------
 
-    def loss_rows(self, job_id: str) -> list[tuple[int, float]]:
-        """(step, loss) of every step, by step."""
+    def loss_rows(self, job_id: str, tail: int | None = None,
+                  every: int = 1) -> list[tuple[int, float]]:  # fmt: skip
+        """(step, loss) by step: of every step, or of the steps that are multiples of `every`,
+        and of those only the last `tail` when given."""
         from db.jobs import get_job
-        from db.results import get_losses
+        from db.losses import get_loss_page
 
         with self._sessionmaker()() as session:
-            return get_losses(session, get_job(session, job_id).id)
+            return get_loss_page(session, get_job(session, job_id).id, every=every, tail=tail)
 
     def metric_rows(
         self, job_id: str, name: str | None = None

@@ -6,7 +6,7 @@ from typing import Any, TypedDict
 
 import click
 
-from kiln.cli.app import App, jobs
+from kiln.cli.app import NOT_FOUND, App, jobs
 from kiln.render import FORMAT, JSON, emit_rows
 
 
@@ -21,8 +21,10 @@ def metrics(app: App, job_id: str, name: str | None, fmt: str) -> None:
     job = app.client.job_record(job_id)
     rows = app.client.metric_rows(job.id, name)
     if not rows:
+        have = sorted({r[0] for r in app.client.metric_rows(job.id)}) if name else []
         what = f"metric `{name}`" if name else "metrics"
-        app.abort(f"job {job.id} has no {what} (status {job.status})", 1)
+        known = f"; it has: {', '.join(have)}" if have else f" (status {job.status})"
+        app.abort(f"job {job.id} has no {what}{known}", NOT_FOUND)
     if fmt == "table":
         # One row per step, one column per metric: reads like a training log.
         names = list(dict.fromkeys(r[0] for r in rows))

@@ -58,19 +58,40 @@ def samples(app: App, job_id: str, site: str | None, raw: bool, fmt: str | None)
 @jobs.command()
 @click.argument("job_id")
 @click.option(
-    "--format", "fmt", type=click.Choice(["netcdf", "csv", "json"]), default="netcdf",
-    show_default=True,
-    help="netcdf: ArviZ InferenceData (arviz.from_netcdf); csv: one row per draw; json: all.",
+    "--format", "fmt", type=click.Choice(["netcdf", "csv", "json"]), default=None,
+    help="netcdf: ArviZ InferenceData (arviz.from_netcdf); csv: one row per draw; json: all"
+    " [default: by the file's extension: .nc, .csv, .json].",
 )  # fmt: skip
 @click.option("-o", "--output", required=True, help="File to write.")
 @click.pass_obj
-def export(app: App, job_id: str, fmt: str, output: str) -> None:
+def export(app: App, job_id: str, fmt: str | None, output: str) -> None:
     """Write a job's results to a file: posterior, predictive draws, observed data, losses."""
     from kiln.export import write_export
 
+    fmt = export_format(app, fmt, output)
     results = app.client.results(job_id)
     written = write_export(results, fmt, output)
     app.say(f"wrote {written} ({fmt}, job {results.job_id})")
+
+
+EXTENSIONS = {".nc": "netcdf", ".netcdf": "netcdf", ".nc4": "netcdf", ".csv": "csv",
+              ".json": "json"}  # fmt: skip
+
+
+def export_format(app: App, fmt: str | None, output: str) -> str:
+    """The format asked for, or the one the file's extension names; a file whose extension
+    names another format is refused (a .csv holding netCDF is no CSV)."""
+    from pathlib import Path
+
+    by_name = EXTENSIONS.get(Path(output).suffix.lower())
+    if fmt is None:
+        if by_name is None:
+            app.abort(f"-o {output}: give --format (netcdf, csv or json), or a file name ending"
+                      " in .nc, .csv or .json", BAD_INPUT)  # fmt: skip
+        return by_name
+    if by_name is not None and by_name != fmt:
+        app.abort(f"-o {output} names a {by_name} file, but --format is {fmt}", BAD_INPUT)
+    return fmt
 
 
 @jobs.command()

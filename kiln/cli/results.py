@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import click
 
 from kiln.cli.app import JOB_FAILED, OK, App, jobs
+from kiln.errors import NotFound
 from kiln.jobinfo import BatchInfo, JobInfo, McmcInfo, PredictInfo, SviInfo, info_for
 from kiln.records import STATS as STAT_KEYS
 from kiln.render import FORMAT, JSON, emit_rows, job_to_dict
@@ -55,7 +56,16 @@ def list_(app: App, status: str | None, limit: int, as_json: bool) -> None:
 
 
 def show_job(app: App, job_id: str, as_json: bool) -> None:
-    job = app.client.job_record(job_id)
+    try:
+        job = app.client.job_record(job_id)
+    except NotFound as not_a_job:
+        try:  # a sweep's id given where a job's goes: say so
+            sweep = app.client.sweep(job_id, members=False)
+        except NotFound:
+            raise not_a_job from None
+        members = sum(sweep.counts.values())
+        raise NotFound(f"{job_id} is not a job but a sweep of {members} members: `jobs sweep"
+                       f" show {sweep.id}`") from None  # fmt: skip
     attempts = app.client.attempts(job.id)
     doc = job_to_dict(job, attempts)
     if as_json:
@@ -99,11 +109,15 @@ def show(app: App, job_id: str, as_json: bool) -> None:
 
 @jobs.command()
 @click.argument("job_id")
+@click.option("--tail", type=click.IntRange(1, 10**9), default=None, metavar="N",
+              help="Only the last N rows.")  # fmt: skip
+@click.option("--every", type=click.IntRange(1, 10**12), default=1, show_default=True,
+              metavar="K", help="Only steps that are multiples of K.")  # fmt: skip
 @FORMAT
 @click.pass_obj
-def losses(app: App, job_id: str, fmt: str) -> None:
-    """The loss of every step: one row per step."""
-    emit_rows(["step", "loss"], app.client.loss_rows(job_id), fmt)
+def losses(app: App, job_id: str, tail: int | None, every: int, fmt: str) -> None:
+    """The loss of every step: one row per step (or every K-th, or the last N)."""
+    emit_rows(["step", "loss"], app.client.loss_rows(job_id, tail=tail, every=every), fmt)
 
 
 @jobs.command()

@@ -1,0 +1,87 @@
+"""Reading results from the CLI: thinned losses, a missing metric, a sweep's id where a job's
+goes, and an export whose file name and format disagree."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner, Result
+
+from tests.conftest import (
+    EMBEDDED_AND_FLEET,
+    RUGGED,
+    RUGGED_FORMULA,
+    Stack,
+    offline_client,
+    run_in_process,
+)
+
+pytestmark = EMBEDDED_AND_FLEET
+
+
+def jobs(stack: Stack, *args: str) -> Result:
+    from kiln.cli import get_cli
+
+    env = {"KILN_HOME": str(stack.home), "KILN_DATABASE_URL": stack.db_url}
+    return CliRunner().invoke(get_cli(), list(args), env=env)
+
+
+def fitted(stack: Stack, steps: int = 100) -> str:
+    client = offline_client(stack)
+    job_id = client.submit_fit(RUGGED, RUGGED_FORMULA, steps=steps, seed=0, num_samples=50)
+    assert run_in_process(stack, job_id) == "succeeded"
+    return job_id
+
+
+def test_losses_thinned_and_the_tail(stack: Stack) -> None:
+    job_id = fitted(stack)
+    done = jobs(stack, "losses", job_id, "--every", "25", "--format", "json")
+    assert [r["step"] for r in json.loads(done.stdout)] == [0, 25, 50, 75]
+    done = jobs(stack, "losses", job_id, "--tail", "2", "--every", "10", "--format", "json")
+    assert [r["step"] for r in json.loads(done.stdout)] == [80, 90]
+    assert jobs(stack, "losses", job_id, "--tail", "0").exit_code == 2
+
+
+def test_a_missing_metric_is_not_found_and_names_those_there(stack: Stack) -> None:
+    from db.models import Metric
+
+    job_id = fitted(stack, steps=10)
+    none = jobs(stack, "metrics", job_id)
+    assert none.exit_code == 3 and f"job {job_id} has no metrics" in none.output
+    with stack.sessions()() as session:
+        session.add_all([Metric(job_id=job_id, name=n, step=1, epoch=1, value=1.0)
+                         for n in ("test_elbo", "train_elbo")])  # fmt: skip
+        session.commit()
+    missing = jobs(stack, "metrics", job_id, "--name", "nosuch")
+    assert missing.exit_code == 3
+    assert f"job {job_id} has no metric `nosuch`; it has: test_elbo, train_elbo" in missing.output
+
+
+def test_showing_a_sweeps_id_as_a_job_says_it_is_a_sweep(stack: Stack) -> None:
+    done = offline_client(stack).submit_sweep(RUGGED, RUGGED_FORMULA, grid={"lr": [0.01, 0.02]},
+                                               steps=10)  # fmt: skip
+    shown = jobs(stack, "show", done.sweep_id)
+    assert shown.exit_code == 3
+    assert f"is not a job but a sweep of 2 members: `jobs sweep show {done.sweep_id}`" in (
+        shown.output
+    )
+    assert "job nosuchjob not found" in jobs(stack, "show", "nosuchjob").output
+
+
+def test_export_takes_its_format_from_the_file_name_and_refuses_a_mismatch(
+    stack: Stack, tmp_path: Path
+) -> None:
+    job_id = fitted(stack, steps=10)
+    csv = tmp_path / "out.csv"
+    assert jobs(stack, "export", job_id, "-o", str(csv)).exit_code == 0
+    assert csv.read_text().splitlines()[0].startswith("draw,Intercept,")
+    mismatch = jobs(stack, "export", job_id, "-o", str(tmp_path / "x.csv"), "--format", "netcdf")
+    assert mismatch.exit_code == 2 and "names a csv file, but --format is netcdf" in mismatch.output
+    assert not (tmp_path / "x.csv").exists()
+    unknown = jobs(stack, "export", job_id, "-o", str(tmp_path / "x.out"))
+    assert unknown.exit_code == 2 and "give --format" in unknown.output
+    assert (
+        jobs(stack, "export", job_id, "-o", str(tmp_path / "x.out"), "--format", "json").exit_code
+        == 0
+    )
