@@ -12,8 +12,9 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
 
 
-def open_database(settings: Settings) -> tuple[Any, sessionmaker[Session]]:
+def open_database(settings: Settings, pool: int | None = None) -> tuple[Any, sessionmaker[Session]]:
     """Connect; the embedded SQLite database migrates itself, any other must be at head.
+    `pool`: connections to keep open (a server's threads), for databases that pool them.
 
     Raises InfraError (exit 4 in the CLI) when the database is unreachable or behind.
     """
@@ -23,8 +24,9 @@ def open_database(settings: Settings) -> tuple[Any, sessionmaker[Session]]:
     from db.session import make_engine, make_sessionmaker
 
     url = settings.db_url
+    sized = {"pool_size": pool, "max_overflow": pool} if pool and "sqlite" not in url else {}
     try:
-        engine = make_engine(url)
+        engine = make_engine(url, **sized)
     except (ArgumentError, NoSuchModuleError, ValueError) as e:
         raise SpecError(f"KILN_DATABASE_URL {redact(url)} is not usable: {redact(str(e))}") from e
     try:

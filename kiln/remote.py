@@ -64,6 +64,7 @@ class RemoteClient(RemoteResults, RemoteFleet, Client):
                             " http://127.0.0.1:8321", field="api_url")  # fmt: skip
         self.settings = settings
         self._engine = self._sessions = self._celery = self._make_celery = None
+        self._recent: tuple[str, float, dict[str, Any]] | None = None
         token = settings.token.get_secret_value()
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(base_url=settings.api_url.rstrip("/"), headers=headers,
@@ -140,7 +141,22 @@ class RemoteClient(RemoteResults, RemoteFleet, Client):
     # -- reading -----------------------------------------------------------------------------
 
     def job_record(self, job_id: str) -> JobRecord:
-        return _job_record(self._call("GET", f"/jobs/{quote(job_id, safe='')}"))
+        import time
+
+        doc: dict[str, Any] = self._call("GET", f"/jobs/{quote(job_id, safe='')}")
+        self._recent = (doc["id"], time.monotonic(), doc)  # for attempts() right after
+        return _job_record(doc)
+
+    def _job_doc(self, job_id: str) -> dict[str, Any]:
+        """The document job_record() read for this full id less than a second ago (`jobs
+        show` reads the job, then its attempts: one request, not two), else GET it."""
+        import time
+
+        recent, self._recent = self._recent, None
+        if recent is not None and recent[0] == job_id and time.monotonic() - recent[1] < 1.0:
+            return recent[2]
+        doc: dict[str, Any] = self._call("GET", f"/jobs/{quote(job_id, safe='')}")
+        return doc
 
     def job_records(self, status: str | None = None, limit: int = 20) -> list[JobRecord]:
         params: dict[str, Any] = {"limit": limit, **({"status": status} if status else {})}
@@ -152,7 +168,7 @@ class RemoteClient(RemoteResults, RemoteFleet, Client):
                           device=a["device"], started_at=_moment(a["started_at"]),
                           ended_at=_maybe(a["ended_at"]), outcome=a["outcome"],
                           error=a["error"])
-            for a in self._call("GET", f"/jobs/{quote(job_id, safe='')}")["attempt_log"]
+            for a in self._job_doc(job_id)["attempt_log"]
         ]  # fmt: skip
 
     def job(self, job_id: str) -> dict[str, Any]:

@@ -94,9 +94,15 @@ def _plain(error: Exception) -> str:
     return " ".join(_ANSI.sub("", str(error)).split())
 
 
-def _column_list(columns: list[str], limit: int = 12) -> str:
+def _column_list(columns: list[str], limit: int = 12, near: str | None = None) -> str:
+    """The columns, the first `limit` of them; with `near`, those spelt like it first."""
+    import difflib
+
+    close = difflib.get_close_matches(near, columns, n=3, cutoff=0.6) if near else []
+    hint = f"did you mean {' or '.join(f'`{c}`' for c in close)}? " if close else ""
     shown = ", ".join(columns[:limit])
-    return shown + (f", ... ({len(columns)} in all)" if len(columns) > limit else "")
+    more = f", ... ({len(columns)} in all)" if len(columns) > limit else ""
+    return f"{hint}have: {shown}{more}"
 
 
 def build_design(
@@ -148,7 +154,8 @@ def build_design(
         missing = sorted({*missing, *lhs_missing})
     if missing:
         raise DataError(
-            f"column `{missing[0]}` not in data (have: {_column_list(columns)})", column=missing[0]
+            f"column `{missing[0]}` not in data ({_column_list(columns, near=missing[0])})",
+            column=missing[0],
         )
     has_response = not lhs_missing
     indexed = frame.set_axis(pd.RangeIndex(len(frame)))
@@ -259,8 +266,8 @@ def group_values(frame: pd.DataFrame, column: str) -> list[str]:
     """The distinct non-missing values of `column`, as text (how a sweep names its groups)."""
     if column not in frame.columns:
         raise DataError(
-            f"--group-by column `{column}` not in data (have:"
-            f" {_column_list([str(c) for c in frame.columns])})",
+            f"--group-by column `{column}` not in data"
+            f" ({_column_list([str(c) for c in frame.columns], near=column)})",
             column=column,
         )
     values = frame[column].dropna()

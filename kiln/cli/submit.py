@@ -212,9 +212,14 @@ def _model_request(
     from scheduler.usermodel import parse_model_option
 
     if ":" not in options["model"] and not options["model"].endswith(".py"):
+        import difflib
+
+        known = [*MODELS, *LIBRARY_MODELS]
+        close = difflib.get_close_matches(options["model"], known, n=1, cutoff=0.6)
+        hint = f"; did you mean `{close[0]}`?" if close else ""
         raise SpecError(
-            f"--model {options['model']!r}: not a built-in model ({', '.join(MODELS)}) nor a"
-            " FILE.py[:FUNCTION]",
+            f"--model {options['model']!r}: not a built-in model ({', '.join(known)}) nor a"
+            f" FILE.py[:FUNCTION]{hint}",
             field="model",
         )
     path, function = parse_model_option(options["model"])

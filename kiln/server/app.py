@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 FIELDS_BYTES = 1024 * 1024  # room for the form fields and multipart framing beside the files
+THREADS = 40  # anyio's default thread limit, which runs the sync routes and token checks
 USER_CAP = "your cap: KILN_USER_MAX_UPLOAD_MB, or your token's own"
 
 
@@ -170,7 +171,9 @@ def _state(settings: Settings, client: Client | None) -> ServerState:
         return ServerState(settings, client._sessionmaker(), client, Verified())
     from kiln.connect import open_database
 
-    engine, sessions = open_database(settings)
+    # As many pooled connections as the threads that run routes and the gate's token checks
+    # hold at once: a smaller pool closes and reopens connections under load (bench_server).
+    engine, sessions = open_database(settings, pool=THREADS)
 
     def celery() -> Any:  # the Client makes it on the first submission and keeps it
         from worker.app import make_app

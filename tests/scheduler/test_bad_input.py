@@ -27,7 +27,10 @@ def queued_messages(broker_url: str) -> int:
 BAD = [
     (["--model", "nope"], "nope"),
     (["--guide", "AutoMagic"], "AutoMagic"),
-    (["--formula", "log(rgdppc_2000) ~ cont_africa * ruggd"], "column `ruggd` not in data"),
+    (
+        ["--formula", "log(rgdppc_2000) ~ cont_africa * ruggd"],
+        "column `ruggd` not in data (did you mean `rugged`",
+    ),
     (["--formula", "log(rgdppc_2000) ~ (rugged"], "does not parse"),
     (["--formula", "~ rugged"], "has no response"),
     (["--steps", "0"], "spec.steps: must be > 0"),

@@ -120,9 +120,12 @@ def test_bad_model_or_data_writes_nothing(stack, tmp_path, source, data, extra, 
 def test_missing_model_file_and_unknown_model_are_named(stack, tmp_path) -> None:
     result = submit("--model", str(tmp_path / "nope.py"), "--data", str(SCHOOLS_JSON))
     assert result.exit_code == 2 and "nope.py not found" in result.stderr
-    result = submit("--model", "lineargression", "--data", str(SCHOOLS_JSON))
+    result = submit("--model", "linreq", "--data", str(SCHOOLS_JSON))
     assert result.exit_code == 2
-    assert "not a built-in model (linreg) nor a FILE.py[:FUNCTION]" in result.stderr
+    assert (
+        "--model 'linreq': not a built-in model (linreg, bnn-classifier, forecast-linreg,"
+        " forecast-bnn, vae, hmm) nor a FILE.py[:FUNCTION]; did you mean `linreg`?"
+    ) in result.stderr
     assert_nothing_written(stack)
 
 
