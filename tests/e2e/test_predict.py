@@ -11,14 +11,22 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pytest
 
-from tests.conftest import EMBEDDED_AND_FLEET, RUGGED, RUGGED_FORMULA, Stack, run_cli
+from tests.conftest import (
+    DIRECT_AND_API,
+    EMBEDDED_AND_FLEET,
+    RUGGED,
+    RUGGED_FORMULA,
+    Stack,
+    cli_json,
+    run_cli,
+)
 
 if TYPE_CHECKING:
     from arviz import InferenceData
 
 
 def submit(stack: Stack, *args: str) -> tuple[Any, subprocess.CompletedProcess[str]]:
-    out = run_cli("submit", *args, "--json", env=stack.env)
+    out = run_cli("submit", *args, "--json", env=stack.user_env)
     assert out.returncode in (0, 1), out.stderr
     return json.loads(out.stdout), out
 
@@ -36,8 +44,11 @@ def open_netcdf(path: Path) -> InferenceData:
     return idata
 
 
-@EMBEDDED_AND_FLEET  # the mixed pairs add nothing here that tests/cli does not cover
-def test_fit_then_predict_800_covers_90_percent_and_exports(stack, start_worker, tmp_path) -> None:
+# The mixed pairs add nothing here that tests/cli does not cover; the API's export and plot do.
+@DIRECT_AND_API
+def test_fit_then_predict_800_covers_90_percent_and_exports(
+    stack, via, start_worker, tmp_path
+) -> None:
     start_worker("w1")
     (fit, predict), out = submit(
         stack, *fit_args("--steps", "1000", "--seed", "0", "--then-predict", "800", "--wait")
@@ -50,33 +61,34 @@ def test_fit_then_predict_800_covers_90_percent_and_exports(stack, start_worker,
     assert 0.80 <= info["coverage_90"] <= 0.97
 
     # Stored summaries: the 90% interval of obs, row by row, covers the data as said.
-    rows = json.loads(
-        run_cli("samples", predict["id"], "--site", "obs", "--format", "json", env=stack.env).stdout
-    )
+    rows = cli_json(stack, "samples", predict["id"], "--site", "obs", "--format", "json")
     assert [r["site"] for r in rows] == [f"obs[{i}]" for i in range(170)]
     assert all(r["kind"] == "predictive" and r["q05"] < r["q50"] < r["q95"] for r in rows)
 
     # The raw draws are there too: 800 x 170.
-    raw = run_cli("samples", predict["id"], "--site", "obs", "--raw", env=stack.env).stdout
-    lines = raw.splitlines()
+    raw = run_cli("samples", predict["id"], "--site", "obs", "--raw", env=stack.user_env)
+    assert raw.returncode == 0, raw.stderr
+    lines = raw.stdout.splitlines()
     assert lines[0].split(",")[:3] == ["draw", "obs[0]", "obs[1]"] and len(lines) == 801
     draws = np.loadtxt(lines[1:], delimiter=",")[:, 1:]
     assert draws.shape == (800, 170)
 
     # ArviZ opens the export; its posterior means are `jobs params` of the predict job.
     path = tmp_path / "rugged.nc"
-    done = run_cli("export", predict["id"], "--format", "netcdf", "-o", str(path), env=stack.env)
+    done = run_cli(
+        "export", predict["id"], "--format", "netcdf", "-o", str(path), env=stack.user_env
+    )
     assert done.returncode == 0, done.stderr
     idata = open_netcdf(path)
     for group in ("posterior", "posterior_predictive", "observed_data", "constant_data", "loss"):
         assert group in idata.groups(), idata.groups()
-    params = json.loads(run_cli("params", predict["id"], "--format", "json", env=stack.env).stdout)
+    params = cli_json(stack, "params", predict["id"], "--format", "json")
     for row in params:
         # in float64, as the stored summary is: a float32 mean over 800 draws of a value near 9
         # can be 1e-6 off by rounding alone
         drawn = idata["posterior"][row["site"]].astype("float64")
         assert float(drawn.mean()) == pytest.approx(row["mean"], abs=1e-6)
-    fit_params = json.loads(run_cli("params", fit["id"], "--format", "json", env=stack.env).stdout)
+    fit_params = cli_json(stack, "params", fit["id"], "--format", "json")
     for a, b in zip(params, fit_params, strict=True):
         assert a["site"] == b["site"] and abs(a["mean"] - b["mean"]) < 0.05
     assert idata["posterior_predictive"]["obs"].shape == (1, 800, 170)
@@ -91,7 +103,9 @@ def test_fit_then_predict_800_covers_90_percent_and_exports(stack, start_worker,
 
     # The tutorial's figure, from stored draws only.
     png = tmp_path / "predictive.png"
-    drawn = run_cli("plot", predict["id"], "--kind", "predictive", "-o", str(png), env=stack.env)
+    drawn = run_cli(
+        "plot", predict["id"], "--kind", "predictive", "-o", str(png), env=stack.user_env
+    )
     assert drawn.returncode == 0, drawn.stderr
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
 

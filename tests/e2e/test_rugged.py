@@ -10,11 +10,20 @@ from typing import Any
 import pytest
 import torch
 
-from tests.conftest import EMBEDDED_AND_FLEET, RUGGED, RUGGED_FORMULA, Stack, run_cli
+from tests.conftest import (
+    DIRECT_AND_API,
+    DIRECT_AND_SLOW_API,
+    EMBEDDED_AND_FLEET,
+    RUGGED,
+    RUGGED_FORMULA,
+    Stack,
+    cli_json,
+    run_cli,
+)
 
 # Worker-process tests run on the embedded defaults and a fleet (PostgreSQL + Redis); the mixed
 # pairs are covered by the in-process submission tests (tests/scheduler/test_bad_input.py).
-pytestmark = EMBEDDED_AND_FLEET
+# A user's scenarios run through the HTTP API too (`via`), with the same results.
 
 TUTORIAL = {"Intercept": 9.17, "cont_africa": -1.85, "rugged": -0.19, "cont_africa:rugged": 0.36}
 
@@ -24,13 +33,14 @@ def submit_rugged(stack: Stack, *extra: str, wait: bool = True) -> subprocess.Co
             "--formula", RUGGED_FORMULA, "--json", *extra]  # fmt: skip
     if wait:
         args += ["--wait", "--timeout", "240"]
-    return run_cli(*args, env=stack.env)
+    return run_cli(*args, env=stack.user_env)
 
 
+@DIRECT_AND_API
 @pytest.mark.parametrize(
     "guide", ["AutoNormal", pytest.param("AutoMultivariateNormal", marks=pytest.mark.slow)]
 )
-def test_rugged_fit_through_a_worker_matches_the_tutorial(stack, start_worker, guide) -> None:
+def test_rugged_fit_through_a_worker_matches_the_tutorial(stack, via, start_worker, guide) -> None:
     start_worker("w1")
     done = submit_rugged(stack, "--guide", guide, "--steps", "1000", "--lr", "0.02", "--seed", "0")
     assert done.returncode == 0, done.stderr
@@ -44,7 +54,7 @@ def test_rugged_fit_through_a_worker_matches_the_tutorial(stack, start_worker, g
     assert job["info"]["elbo"] == "JitTrace_ELBO"
     assert [a["outcome"] for a in job["attempt_log"]] == ["succeeded"]
 
-    params = json.loads(run_cli("params", job["id"], "--format", "json", env=stack.env).stdout)
+    params = cli_json(stack, "params", job["id"], "--format", "json")
     means = {row["site"]: row["mean"] for row in params}
     assert set(means) == {*TUTORIAL, "sigma"}
     for site, published in TUTORIAL.items():
@@ -52,15 +62,18 @@ def test_rugged_fit_through_a_worker_matches_the_tutorial(stack, start_worker, g
     for row in params:
         assert row["q05"] < row["q50"] < row["q95"] and row["sd"] > 0 and row["shape"] == []
 
-    losses = json.loads(run_cli("losses", job["id"], "--format", "json", env=stack.env).stdout)
+    losses = cli_json(stack, "losses", job["id"], "--format", "json")
     assert [row["step"] for row in losses] == list(range(1000))
     tail = [row["loss"] for row in losses[-100:]]
     assert abs(sum(tail) / 100 - 248) < 5
 
-    csv_out = run_cli("losses", job["id"], "--format", "csv", env=stack.env).stdout.splitlines()
-    assert csv_out[0] == "step,loss" and len(csv_out) == 1001
+    csv_out = run_cli("losses", job["id"], "--format", "csv", env=stack.user_env)
+    assert csv_out.returncode == 0, csv_out.stderr
+    lines = csv_out.stdout.splitlines()
+    assert lines[0] == "step,loss" and len(lines) == 1001
 
 
+@EMBEDDED_AND_FLEET
 def test_losses_are_queryable_with_plain_sql(stack, start_worker) -> None:
     from sqlalchemy import text
 
@@ -78,6 +91,7 @@ def test_losses_are_queryable_with_plain_sql(stack, start_worker) -> None:
     assert {r.site for r in stored} == {*TUTORIAL, "sigma"}
 
 
+@EMBEDDED_AND_FLEET
 def test_same_seed_gives_the_same_fit(stack, start_worker) -> None:
     start_worker("w1")
     first = json.loads(submit_rugged(stack, "--steps", "100", "--seed", "7").stdout)
@@ -92,6 +106,7 @@ def test_same_seed_gives_the_same_fit(stack, start_worker) -> None:
     torch.testing.assert_close([r["loss"] for r in a], [r["loss"] for r in b], rtol=1e-4, atol=0)
 
 
+@EMBEDDED_AND_FLEET
 def test_nan_loss_fails_the_job_once_with_a_message(stack, start_worker) -> None:
     start_worker("w1")
     done = submit_rugged(stack, "--steps", "300", "--lr", "1e9", "--seed", "0",
@@ -103,6 +118,7 @@ def test_nan_loss_fails_the_job_once_with_a_message(stack, start_worker) -> None
     assert job["attempts"] == 1
 
 
+@EMBEDDED_AND_FLEET
 def test_wait_without_a_worker_says_so_and_times_out(stack) -> None:
     started = time.monotonic()
     done = submit_rugged(stack, "--steps", "10", wait=False)
@@ -114,7 +130,8 @@ def test_wait_without_a_worker_says_so_and_times_out(stack) -> None:
     assert time.monotonic() - started < 60
 
 
-def test_cancel_stops_a_running_fit_within_seconds(stack, start_worker) -> None:
+@DIRECT_AND_SLOW_API
+def test_cancel_stops_a_running_fit_within_seconds(stack, via, start_worker) -> None:
     from db.models import Job
 
     stack.extra["KILN_FLUSH_EVERY_S"] = "1.0"  # the default: the cancel check rides on it
@@ -122,11 +139,11 @@ def test_cancel_stops_a_running_fit_within_seconds(stack, start_worker) -> None:
     job = json.loads(submit_rugged(stack, "--steps", "200000", "--seed", "1", wait=False).stdout)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        shown = json.loads(run_cli("show", job["id"], "--json", env=stack.env).stdout)
+        shown = cli_json(stack, "show", job["id"], "--json")
         if shown["status"] == "running" and shown["progress"]["step"] > 0:
             break
         time.sleep(0.3)
-    assert run_cli("cancel", job["id"], env=stack.env).returncode == 0
+    assert run_cli("cancel", job["id"], env=stack.user_env).returncode == 0
     asked = time.monotonic()
     status = None
     while time.monotonic() - asked < 15 and status != "cancelled":
@@ -137,10 +154,11 @@ def test_cancel_stops_a_running_fit_within_seconds(stack, start_worker) -> None:
     print(f"\ncancel: status cancelled {latency:.2f} s after `jobs cancel` returned")
     assert status == "cancelled"
     assert latency < 5
-    kept = json.loads(run_cli("losses", job["id"], "--format", "json", env=stack.env).stdout)
+    kept = cli_json(stack, "losses", job["id"], "--format", "json")
     assert len(kept) > 0  # what it had done is kept
 
 
+@EMBEDDED_AND_FLEET
 def test_cancelled_queued_job_never_starts(stack, start_worker) -> None:
     job = json.loads(submit_rugged(stack, "--steps", "10", wait=False).stdout)
     out = json.loads(run_cli("cancel", job["id"], "--json", env=stack.env).stdout)

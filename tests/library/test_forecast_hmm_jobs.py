@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.conftest import EMBEDDED_AND_FLEET, SHARED, Stack, cli_json, run_cli
+from tests.conftest import DIRECT_AND_SLOW_API, SHARED, Stack, cli_json, run_cli
 
 ETH = SHARED / "ethusd_tweets.csv"
 EMBEDDED = pytest.mark.parametrize(
@@ -23,13 +23,15 @@ def submit(
     stack: Stack, *args: str, timeout: int = 300
 ) -> tuple[subprocess.CompletedProcess[str], Any]:
     done = run_cli("submit", "fit", *args, "--json", "--wait", "--timeout", str(timeout),
-                   env=stack.env, timeout=timeout + 60)  # fmt: skip
+                   env=stack.user_env, timeout=timeout + 60)  # fmt: skip
     assert done.stdout.strip(), done.stderr
     return done, json.loads(done.stdout)
 
 
-@EMBEDDED_AND_FLEET
-def test_forecast_linreg_fit_then_predict_the_last_30_days(stack, start_worker, tmp_path) -> None:
+@DIRECT_AND_SLOW_API
+def test_forecast_linreg_fit_then_predict_the_last_30_days(
+    stack, via, start_worker, tmp_path
+) -> None:
     start_worker("w1")
     done, (fit, predict) = submit(stack, "--model", "forecast-linreg", "--data", str(ETH),
                                   "--set", "epochs=60", "--seed", "0",
@@ -53,7 +55,8 @@ def test_forecast_linreg_fit_then_predict_the_last_30_days(stack, start_worker, 
     samples = {r["site"]: r for r in cli_json(stack, "samples", predict["id"], "--format", "json")}
     assert "forecast[29]" in samples and samples["forecast[0]"]["sd"] > 0
     png = tmp_path / "forecast.png"
-    plotted = run_cli("plot", predict["id"], "--kind", "predictive", "-o", str(png), env=stack.env)
+    plotted = run_cli("plot", predict["id"], "--kind", "predictive", "-o", str(png),
+                      env=stack.user_env)  # fmt: skip
     assert plotted.returncode == 0, plotted.stderr
     assert png.stat().st_size > 10_000
 

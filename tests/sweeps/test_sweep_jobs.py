@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import (
     FAST_FLEET,
-    FLEET_AND_SLOW_EMBEDDED,
+    FLEET_AND_SLOW_EMBEDDED_AND_API,
     RUGGED,
     RUGGED_FORMULA,
     Stack,
@@ -31,7 +31,7 @@ def submit_sweep(
     stack: Stack, *args: str, timeout: int = 300
 ) -> tuple[subprocess.CompletedProcess[str], Any]:
     done = run_cli("submit", "sweep", "--model", "linreg", "--data", str(RUGGED), *args,
-                   "--json", "--wait", "--timeout", str(timeout), env=stack.env,
+                   "--json", "--wait", "--timeout", str(timeout), env=stack.user_env,
                    timeout=timeout + 60)  # fmt: skip
     assert done.stdout.strip(), done.stderr
     return done, json.loads(done.stdout)
@@ -43,8 +43,10 @@ def posterior_means(sweep: dict[str, Any]) -> dict[int, dict[str, float]]:
 
 # Long: `make test-slow` (CI runs it too).
 @pytest.mark.slow
-@FLEET_AND_SLOW_EMBEDDED
-def test_a_sweep_packs_what_it_can_and_every_member_is_an_ordinary_job(stack, start_worker) -> None:
+@FLEET_AND_SLOW_EMBEDDED_AND_API
+def test_a_sweep_packs_what_it_can_and_every_member_is_an_ordinary_job(
+    stack, via, start_worker
+) -> None:
     start_worker("w1")
     done, sweep = submit_sweep(
         stack, "--formula", RUGGED_FORMULA, "--grid", "lr=0.005,0.02",
@@ -73,13 +75,13 @@ def test_a_sweep_packs_what_it_can_and_every_member_is_an_ordinary_job(stack, st
         assert all(r["sd"] > 0 and r["kind"] == "posterior" for r in samples)
     # a packed member is a fit like any other: predict from it
     predicted = run_cli("submit", "predict", "--from", packed[0]["job_id"], "--samples", "100",
-                        "--wait", "--json", env=stack.env)  # fmt: skip
+                        "--wait", "--json", env=stack.user_env)  # fmt: skip
     assert predicted.returncode == 0, predicted.stderr
     assert json.loads(predicted.stdout)["info"]["coverage_90"] > 0.8
     # bootstrap replicates differ; the same replicate with another seed stays close
     means = posterior_means(sweep)
     assert abs(means[0]["rugged"] - means[2]["rugged"]) > 0.01  # replicates 0 and 1, seed 5
-    shown = run_cli("sweep", "show", sweep["id"], "--format", "csv", env=stack.env)
+    shown = run_cli("sweep", "show", sweep["id"], "--format", "csv", env=stack.user_env)
     assert shown.returncode == 0 and shown.stdout.count("\n") == 17, shown.stderr
     assert "8 member(s) as ordinary jobs" in shown.stderr
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.conftest import FLEET_AND_SLOW_EMBEDDED, Stack, run_cli
+from tests.conftest import FLEET_AND_SLOW_EMBEDDED_AND_API, Stack, cli_json, run_cli
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 SCHOOLS_PY = EXAMPLES / "eight_schools.py"
@@ -24,7 +24,7 @@ def submit(
     stack: Stack, *args: str, timeout: int = 400
 ) -> tuple[subprocess.CompletedProcess[str], Any]:
     done = run_cli("submit", "fit", *args, "--json", "--wait", "--timeout", str(timeout),
-                   env=stack.env, timeout=timeout + 60)  # fmt: skip
+                   env=stack.user_env, timeout=timeout + 60)  # fmt: skip
     return done, json.loads(done.stdout) if done.stdout.strip() else None
 
 
@@ -35,18 +35,22 @@ def user_code_on(stack: Stack) -> Stack:
     return stack
 
 
-FLEET = pytest.mark.parametrize(
-    ("db_url", "broker_url"),
-    [pytest.param("postgres", "redis", marks=[pytest.mark.postgres, pytest.mark.redis])],
+# The fleet, with users reaching it directly and through the HTTP API (`via`).
+FLEET_DIRECT_AND_API = pytest.mark.parametrize(
+    ("db_url", "broker_url", "via"),
+    [
+        pytest.param("postgres", "redis", how, marks=[pytest.mark.postgres, pytest.mark.redis])
+        for how in ("direct", "api")
+    ],
     indirect=True,
-    ids=["postgres-redis"],
+    ids=["postgres-redis", "postgres-redis-api"],
 )
 
 
 # Long: `make test-slow` (CI runs it too).
 @pytest.mark.slow
-@FLEET
-def test_eight_schools_nuts_through_a_worker(user_code_on, start_worker, tmp_path) -> None:
+@FLEET_DIRECT_AND_API
+def test_eight_schools_nuts_through_a_worker(user_code_on, via, start_worker, tmp_path) -> None:
     stack = user_code_on
     start_worker("w1")
     done, job = submit(stack, "--model", f"{SCHOOLS_PY}:model", "--data", str(SCHOOLS_JSON),
@@ -59,7 +63,7 @@ def test_eight_schools_nuts_through_a_worker(user_code_on, start_worker, tmp_pat
     assert info["method"] == "nuts" and info["chains"] == 4 and info["jit"] is True
     assert len(info["chain_seconds"]) == 4
 
-    diag = json.loads(run_cli("diagnostics", job["id"], "--json", env=stack.env).stdout)
+    diag = cli_json(stack, "diagnostics", job["id"], "--json")
     rows = {row["site"]: row for row in diag["sites"]}
     assert {"mu", "tau", "theta_tilde[0]", "theta[7]"} <= set(rows)
     for site, row in rows.items():
@@ -69,11 +73,13 @@ def test_eight_schools_nuts_through_a_worker(user_code_on, start_worker, tmp_pat
         assert abs(rows[site]["mean"] - published) < 1.5, (site, rows[site])
     assert len(diag["per_chain"]) == 4
     assert all(0 < c["step_size"] < 2 and c["tree_depth_max"] >= 1 for c in diag["per_chain"])
-    table = run_cli("diagnostics", job["id"], env=stack.env)
+    table = run_cli("diagnostics", job["id"], env=stack.user_env)
     assert table.returncode == 0 and "r_hat" in table.stdout and "ess_bulk" in table.stdout
 
     out = tmp_path / "schools.nc"
-    exported = run_cli("export", job["id"], "--format", "netcdf", "-o", str(out), env=stack.env)
+    exported = run_cli(
+        "export", job["id"], "--format", "netcdf", "-o", str(out), env=stack.user_env
+    )
     assert exported.returncode == 0, exported.stderr
     import arviz as az
 
@@ -88,8 +94,8 @@ def test_eight_schools_nuts_through_a_worker(user_code_on, start_worker, tmp_pat
 
 # Long: `make test-slow` (CI runs it too).
 @pytest.mark.slow
-@FLEET_AND_SLOW_EMBEDDED
-def test_eight_schools_by_svi_with_a_full_rank_guide(user_code_on, start_worker) -> None:
+@FLEET_AND_SLOW_EMBEDDED_AND_API
+def test_eight_schools_by_svi_with_a_full_rank_guide(user_code_on, via, start_worker) -> None:
     stack = user_code_on
     start_worker("w1")
     done, job = submit(stack, "--model", str(SCHOOLS_PY), "--data", str(SCHOOLS_JSON),
@@ -97,12 +103,12 @@ def test_eight_schools_by_svi_with_a_full_rank_guide(user_code_on, start_worker)
                        "--seed", "0")  # fmt: skip
     assert done.returncode == 0, (done.stderr, job)
     assert job["info"]["elbo"] == "Trace_ELBO"
-    params = json.loads(run_cli("params", job["id"], "--format", "json", env=stack.env).stdout)
+    params = cli_json(stack, "params", job["id"], "--format", "json")
     means = {row["site"]: row["mean"] for row in params}
     assert {"mu", "tau", "theta_tilde[0]", "theta[0]"} <= set(means)
     assert abs(means["mu"] - PUBLISHED["mu"]) < 1.5
     assert 0.5 < means["tau"] < 6
-    losses = json.loads(run_cli("losses", job["id"], "--format", "json", env=stack.env).stdout)
+    losses = cli_json(stack, "losses", job["id"], "--format", "json")
     assert len(losses) == 1500
     assert np.mean([r["loss"] for r in losses[-100:]]) < np.mean([r["loss"] for r in losses[:50]])
 
