@@ -3,6 +3,8 @@ SQLite and PostgreSQL, and migrating a database from 0007 keeps its rows."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import sqlalchemy as sa
 from alembic import command
 from sqlalchemy import select
@@ -110,4 +112,27 @@ def test_upgrading_sqlite_from_0005_keeps_the_losses_of_its_jobs(tmp_path) -> No
     with engine.connect() as connection:
         assert connection.execute(sa.text("SELECT count(*) FROM losses")).scalar_one() == 2
         assert connection.execute(sa.text("PRAGMA foreign_keys")).scalar_one() == 1  # back on
+    engine.dispose()
+
+
+def test_the_head_and_current_revisions_read_without_alembic_agree_with_alembic(
+    tmp_path: Path,
+) -> None:
+    from alembic import command
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    from db.migrate import current_revision, head_revision
+    from db.session import make_engine
+
+    config = alembic_config(f"sqlite:///{tmp_path / 'k.db'}")
+    assert head_revision() == ScriptDirectory.from_config(config).get_current_head()
+    engine = make_engine(f"sqlite:///{tmp_path / 'k.db'}")
+    assert current_revision(engine) is None  # an empty file: no alembic_version table
+    for revision in ("0005", "head"):
+        command.upgrade(config, revision)
+        with engine.connect() as connection:
+            expected = MigrationContext.configure(connection).get_current_revision()
+        assert current_revision(engine) == expected
+    assert current_revision(engine) == head_revision()
     engine.dispose()
