@@ -1,4 +1,5 @@
-"""`jobs demo`: the embedded stack end to end: a worker, the rugged fit, a table and a PNG."""
+"""`jobs demo`: the embedded stack end to end: a worker, the rugged fit, a table and a PNG, and
+how to open the dashboard on them."""
 
 from __future__ import annotations
 
@@ -103,4 +104,21 @@ def demo(app: App, data_path: str | None, guide: str, steps: int, seed: int, out
     app.emit(
         f"next: `jobs samples {predict.id} --site obs`, `jobs export {predict.id} -o rugged.nc`,"
         f" `jobs plot {predict.id} --kind params -o params.png`"
+    )
+    _dashboard_hint(app, job.id)
+
+
+def _dashboard_hint(app: App, fit_id: str) -> None:
+    """How to look at the demo's fit and prediction in the browser: the command, the URL, and
+    a token made for it (role read: it sees every job and changes nothing)."""
+    from db.tokens import create_token
+
+    with app.sessions() as session:
+        view, token = create_token(session, "demo", "read")
+    home = os.environ.get("KILN_HOME")
+    start = f"KILN_HOME={home} jobs server" if home else "jobs server"
+    app.emit(
+        f"dashboard: run `{start}` (in another terminal), open"
+        f" http://127.0.0.1:8321/ui/jobs/{fit_id} and log in with this token (role read;"
+        f" `jobs token revoke {view.id}` ends it):\n  {token}"
     )
