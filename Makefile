@@ -2,6 +2,9 @@
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
+# The dashboard's browser tests (tests/web) drive Debian's chromium through Playwright, which
+# cannot download browsers of its own here: `make test` installs the package when it is missing.
+CHROMIUM := /usr/bin/chromium
 
 .PHONY: install demo test test-slow bench bench-sweep lint clean
 
@@ -14,16 +17,20 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+$(CHROMIUM):
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+
 demo: $(STAMP)
 	$(VENV)/bin/jobs demo
 
 # Two test processes (pytest-xdist, a file each at a time): most end-to-end time is waiting on
 # worker processes, so two overlap well on two cores.
-test: $(STAMP)
+test: $(STAMP) $(CHROMIUM)
 	$(PY) -m pytest -m "not slow" -q --durations=15 -n 2 --dist loadfile
 
 # The PostgreSQL outage test stops the one server every other test uses: it runs alone, last.
-test-slow: $(STAMP)
+test-slow: $(STAMP) $(CHROMIUM)
 	$(PY) -m pytest -m "slow and not outage" -q -n 2 --dist loadfile
 	$(PY) -m pytest -m outage -q
 

@@ -162,7 +162,9 @@ class Job(Base):
     step: Mapped[int] = mapped_column(BigCount, default=0)
     total_steps: Mapped[int] = mapped_column(BigCount)
     last_loss: Mapped[float | None] = mapped_column(Float)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Indexed (migration 0011): lists and the dashboard page newest first.
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow,
+                                                 index=True)  # fmt: skip
     # When it last became queued (submitted, released, put back): the reaper re-sends a queued
     # job that the broker lost only once it has been queued for a while.
     queued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

