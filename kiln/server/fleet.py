@@ -87,8 +87,7 @@ def workers(request: Request, identity: Caller, all: bool = False) -> list[dict[
     state = state_of(request)
     with state.sessions() as session:
         views = worker_views(session, state.settings.worker_alive_s, all)
-        mine = _own_jobs(session, identity, [v.running for v in views if v.running])
-    return [_worker(asdict(v), identity, mine) for v in views]
+        return worker_docs(session, identity, views)
 
 
 @router.get("/stats", tags=["fleet"], summary="Jobs by queue and status, live workers")
@@ -101,26 +100,27 @@ def stats(request: Request, identity: Caller) -> dict[str, Any]:
     state = state_of(request)
     with state.sessions() as session:
         views = worker_views(session, state.settings.worker_alive_s)
-        mine = _own_jobs(session, identity, [v.running for v in views if v.running])
         return {"counts": job_counts(session), "oldest_queued": oldest_queued(session),
-                "workers": [_worker(asdict(v), identity, mine) for v in views]}  # fmt: skip
+                "workers": worker_docs(session, identity, views)}  # fmt: skip
 
 
-def _own_jobs(session: Any, identity: Identity, job_ids: list[str]) -> set[str]:
+def worker_docs(session: Any, identity: Identity, views: list[Any]) -> list[dict[str, Any]]:
+    """The workers as documents; the job a worker runs is named only when the caller may see
+    it (for a `submit` user: their own), else "(another user's job)"."""
     from sqlalchemy import select
 
     from db.models import Job
 
-    if identity.owner_filter is None or not job_ids:
-        return set(job_ids)
-    query = select(Job.id).where(Job.id.in_(job_ids), Job.owner == identity.owner_filter)
-    return set(session.scalars(query))
-
-
-def _worker(doc: dict[str, Any], identity: Identity, visible: set[str]) -> dict[str, Any]:
-    if doc["running"] is not None and doc["running"] not in visible:
-        doc["running"], doc["progress"] = "(another user's job)", None
-    return doc
+    running = [v.running for v in views if v.running]
+    visible = set(running)
+    if identity.owner_filter is not None and running:
+        query = select(Job.id).where(Job.id.in_(running), Job.owner == identity.owner_filter)
+        visible = set(session.scalars(query))
+    docs = [asdict(v) for v in views]
+    for doc in docs:
+        if doc["running"] is not None and doc["running"] not in visible:
+            doc["running"], doc["progress"] = "(another user's job)", None
+    return docs
 
 
 # -- tokens (admin) ------------------------------------------------------------------------

@@ -172,13 +172,12 @@ def fleet_page(request: Request, identity: Caller) -> HTMLResponse:
     status; the page refreshes them from GET /workers and /stats."""
     from db.stats import job_counts, oldest_queued
     from db.workers import worker_views
-    from kiln.server.fleet import _own_jobs, _worker
+    from kiln.server.fleet import worker_docs
 
     state = state_of(request)
     with state.sessions() as session:
         views = worker_views(session, state.settings.worker_alive_s)
-        mine = _own_jobs(session, identity, [v.running for v in views if v.running])
-        workers = [_worker(asdict(v), identity, mine) for v in views]
+        workers = worker_docs(session, identity, views)
         counts = job_counts(session)
         oldest = oldest_queued(session)
     statuses = ("waiting", "queued", "running", "succeeded", "failed", "cancelled")
