@@ -59,6 +59,8 @@ def draw(
             r = reader.results(latest)
     spec = r.fit_spec
     title = f"job {r.job_id}: {spec.get('formula')} ({spec.get('guide')})"
+    if spec.get("kind") == "library_fit":
+        title = f"job {r.job_id}: {spec.get('model')} ({spec.get('optim', 'Adam')}, SVI)"
     if spec.get("kind") in ("user_svi_fit", "user_mcmc_fit"):
         how = spec.get("guide_function") or spec.get("guide")
         if spec.get("method", "svi") != "svi":
@@ -80,6 +82,11 @@ def draw(
             raise UserError(f"job {r.job_id}'s fit {r.fit_id} stored no losses")
         written = plot_loss(r.losses, output, title=f"fit {r.fit_id}: ELBO loss")
     elif kind == "params":
+        if not r.posterior:
+            raise UserError(
+                f"job {r.job_id} stored no posterior draws to plot (a {r.kind} job of"
+                f" {spec.get('model')}); `jobs params {r.fit_id}` has its summaries"
+            )
         written = plot_params(r.posterior, output, title=title)
     elif kind != "predictive":
         raise UserError(f"--kind: must be one of {', '.join(KINDS)} (got {kind!r})")

@@ -138,18 +138,39 @@ def plot_loss(losses: Sequence[tuple[int, float]], path: str | Path, title: str 
     return _save(fig, path)
 
 
+PER_SITE = 6  # a site with more values shows its first few
+MAX_PANELS = 24  # a figure stays readable
+
+
+def choose_panels(sizes: Mapping[str, int]) -> tuple[list[tuple[str, str, int]], str]:
+    """Panels (name, site, flat index) for sites of these flat sizes: each scalar site, the
+    first PER_SITE values of the others, at most MAX_PANELS in all; and a note saying what was
+    left out ("" when nothing was)."""
+    panels: list[tuple[str, str, int]] = []
+    cut: list[str] = []
+    for site, size in sizes.items():
+        if size == 1:
+            panels.append((site, site, 0))
+            continue
+        panels.extend((f"{site}[{i}]", site, i) for i in range(min(size, PER_SITE)))
+        if size > PER_SITE:
+            cut.append(f"{site}: first {PER_SITE} of {size}")
+    notes = [f"shown: {'; '.join(cut)}"] if cut else []
+    if len(panels) > MAX_PANELS:
+        shown_sites = len({site for _, site, _ in panels[:MAX_PANELS]})
+        notes.append(f"{MAX_PANELS} of {len(panels)} panels ({shown_sites} of {len(sizes)} sites)")
+        panels = panels[:MAX_PANELS]
+    return panels, " - ".join(notes)
+
+
 def plot_params(draws: Mapping[str, np.ndarray], path: str | Path, title: str = "") -> Path:
     """A density (histogram) of each scalar latent site's posterior draws, with its 90% interval.
 
     Sites with several values show their first 6 elements as separate panels.
     """
-    panels: list[tuple[str, np.ndarray]] = []
-    for site, values in draws.items():
-        flat = np.asarray(values).reshape(len(values), -1)
-        if flat.shape[1] == 1:
-            panels.append((site, flat[:, 0]))
-        else:
-            panels.extend((f"{site}[{i}]", flat[:, i]) for i in range(min(flat.shape[1], 6)))
+    flats = {site: np.asarray(v).reshape(len(v), -1) for site, v in draws.items()}
+    chosen, note = choose_panels({site: flat.shape[1] for site, flat in flats.items()})
+    panels = [(name, flats[site][:, i]) for name, site, i in chosen]
     if not panels:
         raise ValueError("no posterior draws to plot")
     plt = _pyplot()
@@ -165,10 +186,21 @@ def plot_params(draws: Mapping[str, np.ndarray], path: str | Path, title: str = 
         ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(panels) :]:
         ax.set_visible(False)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
+    _headed(fig, title, note)
     return _save(fig, path)
+
+
+def _headed(fig: Any, title: str, note: str, x: float = 0.5, ha: str = "center") -> None:
+    """The figure's title, and below it (smaller) what it left out; laid out beneath both."""
+    lines = 0.0
+    if title:
+        fig.text(x, 1 - 0.12 / fig.get_figheight(), title, ha=ha, va="top", fontsize=12)
+        lines += 0.3
+    if note:
+        fig.text(x, 1 - (0.14 + lines) / fig.get_figheight(), note, ha=ha, va="top",
+                 fontsize=8, color="0.3", wrap=True)  # fmt: skip
+        lines += 0.25
+    fig.tight_layout(rect=(0, 0, 1, 1 - (lines + 0.1 * bool(lines)) / fig.get_figheight()))
 
 
 def plot_trace(
@@ -176,11 +208,9 @@ def plot_trace(
 ) -> Path:
     """MCMC traces: each scalar site (first 6 elements of the others) by draw, one line per
     chain, beside its density per chain. Draws are chain-major, (chains * draws, *shape)."""
-    panels: list[tuple[str, np.ndarray]] = []
-    for site, values in draws.items():
-        flat = np.asarray(values).reshape(chains, len(values) // chains, -1)
-        names = [site] if flat.shape[2] == 1 else [f"{site}[{i}]" for i in range(flat.shape[2])]
-        panels.extend((name, flat[:, :, i]) for i, name in enumerate(names[:6]))
+    flats = {site: np.asarray(v).reshape(chains, len(v) // chains, -1) for site, v in draws.items()}
+    chosen, note = choose_panels({site: flat.shape[2] for site, flat in flats.items()})
+    panels = [(name, flats[site][:, :, i]) for name, site, i in chosen]
     if not panels:
         raise ValueError("no posterior draws to plot")
     plt = _pyplot()
@@ -195,9 +225,9 @@ def plot_trace(
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="upper right", fontsize=8, ncol=min(chains, 8), frameon=False)
     axes[-1][0].set_xlabel("draw")
-    if title:
-        fig.suptitle(title, x=0.02, ha="left")
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))
+    if title or note:
+        _headed(fig, title, note, x=0.02, ha="left")
     return _save(fig, path)
 
 
