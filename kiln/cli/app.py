@@ -32,9 +32,9 @@ NOT_ALLOWED = 5  # the HTTP API refused: no, a bad or revoked token (401), or th
 INTERRUPTED = 130
 
 # With KILN_API_URL set, these commands go through the HTTP API (kiln.remote)...
-OVER_API = frozenset({"submit fit", "submit predict", "submit sweep", "list", "show", "cancel",
-                      "watch", "losses", "params", "metrics", "diagnostics", "samples", "export",
-                      "plot", "sweep show", "sweep list", "sweep cancel", "workers",
+OVER_API = frozenset({"submit fit", "submit predict", "submit sweep", "list", "show", "logs",
+                      "cancel", "watch", "losses", "params", "metrics", "diagnostics", "samples",
+                      "export", "plot", "sweep show", "sweep list", "sweep cancel", "workers",
                       "stats"})  # fmt: skip
 # ...these are the fleet's own and always use the database and broker (they need them)...
 FLEET_SIDE = frozenset({"server", "token create", "token list", "token revoke", "worker",

@@ -109,6 +109,26 @@ def show(app: App, job_id: str, as_json: bool) -> None:
 
 @jobs.command()
 @click.argument("job_id")
+@click.pass_obj
+def logs(app: App, job_id: str) -> None:
+    """What the job's model printed (stdout and stderr, the last KILN_SANDBOX_OUTPUT_BYTES),
+    kept with the job when it ends; and how each attempt ended."""
+    job = app.client.job_record(job_id)
+    output = JobInfo.model_validate(job.info or {}).output
+    for attempt in app.client.attempts(job.id):
+        ended = f"{attempt.outcome or 'running'}" + (f": {attempt.error}" if attempt.error else "")
+        app.say(f"attempt {attempt.number} on {attempt.worker} ({attempt.host}): {ended}")
+    if output:
+        click.echo(output, nl=not output.endswith("\n"))
+    elif job.status in ("succeeded", "failed", "cancelled"):
+        app.say(f"job {job.id} kept no output: only jobs of your own model files keep what"
+                " they print (built-in and library models print nothing)")  # fmt: skip
+    else:
+        app.say(f"job {job.id} is {job.status}: what its model prints is kept when it ends")
+
+
+@jobs.command()
+@click.argument("job_id")
 @click.option("--tail", type=click.IntRange(1, 10**9), default=None, metavar="N",
               help="Only the last N rows.")  # fmt: skip
 @click.option("--every", type=click.IntRange(1, 10**12), default=1, show_default=True,

@@ -41,6 +41,9 @@ def test_losses_thinned_and_the_tail(stack: Stack) -> None:
     done = jobs(stack, "losses", job_id, "--tail", "2", "--every", "10", "--format", "json")
     assert [r["step"] for r in json.loads(done.stdout)] == [80, 90]
     assert jobs(stack, "losses", job_id, "--tail", "0").exit_code == 2
+    logs = jobs(stack, "logs", job_id)
+    assert logs.exit_code == 0 and logs.stdout == ""
+    assert f"job {job_id} kept no output: only jobs of your own model files" in logs.stderr
 
 
 def test_a_missing_metric_is_not_found_and_names_those_there(stack: Stack) -> None:

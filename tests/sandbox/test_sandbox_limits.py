@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
+from kiln.cli import get_cli
 from tests.conftest import Stack, offline_client
 
 pytestmark = [
@@ -104,6 +106,13 @@ def test_what_a_model_prints_is_kept_and_redacted(stack, tmp_path) -> None:
     output = job["info"]["output"]
     assert "step in model" in output
     assert "hunter2" not in output and "postgresql://kiln:***@db" in output
+    logs = CliRunner().invoke(
+        get_cli(), ["logs", job["id"]],
+        env={"KILN_HOME": str(stack.home), "KILN_DATABASE_URL": stack.db_url},
+    )  # fmt: skip
+    assert logs.exit_code == 0, logs.output
+    assert logs.stdout == output + ("" if output.endswith("\n") else "\n")
+    assert "attempt 1 on in-process (test-host): succeeded" in logs.stderr
 
 
 def test_os_exit_fails_only_its_job(stack, tmp_path) -> None:
