@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from kiln.errors import UserError
+from kiln.reader import ENDED
 
 if TYPE_CHECKING:
     from kiln.export import JobResults
+    from kiln.reader import JobRecord
 
 Kind = Literal["loss", "params", "predictive", "trace", "metrics"]
 KINDS: tuple[Kind, ...] = ("loss", "params", "predictive", "trace", "metrics")
@@ -26,6 +28,10 @@ class ResultsReader(Protocol):
     def results(self, job_id: str) -> JobResults: ...
 
     def latest_prediction(self, fit_id: str) -> str | None: ...
+
+    def job_record(self, job_id: str) -> JobRecord: ...
+
+    def loss_rows(self, job_id: str) -> list[tuple[int, float]]: ...
 
     def metric_rows(
         self, job_id: str, name: str | None = None
@@ -42,12 +48,14 @@ def draw(
     each also given to `say` as soon as it is known (the CLI's stderr).
     Raises UserError when the job has no such figure, NotFound for an unknown job.
     """
-    from kiln.plots import plot_loss, plot_params, plot_predictive, plot_trace
+    from kiln.plots import plot_params, plot_predictive, plot_trace
 
     output = str(output)
     if not output.lower().endswith(".png"):
         raise UserError(f"-o {output}: give a .png file name")
     notes: list[str] = []
+    if kind == "loss":  # from the loss rows, so a fit still running has its curve so far
+        return _plot_loss(reader, job_id, output), notes
     r = reader.results(job_id)
     if kind == "predictive" and r.kind == "fit":
         # A fit has no predictive draws; its latest successful prediction of its own rows has.
@@ -73,14 +81,6 @@ def draw(
         written = plot_trace(r.posterior, r.chains, output, title=title)
     elif kind == "metrics":
         written = _plot_metrics(reader, r.fit_id, output)
-    elif kind == "loss":
-        if r.sample_stats:
-            raise UserError(
-                f"job {r.job_id} is an MCMC fit: it has no loss; try --kind trace or params"
-            )
-        if not r.losses:
-            raise UserError(f"job {r.job_id}'s fit {r.fit_id} stored no losses")
-        written = plot_loss(r.losses, output, title=f"fit {r.fit_id}: ELBO loss")
     elif kind == "params":
         if not r.posterior:
             raise UserError(
@@ -103,6 +103,27 @@ def draw(
             title=title + (" - new data" if r.new_data else ""),
         )  # fmt: skip
     return Path(written), notes
+
+
+def _plot_loss(reader: ResultsReader, job_id: str, output: str) -> Path:
+    """The loss curve of the job's fit (a predict job's: its fit's), as far as it has run."""
+    from kiln.plots import plot_loss
+
+    job = reader.job_record(job_id)
+    fit = reader.job_record(job.depends_on) if job.kind == "predict" and job.depends_on else job
+    if fit.spec.get("method", "svi") != "svi":
+        raise UserError(
+            f"job {job.id} is an MCMC fit: it has no loss; try --kind trace or params"
+            if fit is job else f"job {job.id}'s fit {fit.id} is an MCMC fit: it has no loss"
+        )  # fmt: skip
+    rows = reader.loss_rows(fit.id)
+    if not rows:
+        raise UserError(f"job {job.id}'s fit {fit.id} stored no losses"
+                        + (f" yet ({fit.status})" if fit.status not in ENDED else ""))  # fmt: skip
+    running = (
+        f" ({fit.status}, step {fit.step} of {fit.total_steps})" if fit.status not in ENDED else ""
+    )
+    return Path(plot_loss(rows, output, title=f"fit {fit.id}: ELBO loss{running}"))
 
 
 def _plot_library(r: JobResults, output: str, title: str) -> Any:

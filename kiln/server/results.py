@@ -21,6 +21,7 @@ from kiln.server.state import ServerState, state_of
 
 if TYPE_CHECKING:
     from kiln.export import JobResults
+    from kiln.reader import JobRecord
 
 router = APIRouter(responses=PROBLEM_RESPONSES, tags=["results"])
 EXPORTS = {"netcdf": ("nc", "application/x-netcdf"), "csv": ("csv", "text/csv"),
@@ -48,6 +49,18 @@ class VisibleResults:
         with self.state.sessions() as session:
             fit = visible_job(session, self.identity, fit_id)
             return latest_prediction(session, fit.id, self.identity.owner_filter)
+
+    def job_record(self, job_id: str) -> JobRecord:
+        from kiln.reader import job_record
+
+        with self.state.sessions() as session:
+            return job_record(visible_job(session, self.identity, job_id))
+
+    def loss_rows(self, job_id: str) -> list[tuple[int, float]]:
+        from db.losses import get_loss_page
+
+        with self.state.sessions() as session:
+            return get_loss_page(session, visible_job(session, self.identity, job_id).id)
 
     def metric_rows(
         self, job_id: str, name: str | None = None

@@ -88,3 +88,23 @@ def test_export_takes_its_format_from_the_file_name_and_refuses_a_mismatch(
         jobs(stack, "export", job_id, "-o", str(tmp_path / "x.out"), "--format", "json").exit_code
         == 0
     )
+
+
+def test_a_running_fits_loss_curve_is_drawn_as_far_as_it_has_run(
+    stack: Stack, tmp_path: Path
+) -> None:
+    from sqlalchemy import update
+
+    from db.models import Job, Loss
+
+    client = offline_client(stack)
+    job_id = client.submit_fit(RUGGED, RUGGED_FORMULA, steps=1000, seed=0)
+    with stack.sessions()() as session:
+        session.execute(update(Job).where(Job.id == job_id).values(status="running", step=50))
+        session.add_all(Loss(job_id=job_id, step=s, loss=300.0 - s) for s in range(50))
+        session.commit()
+    drawn = jobs(stack, "plot", job_id, "--kind", "loss", "-o", str(tmp_path / "l.png"))
+    assert drawn.exit_code == 0, drawn.output
+    assert (tmp_path / "l.png").stat().st_size > 5_000
+    params = jobs(stack, "plot", job_id, "--kind", "params", "-o", str(tmp_path / "p.png"))
+    assert params.exit_code == 2  # no draws until it ends: said, not a traceback
