@@ -86,6 +86,16 @@ def ensure_embedded_broker(home: Path, timeout_s: float = 10.0) -> str:
     raise InfraError(f"the embedded redis-server in {home} did not answer; see {home}/redis.log")
 
 
+def embedded_pid(home: Path) -> int | None:
+    """The pid of the embedded redis-server of `home` when it answers, else None."""
+    if not _answers(socket_path(home)):
+        return None
+    try:
+        return int((home / "redis.pid").read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
 def stop_embedded_broker(home: Path, timeout_s: float = 10.0) -> bool:
     """Stop the embedded redis-server of `home`, if one runs; True if one was stopped."""
     pidfile = home / "redis.pid"

@@ -38,7 +38,8 @@ OVER_API = frozenset({"submit fit", "submit predict", "submit sweep", "list", "s
                       "stats"})  # fmt: skip
 # ...these are the fleet's own and always use the database and broker (they need them)...
 FLEET_SIDE = frozenset({"server", "token create", "token list", "token revoke", "worker",
-                        "scheduler", "db upgrade", "demo"})  # fmt: skip
+                        "scheduler", "db upgrade", "demo", "broker status",
+                        "broker stop"})  # fmt: skip
 # ...and any other refuses (exit 2) rather than open the database behind the API's back.
 
 

@@ -9,8 +9,9 @@ import threading
 
 import click
 
-from kiln.cli.app import UNAVAILABLE, App, jobs
+from kiln.cli.app import BAD_INPUT, UNAVAILABLE, App, jobs
 from kiln.redact import redact
+from kiln.settings import EMBEDDED
 
 log = logging.getLogger(__name__)
 
@@ -138,3 +139,43 @@ def worker(app: App, queues: str, concurrency: int, name: str | None, loglevel: 
         stop.set()
         with sessions() as session:
             stop_worker(session, name)
+
+
+@jobs.group()
+def broker() -> None:
+    """The embedded broker: a redis-server in KILN_HOME that the first command needing it
+    starts and leaves running (queued messages are kept on disk)."""
+
+
+@broker.command("status")
+@click.pass_obj
+def broker_status(app: App) -> None:
+    """Whether the embedded broker of KILN_HOME runs, its pid and socket."""
+    from worker.embedded import embedded_pid, socket_path
+
+    home = app.settings.home
+    if app.settings.broker_url != EMBEDDED:
+        app.emit(f"not embedded: KILN_BROKER_URL is {redact(app.settings.broker_url)}")
+        return
+    pid = embedded_pid(home)
+    where = f"socket {socket_path(home)}, log {home / 'redis.log'}"
+    app.emit(f"running (pid {pid}; {where})" if pid else f"not running ({where})")
+
+
+@broker.command("stop")
+@click.pass_obj
+def broker_stop(app: App) -> None:
+    """Stop the embedded broker of KILN_HOME (workers using it stop too; the next command
+    that needs it starts it again, with the queued messages it kept)."""
+    from worker.embedded import embedded_pid, stop_embedded_broker
+
+    if app.settings.broker_url != EMBEDDED:
+        app.abort(f"not embedded: KILN_BROKER_URL is {redact(app.settings.broker_url)}; stop"
+                  " that server where it runs", BAD_INPUT)  # fmt: skip
+    pid = embedded_pid(app.settings.home)
+    if pid is None:
+        app.emit("not running")
+        return
+    if not stop_embedded_broker(app.settings.home):
+        app.abort(f"the embedded broker (pid {pid}) did not stop within 10 s", UNAVAILABLE)
+    app.emit(f"stopped (pid {pid})")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 from tests.conftest import EMBEDDED_AND_FLEET, RUGGED, RUGGED_FORMULA, run_cli
 
@@ -35,3 +37,26 @@ def test_workers_and_stats_follow_the_fleet(stack, start_worker) -> None:
     assert [(w["name"], w["alive"]) for w in every] == [("w1", False)]
     table = run_cli("workers", env=stack.env)
     assert "no live worker" in table.stderr
+
+
+def test_the_embedded_broker_can_be_seen_and_stopped(tmp_path: Path) -> None:
+    from worker.embedded import ensure_embedded_broker
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KILN_")}
+    env["KILN_HOME"] = str(tmp_path / "home")
+
+    def jobs(*args: str) -> str:
+        done = run_cli(*args, env=env, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    assert jobs("broker", "status").startswith("not running (socket ")
+    ensure_embedded_broker(tmp_path / "home")
+    assert jobs("broker", "status").startswith("running (pid ")
+    assert jobs("broker", "stop").startswith("stopped (pid ")
+    assert jobs("broker", "status").startswith("not running")
+    assert jobs("broker", "stop") == "not running"
+    env["KILN_BROKER_URL"] = "redis://:secret@127.0.0.1:6379/0"
+    assert (
+        jobs("broker", "status") == "not embedded: KILN_BROKER_URL is redis://:***@127.0.0.1:6379/0"
+    )
