@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import math
 import time
+from collections import deque
 from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
@@ -18,6 +19,8 @@ import torch
 from inference import checkpoint
 from inference.events import Checkpoint, Event, Finished, Metric, Started, Step
 from kiln.errors import KilnError, ModelError, SpecError
+
+FINAL_LOSS_STEPS = 100  # a fit's final_loss: the mean loss of its last this many steps
 
 _ELBOS: dict[str, type[pyro.infer.ELBO]] = {
     "Trace_ELBO": pyro.infer.Trace_ELBO,
@@ -150,6 +153,7 @@ def run_svi(
     loss = math.nan
     since = time.monotonic()
     epoch_losses: list[float] = []
+    recent: deque[float] = deque(maxlen=FINAL_LOSS_STEPS)  # for Finished.final_loss
     for step in range(first, steps):
         step_args, step_kwargs = inputs(step)
         try:
@@ -166,6 +170,7 @@ def run_svi(
                 step=step,
             )
         yield Step(step=step, total=steps, loss=loss)
+        recent.append(loss)
         if steps_per_epoch:
             epoch_losses.append(loss)
             if (step + 1) % steps_per_epoch == 0:
@@ -175,4 +180,6 @@ def run_svi(
         if _due(step + 1, steps, checkpoint_every_steps, checkpoint_every_s, since):
             yield Checkpoint(step + 1, checkpoint.capture(step + 1, svi.optim))
             since = time.monotonic()
-    yield Finished(steps=steps, final_loss=loss)
+    # The mean of the last steps, as a vectorised sweep member's (inference.vectorized): one
+    # step's loss is noisy, so sweeps and single fits compare on the same, steadier figure.
+    yield Finished(steps=steps, final_loss=sum(recent) / len(recent) if recent else loss)

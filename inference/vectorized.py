@@ -19,6 +19,7 @@ from inference.events import BatchFinished, BatchStep, Checkpoint
 from inference.posterior import summarize_draws
 from inference.state import dump_param_state
 from inference.statecodec import StateFormatError
+from inference.svi import FINAL_LOSS_STEPS
 from inference.vector_loss import _Adam, _member_losses, _traced
 from inference.vector_model import _BatchedLinReg, _initial_values, _Priors, _summaries
 from inference.vector_results import ManyResult, MemberResult
@@ -369,6 +370,6 @@ def _constrained(value: torch.Tensor, constraint: Any) -> NDArray[np.float32]:
     return constrained
 
 
-def _tail_mean(losses: NDArray[np.float64], last: int = 100) -> float:
+def _tail_mean(losses: NDArray[np.float64], last: int = FINAL_LOSS_STEPS) -> float:
     tail = losses[-last:]
     return float(tail.mean()) if len(tail) else float("nan")

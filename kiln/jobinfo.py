@@ -72,7 +72,7 @@ class SviInfo(JobInfo):
 
     elbo: str | None = None
     resumed_from_step: int | None = None
-    final_loss: float | None = None
+    final_loss: float | None = None  # the mean loss of its last 100 steps (single or swept)
     epochs: int | None = None
     steps_per_epoch: int | None = None
     batch: str | None = None  # a sweep member fitted in this vectorised batch

@@ -85,9 +85,10 @@ def show_job(app: App, job_id: str, as_json: bool) -> None:
     ]
     info = info_for(str(spec.get("kind")), job.info)
     if job.kind == "fit" and not isinstance(info, McmcInfo):
-        lines.append(
-            f"final loss {job.last_loss:.6g}" if job.last_loss is not None else "final loss -"
-        )
+        final = getattr(info, "final_loss", None)
+        last = f"{job.last_loss:.6g}" if job.last_loss is not None else "-"
+        lines.append(f"final loss {final:.6g} (mean of the last 100 steps; last step {last})"
+                     if final is not None else f"last loss  {last}")  # fmt: skip
     lines += _info_lines(job.kind, job.depends_on, str(spec.get("sweep")), info)
     for a in attempts:
         lines.append(

@@ -41,6 +41,11 @@ def test_losses_thinned_and_the_tail(stack: Stack) -> None:
     done = jobs(stack, "losses", job_id, "--tail", "2", "--every", "10", "--format", "json")
     assert [r["step"] for r in json.loads(done.stdout)] == [80, 90]
     assert jobs(stack, "losses", job_id, "--tail", "0").exit_code == 2
+    every = json.loads(jobs(stack, "losses", job_id, "--format", "json").stdout)
+    shown = json.loads(jobs(stack, "show", job_id, "--json").stdout)
+    tail = [r["loss"] for r in every[-100:]]  # final_loss: the mean of the last 100 steps
+    assert abs(shown["info"]["final_loss"] - sum(tail) / len(tail)) < 1e-9
+    assert "(mean of the last 100 steps; last step" in jobs(stack, "show", job_id).output
     logs = jobs(stack, "logs", job_id)
     assert logs.exit_code == 0 and logs.stdout == ""
     assert f"job {job_id} kept no output: only jobs of your own model files" in logs.stderr
