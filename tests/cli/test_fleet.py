@@ -6,10 +6,10 @@ import json
 import os
 from pathlib import Path
 
-from tests.conftest import EMBEDDED_AND_FLEET, RUGGED, RUGGED_FORMULA, run_cli
+from tests.conftest import FLEET_AND_SLOW_EMBEDDED, RUGGED, RUGGED_FORMULA, run_cli
 
 
-@EMBEDDED_AND_FLEET
+@FLEET_AND_SLOW_EMBEDDED
 def test_workers_and_stats_follow_the_fleet(stack, start_worker) -> None:
     worker = start_worker("w1")
     done = run_cli("submit", "fit", "--model", "linreg", "--data", str(RUGGED), "--formula",

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import (
-    DIRECT_AND_API,
     EMBEDDED_AND_FLEET,
+    FLEET_AND_API_AND_SLOW_EMBEDDED,
     RUGGED,
     RUGGED_FORMULA,
     Stack,
@@ -45,7 +45,7 @@ def open_netcdf(path: Path) -> InferenceData:
 
 
 # The mixed pairs add nothing here that tests/cli does not cover; the API's export and plot do.
-@DIRECT_AND_API
+@FLEET_AND_API_AND_SLOW_EMBEDDED
 def test_fit_then_predict_800_covers_90_percent_and_exports(
     stack, via, start_worker, tmp_path
 ) -> None:

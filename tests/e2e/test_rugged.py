@@ -12,8 +12,8 @@ import torch
 
 from tests.conftest import (
     DIRECT_AND_API,
-    DIRECT_AND_SLOW_API,
     EMBEDDED_AND_FLEET,
+    FLEET_AND_SLOW_EMBEDDED_AND_API,
     RUGGED,
     RUGGED_FORMULA,
     Stack,
@@ -130,7 +130,7 @@ def test_wait_without_a_worker_says_so_and_times_out(stack) -> None:
     assert time.monotonic() - started < 60
 
 
-@DIRECT_AND_SLOW_API
+@FLEET_AND_SLOW_EMBEDDED_AND_API
 def test_cancel_stops_a_running_fit_within_seconds(stack, via, start_worker) -> None:
     from db.models import Job
 

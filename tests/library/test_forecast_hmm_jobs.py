@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.conftest import DIRECT_AND_SLOW_API, SHARED, Stack, cli_json, run_cli
+from tests.conftest import FLEET_AND_SLOW_EMBEDDED_AND_API, SHARED, Stack, cli_json, run_cli
 
 ETH = SHARED / "ethusd_tweets.csv"
 EMBEDDED = pytest.mark.parametrize(
@@ -28,7 +28,7 @@ def submit(
     return done, json.loads(done.stdout)
 
 
-@DIRECT_AND_SLOW_API
+@FLEET_AND_SLOW_EMBEDDED_AND_API
 def test_forecast_linreg_fit_then_predict_the_last_30_days(
     stack, via, start_worker, tmp_path
 ) -> None:
