@@ -8,7 +8,7 @@ options) into a typed spec and its upload; `submit` checks and stores it by its 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -146,6 +146,9 @@ class Submitter:
         or MCMC (method nuts/hmc: warmup, samples, chains, target_accept, ...)."""
         from scheduler.kinds import Upload
 
+        if not isinstance(model, str | Path | FileBytes):
+            raise SpecError(f"model: a model file's path, or the model function (got a"
+                            f" {type(model).__name__})", field="model")  # fmt: skip
         path = Path(model.name if isinstance(model, FileBytes) else model)
         spec = parse_user_spec({
             "model": f"{path.name}:{function}", "model_file": path.name,
@@ -204,16 +207,22 @@ class Submitter:
         return self.submit(self.library_request(model, data, settings, **fields))[0].id
 
     def submit_model(
-        self, model: str | Path, data: Data | dict[str, Any], function: str = "model",
-        method: str = "svi", **options: Any,
+        self, model: str | Path | Callable[..., Any], data: Data | dict[str, Any],
+        function: str = "model", method: str = "svi", **options: Any,
     ) -> str:  # fmt: skip
-        """Queue a fit of your own Pyro model file; returns its job id.
+        """Queue a fit of your own Pyro model: a model file's path, or the model function
+        itself (one defined in a file or a notebook cell; see model_file_of); its job id.
 
         `data`: a JSON or CSV path, a DataFrame (columns become arrays) or a dict of names to
         numbers and lists. `method`: svi (options guide, guide_function, steps, lr, ...) or
         nuts/hmc (warmup, samples, chains, target_accept, max_tree_depth, jit, ...).
         """
-        return self.submit(self.model_request(model, data, function, method, **options))[0].id
+        source: str | Path | FileBytes
+        if callable(model):
+            source, function = model_file_of(model), model.__name__
+        else:
+            source = model
+        return self.submit(self.model_request(source, data, function, method, **options))[0].id
 
     def predict(
         self, from_job: str, num_samples: int = 800, data: Data | dict[str, Any] | None = None,
@@ -294,3 +303,33 @@ def _priors(priors: Mapping[str, Any] | Iterable[str]) -> dict[str, Any]:
     if isinstance(priors, str):
         raise SpecError("priors: give a list of NAME=dist(...) strings or a mapping", "priors")
     return dict(parse_prior_option(p) for p in priors)
+
+
+# What a model function's file starts with when it is sent as its own source (model_file_of):
+# the imports a Pyro model written in a notebook cell takes for granted.
+FUNCTION_PRELUDE = (
+    "import math\n"
+    "import torch\n"
+    "import pyro\n"
+    "import pyro.distributions as dist\n"
+    "from pyro import poutine\n"
+    "from pyro.nn import PyroModule, PyroSample\n\n"
+)
+
+
+def model_file_of(function: Callable[..., Any]) -> FileBytes:
+    """A model file made of a model function's own source (what `inspect` can find: a file's
+    or a notebook cell's), after the usual Pyro imports. Helpers and globals it uses must be
+    passed as data or defined inside it; the job's error names what was missing."""
+    import inspect
+    import textwrap
+
+    name = getattr(function, "__name__", "")
+    if not name.isidentifier() or name == "<lambda>":
+        raise SpecError("model: give a function defined with `def` (not a lambda)", "model")
+    try:
+        source = textwrap.dedent(inspect.getsource(function))
+    except (OSError, TypeError) as e:
+        raise SpecError(f"model: the source of {name}() cannot be found ({e}); save it in a"
+                        " file and give the file's path", "model") from None  # fmt: skip
+    return FileBytes(f"{name}.py", (FUNCTION_PRELUDE + source).encode())
