@@ -44,7 +44,8 @@ class RemoteFleet:
         form = {"spec": json.dumps(spec.model_dump(mode="json", exclude_none=True))}
         done = self._call("POST", "/sweeps", data=form, files={"data": (name, content)})
         return Submitted(done["id"], list(done["members"]), list(done["batches"]),
-                         done["queue"], int(done["packed"]))  # fmt: skip
+                         done["queue"], int(done["packed"]),
+                         {str(k): int(v) for k, v in dict(done["unpacked"]).items()})  # fmt: skip
 
     def sweep(self, sweep_id: str, members: bool = True) -> SweepView:
         from db.sweeps import MemberRow, SweepView

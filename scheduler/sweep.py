@@ -7,7 +7,8 @@ import itertools
 import logging
 import math
 import secrets
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,7 @@ class Submitted:
     batches: list[str]  # batch job ids
     queue: str
     packed: int  # members fitted in vectorised batches (the rest run as ordinary jobs)
+    unpacked: dict[str, int] = field(default_factory=dict)  # why the rest: reason -> members
 
 
 def expand(spec: SweepSpec, seed: int, groups: list[str] | None) -> list[Member]:
@@ -306,7 +308,8 @@ def submit_sweep(
         "sweep %s: %d members, %d in %d vectorised batches, %d as ordinary jobs, on %s",
         sweep_id, len(members), len(in_batch), len(batch_ids), len(packing.single), queue,
     )  # fmt: skip
-    return Submitted(sweep_id, member_ids, batch_ids, queue, len(in_batch))
+    reasons = Counter(packing.why_single[i] for i in packing.single)
+    return Submitted(sweep_id, member_ids, batch_ids, queue, len(in_batch), dict(reasons))
 
 
 def _send_or_forget_sweep(

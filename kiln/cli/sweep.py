@@ -119,10 +119,14 @@ def sweep(app: App, /, data_path: str, grid: tuple[str, ...], priors: tuple[str,
     )  # fmt: skip
     line = (f"sweep {done.sweep_id}: {len(done.members)} members on `{done.queue}`,"
             f" {done.packed} in {len(done.batches)} vectorised batch(es)")  # fmt: skip
+    if done.unpacked:  # said at submit: these run one after another, each its own fit
+        why = "; ".join(f"{n} because {reason}" for reason, n in done.unpacked.items())
+        line += f"; {sum(done.unpacked.values())} as ordinary jobs, one fit each ({why})"
     if not wait:
         if as_json:
             app.emit({"id": done.sweep_id, "members": done.members, "batches": done.batches,
-                      "queue": done.queue, "status": "queued"}, as_json=True)  # fmt: skip
+                      "queue": done.queue, "unpacked": done.unpacked, "status": "queued"},
+                     as_json=True)  # fmt: skip
             return
         app.emit(done.sweep_id)
         app.say(f"{line}; follow it with `jobs sweep show {done.sweep_id}`")

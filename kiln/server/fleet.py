@@ -37,7 +37,8 @@ async def submit_sweep(
     done = await run_in_threadpool(state.client.submit_sweep_spec, document, table,
                                    identity.owner)  # fmt: skip
     return {"id": done.sweep_id, "members": done.members, "batches": done.batches,
-            "queue": done.queue, "packed": done.packed, "status": "queued"}  # fmt: skip
+            "queue": done.queue, "packed": done.packed, "unpacked": done.unpacked,
+            "status": "queued"}  # fmt: skip
 
 
 @router.get("/sweeps", tags=["sweeps"], summary="List sweeps, newest first")

@@ -113,3 +113,14 @@ def test_a_running_fits_loss_curve_is_drawn_as_far_as_it_has_run(
     assert (tmp_path / "l.png").stat().st_size > 5_000
     params = jobs(stack, "plot", job_id, "--kind", "params", "-o", str(tmp_path / "p.png"))
     assert params.exit_code == 2  # no draws until it ends: said, not a traceback
+
+
+def test_a_sweep_says_at_submit_which_members_run_one_by_one_and_why(stack: Stack) -> None:
+    done = offline_client(stack).submit_sweep(
+        RUGGED, RUGGED_FORMULA, grid={"guide": ["AutoNormal", "AutoMultivariateNormal"]},
+        sweep={"seeds": 3}, steps=10,
+    )  # fmt: skip
+    assert done.packed == 3
+    assert done.unpacked == {
+        "guide AutoMultivariateNormal couples a fit's sites (one covariance per fit)": 3
+    }
