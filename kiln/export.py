@@ -225,6 +225,12 @@ def to_inference_data(r: JobResults) -> arviz.InferenceData:
             groups["constant_data"] = constant
             if known:
                 groups["observed_data"] = xr.Dataset({"obs": ("row", r.y)}, coords={"row": rows})
+    log_lik = linreg_log_likelihood(r)
+    if log_lik is not None and rows is not None:  # what az.loo and az.waic read
+        groups["log_likelihood"] = xr.Dataset(
+            {"obs": by_draw(log_lik, ("row",))},
+            coords={"chain": chains, "draw": draws, "row": rows},
+        )
     if r.losses and not r.sample_stats:
         loss_steps, loss_values = zip(*r.losses, strict=True)
         groups["loss"] = xr.Dataset(
@@ -236,17 +242,44 @@ def to_inference_data(r: JobResults) -> arviz.InferenceData:
         "kiln_job_kind": r.kind,
         "model": str(r.fit_spec.get("model")),
         "formula": str(r.fit_spec.get("formula")),
-        "guide": str(r.fit_spec.get("guide_function") or r.fit_spec.get("guide")),
         "method": str(r.fit_spec.get("method", "svi")),
         "response": r.response,
         "inference_library": "pyro",
         "inference_library_version": pyro.__version__,
     }
+    if attrs["method"] == "svi":  # a guide is SVI's; an MCMC fit has none
+        attrs["guide"] = str(r.fit_spec.get("guide_function") or r.fit_spec.get("guide"))
     for group in groups.values():
         group.attrs.update(attrs)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # `loss` is not one of ArviZ's own groups
         return az.InferenceData(**groups)
+
+
+def linreg_log_likelihood(r: JobResults) -> np.ndarray | None:
+    """The built-in regression's pointwise log likelihood, log Normal(y | mean, sigma), per draw
+    and data row, (draws, rows): from the stored `mean` draws of a predict job, or the
+    coefficients' draws times the design matrix of a fit. None where it does not apply (new
+    rows, unknown y, another model)."""
+    if r.fit_spec.get("model") != "linreg" or r.new_data or r.X is None or r.y is None:
+        return None
+    y = np.asarray(r.y, dtype=np.float64)
+    if not np.isfinite(y).all() or "sigma" not in r.posterior:
+        return None
+    sigma = np.asarray(r.posterior["sigma"], dtype=np.float64).reshape(-1)
+    if "mean" in r.row_sites:
+        mean = np.asarray(r.row_sites["mean"], dtype=np.float64)
+    elif r.terms and all(t in r.posterior for t in r.terms):
+        beta = np.stack([np.asarray(r.posterior[t], dtype=np.float64).reshape(-1)
+                         for t in r.terms], axis=-1)  # fmt: skip
+        mean = beta @ np.asarray(r.X, dtype=np.float64).T
+    else:
+        return None
+    if mean.shape != (len(sigma), len(y)):
+        return None
+    z = (y - mean) / sigma[:, None]
+    out: np.ndarray = -0.5 * z**2 - np.log(sigma[:, None]) - 0.5 * np.log(2 * np.pi)
+    return out
 
 
 def flat_columns(site: str, values: np.ndarray) -> dict[str, np.ndarray]:

@@ -32,7 +32,8 @@ def results(new_data: bool = False) -> JobResults:
 def test_inference_data_groups_and_coordinates() -> None:
     idata = to_inference_data(results())
     assert set(idata.groups()) == {
-        "posterior", "posterior_predictive", "observed_data", "constant_data", "loss"
+        "posterior", "posterior_predictive", "observed_data", "constant_data", "loss",
+        "log_likelihood",
     }  # fmt: skip
     assert idata["posterior"]["x"].dims == ("chain", "draw")
     assert idata["posterior_predictive"]["obs"].dims == ("chain", "draw", "row")
@@ -91,3 +92,30 @@ def test_tables_name_elements() -> None:
         ["obs[0]", "predictive", 0.0, 2.0, 4.0, 6.0, 8.0],
         ["obs[1]", "predictive", 1.0, 3.0, 5.0, 7.0, 9.0],
     ]
+
+
+def test_a_regression_export_has_its_log_likelihood_and_loo_reads_it() -> None:
+    import arviz as az
+    from scipy import stats
+
+    r = results()
+    idata = to_inference_data(r)
+    log_lik = idata["log_likelihood"]["obs"]
+    assert log_lik.dims == ("chain", "draw", "row")
+    expected = stats.norm.logpdf(r.y, r.row_sites["mean"], r.posterior["sigma"][:, None])
+    np.testing.assert_allclose(log_lik.values[0], expected, rtol=1e-12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # few draws: ArviZ warns about its Pareto k
+        assert np.isfinite(az.loo(idata).elpd_loo)
+    # A fit has no `mean` draws: the coefficients times the design matrix give the same.
+    fit = JobResults(**{**r.__dict__, "kind": "fit", "row_sites": {}})
+    beta = np.column_stack([r.posterior["Intercept"], r.posterior["x"]])
+    assert r.X is not None
+    again = to_inference_data(fit)["log_likelihood"]["obs"].values[0]
+    np.testing.assert_allclose(
+        again, stats.norm.logpdf(r.y, beta @ r.X.T, r.posterior["sigma"][:, None]), rtol=1e-12
+    )
+    assert "log_likelihood" not in to_inference_data(results(new_data=True)).groups()
+    assert idata["posterior"].attrs["guide"] == "AutoNormal"
+    mcmc = JobResults(**{**r.__dict__, "fit_spec": {**r.fit_spec, "method": "nuts"}})
+    assert "guide" not in to_inference_data(mcmc)["posterior"].attrs
