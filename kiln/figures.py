@@ -87,7 +87,10 @@ def draw(
                 f"job {r.job_id} stored no posterior draws to plot (a {r.kind} job of"
                 f" {spec.get('model')}); `jobs params {r.fit_id}` has its summaries"
             )
-        written = plot_params(r.posterior, output, title=title)
+        # A library model's vector sites named by what they weigh (forecast: the features).
+        names = r.info.get("feature_names") if spec.get("kind") == "library_fit" else None
+        labels = {"weight": [str(n) for n in names]} if isinstance(names, list) else None
+        written = plot_params(r.posterior, output, title=title, labels=labels)
     elif kind != "predictive":
         raise UserError(f"--kind: must be one of {', '.join(KINDS)} (got {kind!r})")
     elif spec.get("kind") == "library_fit":

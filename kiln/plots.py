@@ -142,17 +142,22 @@ PER_SITE = 6  # a site with more values shows its first few
 MAX_PANELS = 24  # a figure stays readable
 
 
-def choose_panels(sizes: Mapping[str, int]) -> tuple[list[tuple[str, str, int]], str]:
+def choose_panels(
+    sizes: Mapping[str, int], labels: Mapping[str, Sequence[str]] | None = None
+) -> tuple[list[tuple[str, str, int]], str]:
     """Panels (name, site, flat index) for sites of these flat sizes: each scalar site, the
-    first PER_SITE values of the others, at most MAX_PANELS in all; and a note saying what was
-    left out ("" when nothing was)."""
+    first PER_SITE values of the others (named by `labels[site]` when it has one per value),
+    at most MAX_PANELS in all; and a note saying what was left out ("" when nothing was)."""
     panels: list[tuple[str, str, int]] = []
     cut: list[str] = []
     for site, size in sizes.items():
         if size == 1:
             panels.append((site, site, 0))
             continue
-        panels.extend((f"{site}[{i}]", site, i) for i in range(min(size, PER_SITE)))
+        names = list((labels or {}).get(site, ()))
+        if len(names) != size:
+            names = [str(i) for i in range(size)]
+        panels.extend((f"{site}[{names[i]}]", site, i) for i in range(min(size, PER_SITE)))
         if size > PER_SITE:
             cut.append(f"{site}: first {PER_SITE} of {size}")
     notes = [f"shown: {'; '.join(cut)}"] if cut else []
@@ -163,13 +168,16 @@ def choose_panels(sizes: Mapping[str, int]) -> tuple[list[tuple[str, str, int]],
     return panels, " - ".join(notes)
 
 
-def plot_params(draws: Mapping[str, np.ndarray], path: str | Path, title: str = "") -> Path:
+def plot_params(
+    draws: Mapping[str, np.ndarray], path: str | Path, title: str = "",
+    labels: Mapping[str, Sequence[str]] | None = None,
+) -> Path:  # fmt: skip
     """A density (histogram) of each scalar latent site's posterior draws, with its 90% interval.
 
     Sites with several values show their first 6 elements as separate panels.
     """
     flats = {site: np.asarray(v).reshape(len(v), -1) for site, v in draws.items()}
-    chosen, note = choose_panels({site: flat.shape[1] for site, flat in flats.items()})
+    chosen, note = choose_panels({site: flat.shape[1] for site, flat in flats.items()}, labels)
     panels = [(name, flats[site][:, i]) for name, site, i in chosen]
     if not panels:
         raise ValueError("no posterior draws to plot")

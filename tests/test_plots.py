@@ -25,3 +25,12 @@ def test_params_and_trace_figures_of_many_sites_are_written(tmp_path: Path) -> N
     draws = {f"w{k}": rng.normal(size=(40, 5, 3)) for k in range(4)} | {"s": rng.normal(size=40)}
     assert plot_params(draws, tmp_path / "p.png", title="t").stat().st_size > 10_000
     assert plot_trace(draws, 2, tmp_path / "t.png", title="t").stat().st_size > 10_000
+
+
+def test_a_vector_sites_panels_are_named_by_their_labels() -> None:
+    labels = {"weight": ["Close[-2]", "Close[-1]", "Volume[-1]"]}
+    panels, _ = choose_panels({"weight": 3, "bias": 1}, labels)
+    assert [name for name, _, _ in panels] == [
+        "weight[Close[-2]]", "weight[Close[-1]]", "weight[Volume[-1]]", "bias"
+    ]  # fmt: skip
+    assert choose_panels({"weight": 2}, labels)[0][0][0] == "weight[0]"  # labels that do not fit
