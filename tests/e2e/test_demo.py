@@ -19,8 +19,13 @@ def test_the_demo_ends_with_the_dashboard_its_url_and_a_working_token(tmp_path: 
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("KILN_")}
     env["KILN_HOME"] = str(tmp_path / "home")
-    done = run_cli("demo", "--steps", "200", "-o", str(tmp_path / "demo.png"), env=env,
-                   timeout=900)  # fmt: skip
+    from worker.embedded import stop_embedded_broker
+
+    try:
+        done = run_cli("demo", "--steps", "200", "-o", str(tmp_path / "demo.png"), env=env,
+                       timeout=900)  # fmt: skip
+    finally:
+        stop_embedded_broker(tmp_path / "home")  # the demo leaves it running, as for a user
     assert done.returncode == 0, done.stderr[-3000:]
     assert (tmp_path / "demo.png").stat().st_size > 10_000
     fit = re.search(r"^fit (\w+): 200 steps", done.stdout, re.M)

@@ -78,6 +78,9 @@ def api_stack(tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch) -> I
     yield stack
     if stack.engine is not None:
         stack.engine.dispose()
+    from worker.embedded import stop_embedded_broker
+
+    stop_embedded_broker(home)  # a direct `jobs submit` in a test started one there
 
 
 @pytest.fixture
