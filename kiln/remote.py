@@ -17,8 +17,8 @@ from kiln.client import Client
 from kiln.errors import SpecError, UserError
 from kiln.reader import AttemptRecord, JobRecord
 from kiln.records import STATS, SiteStats
-from kiln.remote_fleet import RemoteFleet
-from kiln.remote_results import RemoteResults
+from kiln.remote_fleet import RemoteFleet, maybe_time
+from kiln.remote_results import RemoteResults, array_from_json
 from kiln.settings import Settings
 from kiln.specs import UserModelRef
 from kiln.submitter import Request, Submitted
@@ -166,7 +166,7 @@ class RemoteClient(RemoteResults, RemoteFleet, Client):
         return [
             AttemptRecord(number=a["number"], worker=a["worker"], host=a["host"], pid=a["pid"],
                           device=a["device"], started_at=_moment(a["started_at"]),
-                          ended_at=_maybe(a["ended_at"]), outcome=a["outcome"],
+                          ended_at=maybe_time(a["ended_at"]), outcome=a["outcome"],
                           error=a["error"])
             for a in self._job_doc(job_id)["attempt_log"]
         ]  # fmt: skip
@@ -188,15 +188,12 @@ class RemoteClient(RemoteResults, RemoteFleet, Client):
         return [(int(step), float(loss)) for step, loss in doc["rows"]]
 
     def posterior_stats(self, job_id: str) -> list[SiteStats]:
-        import numpy as np
-
-        def array(values: Any, dtype: str) -> np.ndarray:
-            return np.asarray(_nan(values), dtype=dtype)
-
+        sites = self._call("GET", f"/jobs/{quote(job_id, safe='')}/params")["sites"]
         return [
-            SiteStats(s["site"], tuple(s["shape"]), *(array(s[k], s["dtype"]) for k in STATS))
-            for s in self._call("GET", f"/jobs/{quote(job_id, safe='')}/params")["sites"]
-        ]
+            SiteStats(s["site"], tuple(s["shape"]),
+                      *(array_from_json(s[k], s["dtype"], tuple(s["shape"])) for k in STATS))
+            for s in sites
+        ]  # fmt: skip
 
     def live_workers(self, queue: str | None = None) -> list[str]:
         params = {"queue": queue} if queue else {}
@@ -210,26 +207,13 @@ def _moment(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
 
-def _maybe(text: str | None) -> datetime | None:
-    return datetime.fromisoformat(text) if text else None
-
-
-def _nan(values: Any) -> Any:
-    """JSON's null (a value that was not finite) back to NaN, at any depth."""
-    if values is None:
-        return float("nan")
-    if isinstance(values, list):
-        return [_nan(v) for v in values]
-    return values
-
-
 def _job_record(doc: dict[str, Any]) -> JobRecord:
     return JobRecord(
         id=doc["id"], kind=doc["kind"], status=doc["status"], model=doc["model"],
         queue=doc["queue"], priority=doc["priority"], step=doc["progress"]["step"],
         total_steps=doc["progress"]["total"], last_loss=doc["last_loss"],
-        created_at=_moment(doc["created_at"]), started_at=_maybe(doc["started_at"]),
-        finished_at=_maybe(doc["finished_at"]), attempts=doc["attempts"], worker=doc["worker"],
+        created_at=_moment(doc["created_at"]), started_at=maybe_time(doc["started_at"]),
+        finished_at=maybe_time(doc["finished_at"]), attempts=doc["attempts"], worker=doc["worker"],
         error=doc["error"], dataset_id=doc["dataset_id"], depends_on=doc["depends_on"],
         sweep_id=doc.get("sweep_id"), spec=doc["spec"] or {}, info=doc["info"] or {},
     )  # fmt: skip

@@ -51,7 +51,7 @@ class RemoteFleet:
         from db.sweeps import MemberRow, SweepView
 
         doc = self._call("GET", f"/sweeps/{quote(sweep_id, safe='')}", params={"members": members})
-        doc["created_at"] = _maybe(doc["created_at"])
+        doc["created_at"] = maybe_time(doc["created_at"])
         doc["members"] = [MemberRow(**m) for m in doc["members"]]
         return SweepView(**doc)
 
@@ -59,7 +59,7 @@ class RemoteFleet:
         return [
             SweepSummary(id=s["id"], status=s["status"], model=s["model"], members=s["members"],
                          batches=s["batches"], counts=s["counts"],
-                         created_at=_maybe(s["created_at"]))
+                         created_at=maybe_time(s["created_at"]))
             for s in self._call("GET", "/sweeps", params={"limit": limit})
         ]  # fmt: skip
 
@@ -78,7 +78,8 @@ class RemoteFleet:
         )  # fmt: skip
 
 
-def _maybe(text: str | None) -> datetime | None:
+def maybe_time(text: str | None) -> datetime | None:
+    """An ISO time from a JSON document, or None."""
     return datetime.fromisoformat(text) if text else None
 
 

@@ -194,7 +194,7 @@ class RemoteResults:
 
     def site_diagnostics(self, job_id: str) -> dict[str, np.ndarray]:
         doc = self._call("GET", f"/jobs/{_q(job_id)}/diagnostics")
-        return {s["site"]: _array(s["values"], s["dtype"], (3, *s["shape"]))
+        return {s["site"]: array_from_json(s["values"], s["dtype"], (3, *s["shape"]))
                 for s in doc["sites"]}  # fmt: skip
 
     def sample_summaries(self, job_id: str, site: str | None = None) -> list[SampleSummary]:
@@ -207,7 +207,7 @@ class RemoteResults:
                 site=s["site"], kind=s["kind"], num_samples=int(s["num_samples"]),
                 shape=tuple(s["shape"]), dtype=s["dtype"],
                 stats=None if s["stats"] is None
-                else _array(s["stats"], "float64", (5, *s["shape"])),
+                else array_from_json(s["stats"], "float64", (5, *s["shape"])),
             )
             for s in doc["sites"]
         ]  # fmt: skip
@@ -269,7 +269,7 @@ def _float(value: Any) -> float:
     return float("nan") if value is None else float(value)
 
 
-def _array(values: Any, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
+def array_from_json(values: Any, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
     """Nested lists from JSON (null: not finite, back to NaN) as an array of `shape`."""
     try:
         kind = np.dtype(dtype)
