@@ -34,44 +34,27 @@ import asyncio
 import json
 import os
 import random
-import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 import psycopg
-import redis
+from proc_cpu import BackendCpu, cpu_of, machine_busy  # bench/, beside this file
+from server_stack import ROOT, Stack
 
-ROOT = Path(__file__).resolve().parents[1]
 RUGGED = ROOT.parent / "shared" / "data" / "rugged_data.csv"
 FORMULA = "log(rgdppc_2000) ~ cont_africa * rugged"
 FIT = {"model": "linreg", "formula": FORMULA, "steps": "20", "num_samples": "50"}
 KINDS = ("submit", "list", "show", "losses", "params")
 WEIGHTS = (1, 2, 3, 2, 2)  # of 10 requests: 1 submit, 9 reads
 ENDED = {"succeeded", "failed", "cancelled"}
-TICK = os.sysconf("SC_CLK_TCK")
-# `jobs server` with a bigger SQLAlchemy pool (--server-pool-size): the fix this bench measures.
-POOLED_SERVER = """
-import sys
-import db.session
-make = db.session.make_engine
-size = int(sys.argv.pop(1))
-db.session.make_engine = lambda url, **kw: make(url, **{"pool_size": size, "max_overflow": size,
-                                                        **kw})
-from kiln.cli import main
-main()
-"""
 
 
 @dataclass
@@ -89,181 +72,6 @@ class Book:
 
     def note(self, user: str, doc: dict[str, Any]) -> None:
         self.status[user][doc["id"]] = doc["status"]
-
-
-class Stack:
-    """The database, the broker db, the server and the workers; stop() takes them all down."""
-
-    def __init__(self, database_url: str, broker_url: str) -> None:
-        self.database_url, self.broker_url = database_url, broker_url
-        self.home = Path(tempfile.mkdtemp(prefix="kiln-bench-server-"))
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("KILN_")}
-        self.env |= {"KILN_DATABASE_URL": database_url, "KILN_BROKER_URL": broker_url,
-                     "KILN_HOME": str(self.home)}  # fmt: skip
-        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
-        self.created_db = self.owns_broker = False
-        self.port = 0
-
-    def admin(self) -> psycopg.Connection[Any]:
-        url = self.database_url.replace("postgresql+psycopg://", "postgresql://", 1)
-        return psycopg.connect(url.rsplit("/", 1)[0] + "/postgres", autocommit=True)
-
-    def jobs(self, *args: str) -> str:
-        done = subprocess.run([sys.executable, "-m", "kiln.cli", *args], env=self.env,
-                              capture_output=True, text=True, cwd=ROOT)  # fmt: skip
-        if done.returncode != 0:
-            raise SystemExit(f"jobs {' '.join(args)}: exit {done.returncode}\n{done.stderr}")
-        return done.stdout
-
-    def start(self, workers: int, pool_size: int | None) -> None:
-        name = self.database_url.rsplit("/", 1)[1]
-        keys = redis.Redis.from_url(self.broker_url).dbsize()
-        if keys:
-            raise SystemExit(f"{self.broker_url} holds {keys} keys; pass another --broker-url")
-        self.owns_broker = True
-        with self.admin() as admin:
-            admin.execute(f'CREATE DATABASE "{name}"')  # fails if it exists: never someone's
-        self.created_db = True
-        self.jobs("db", "upgrade")
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        pooled = ["-c", POOLED_SERVER, str(pool_size)] if pool_size else ["-m", "kiln.cli"]
-        self.spawn("server", *pooled, "server", "--port", str(self.port))
-        for i in range(workers):
-            worker = ["worker", "--queues", "cpu", "--name", f"bench-w{i}"]
-            self.spawn(f"worker{i}", "-m", "kiln.cli", *worker)
-
-    def spawn(self, label: str, *args: str) -> None:
-        with open(self.home / f"{label}.log", "wb") as log:  # the child keeps its own copy
-            proc = subprocess.Popen([sys.executable, *args], env=self.env, stdout=log,
-                                    stderr=subprocess.STDOUT, cwd=ROOT,
-                                    start_new_session=True)  # fmt: skip
-        self.procs.append((label, proc))
-
-    def check_alive(self) -> None:
-        for label, proc in self.procs:
-            if proc.poll() is not None:
-                tail = (self.home / f"{label}.log").read_text()[-2000:]
-                raise SystemExit(f"{label} exited with {proc.returncode}:\n{tail}")
-
-    def stop(self) -> None:
-        for _, proc in self.procs:
-            _signal_group(proc, signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        for _, proc in self.procs:
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
-            _signal_group(proc, signal.SIGKILL)  # the group: a worker's pool children too
-            proc.wait()
-        if self.created_db:
-            with self.admin() as admin:
-                name = self.database_url.rsplit("/", 1)[1]
-                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        if self.owns_broker:
-            redis.Redis.from_url(self.broker_url).flushdb()
-        shutil.rmtree(self.home, ignore_errors=True)
-
-    def counters(self) -> tuple[int, int]:
-        """This database's (sessions, transactions) so far, from pg_stat_database."""
-        with self.admin() as admin:
-            name = self.database_url.rsplit("/", 1)[1]
-            row = admin.execute(
-                "SELECT sessions, xact_commit + xact_rollback FROM"
-                " pg_stat_database WHERE datname = %s",
-                (name,),
-            ).fetchone()
-            assert row is not None
-            return int(row[0]), int(row[1])
-
-    def reaped_cpu(self) -> float:
-        """CPU seconds of the PostgreSQL backends that have exited so far (any database's):
-        the postmaster reaps them, so their time is in its children's counters."""
-        with self.admin() as admin:
-            row = admin.execute("SHOW data_directory").fetchone()
-        assert row is not None
-        pid = (Path(row[0]) / "postmaster.pid").read_text().split()[0]
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[13]) + int(fields[14])) / TICK
-
-    def backends(self) -> set[int]:
-        """Process ids of the PostgreSQL backends connected to this database now."""
-        with self.admin() as admin:
-            name = self.database_url.rsplit("/", 1)[1]
-            rows = admin.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", (name,))
-            return {int(r[0]) for r in rows.fetchall()}
-
-
-def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
-    try:
-        os.killpg(proc.pid, sig)
-    except ProcessLookupError:
-        pass
-
-
-def cpu_of(roots: set[int]) -> dict[int, float]:
-    """CPU seconds (user + system) of each of `roots` and of all their descendants, by pid."""
-    parent: dict[int, int] = {}
-    seconds: dict[int, float] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue  # it ended meanwhile
-            pid = int(entry.name)
-            parent[pid], seconds[pid] = int(fields[1]), (int(fields[11]) + int(fields[12])) / TICK
-    children: dict[int, list[int]] = {}
-    for pid, ppid in parent.items():
-        children.setdefault(ppid, []).append(pid)
-    found, todo = {}, [p for p in roots if p in seconds]
-    while todo:
-        pid = todo.pop()
-        found[pid] = seconds[pid]
-        todo += children.get(pid, [])
-    return found
-
-
-def own_cpu(pids: set[int]) -> dict[int, float]:
-    """CPU seconds (user + system) of each of `pids` that is still running."""
-    out: dict[int, float] = {}
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        out[pid] = (int(fields[11]) + int(fields[12])) / TICK
-    return out
-
-
-class BackendCpu(threading.Thread):
-    """Samples the CPU time of this database's PostgreSQL backends twice a second (a backend
-    that comes and goes between two samples is missed: `sessions` says how many came)."""
-
-    def __init__(self, stack: Stack) -> None:
-        super().__init__(daemon=True)
-        self.stack, self.done = stack, threading.Event()
-        self.first = own_cpu(stack.backends())
-        self.last = dict(self.first)
-
-    def run(self) -> None:
-        while not self.done.wait(0.5):
-            self.last |= own_cpu(self.stack.backends())
-
-    def seconds(self) -> float:
-        self.done.set()
-        self.join()
-        self.last |= own_cpu(self.stack.backends())
-        return sum(v - self.first.get(pid, 0.0) for pid, v in self.last.items())
-
-
-def machine_busy() -> tuple[float, float]:
-    """(busy, total) CPU seconds of the whole machine since boot, from /proc/stat."""
-    ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
-    idle = ticks[3] + ticks[4]
-    return (sum(ticks) - idle) / TICK, sum(ticks) / TICK
 
 
 async def call(book: Book, http: httpx.AsyncClient, kind: str, method: str, url: str,
@@ -486,7 +294,7 @@ def main() -> None:
         first = asyncio.run(prepare(stack, tokens, args.workers))
         server_pid = stack.procs[0][1].pid
         worker_pids = {p.pid for label, p in stack.procs if label.startswith("worker")}
-        pg = BackendCpu(stack)
+        pg = BackendCpu(stack.backends)
         before = [cpu_of({server_pid}), cpu_of(worker_pids)]
         sessions0, xacts0 = stack.counters()
         reaped0 = stack.reaped_cpu()
