@@ -126,3 +126,19 @@ def jobs_cli() -> Callable[..., Result]:
         return CliRunner().invoke(get_cli(), list(args), env=env, catch_exceptions=False)
 
     return run
+
+
+def direct_env(api: Api) -> dict[str, str | None]:
+    """The environment of a `jobs` command on the stack's database, not through the API."""
+    return {"KILN_HOME": str(api.stack.home), "KILN_DATABASE_URL": api.stack.db_url,
+            "KILN_API_URL": None, "KILN_TOKEN": None}  # fmt: skip
+
+
+def same_cli(api: Api, jobs_cli: Callable[..., Result], remote: dict[str, str | None],
+             *args: str) -> Result:  # fmt: skip
+    """`jobs ARGS` over the API and directly: the same exit code, stdout and stderr (with the
+    output file named alike); the API's result."""
+    over_api, direct = jobs_cli(*args, env=remote), jobs_cli(*args, env=direct_env(api))
+    assert (over_api.exit_code, over_api.stdout, over_api.stderr) == (
+        direct.exit_code, direct.stdout, direct.stderr), args  # fmt: skip
+    return over_api

@@ -11,14 +11,9 @@ from pathlib import Path
 from click.testing import Result
 
 from tests.conftest import RUGGED, RUGGED_FORMULA, run_cli, run_in_process
-from tests.server.conftest import Api
+from tests.server.conftest import Api, same_cli
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def direct_env(api: Api) -> dict[str, str | None]:
-    return {"KILN_HOME": str(api.stack.home), "KILN_DATABASE_URL": api.stack.db_url,
-            "KILN_API_URL": None, "KILN_TOKEN": None}  # fmt: skip
 
 
 def test_a_linreg_fit_through_the_api_reads_back_as_it_does_directly(
@@ -34,9 +29,7 @@ def test_a_linreg_fit_through_the_api_reads_back_as_it_does_directly(
     for args in (["list", "--json"], ["show", job_id, "--json"], ["show", job_id[:8]],
                  ["losses", job_id, "--format", "json"], ["params", job_id, "--format", "csv"],
                  ["params", job_id], ["watch", job_id, "--json"]):  # fmt: skip
-        over_api, direct = jobs_cli(*args, env=remote), jobs_cli(*args, env=direct_env(api))
-        assert (over_api.exit_code, over_api.stdout) == (direct.exit_code, direct.stdout), args
-        assert over_api.exit_code == 0
+        assert same_cli(api, jobs_cli, remote, *args).exit_code == 0
     assert not (tmp_path / "laptop" / "kiln.db").exists()  # the laptop opened no database
     with api.stack.sessions()() as session:
         from db.jobs import get_job

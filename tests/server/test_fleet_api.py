@@ -17,9 +17,8 @@ from click.testing import Result
 
 from tests.conftest import RUGGED, RUGGED_FORMULA, run_in_process
 from tests.library.test_forecast_hmm_jobs import ETH
-from tests.server.conftest import Api
+from tests.server.conftest import Api, direct_env, same_cli
 from tests.server.test_auth import job_of, submit_fit
-from tests.server.test_cli_remote import direct_env
 
 
 def token_for(api: Api, name: str, user: str, role: str = "submit", **caps: Any) -> None:
@@ -112,8 +111,7 @@ def test_a_sweep_through_the_api_reads_back_as_directly_and_is_its_owners(
         assert run_in_process(api.stack, job_id) == "succeeded"
     for args in (["sweep", "show", sweep["id"], "--json"], ["sweep", "show", sweep["id"]],
                  ["sweep", "list", "--json"], ["show", sweep["members"][0], "--json"]):  # fmt: skip
-        over_api, direct = jobs_cli(*args, env=alice), jobs_cli(*args, env=direct_env(api))
-        assert (over_api.exit_code, over_api.stdout) == (direct.exit_code, direct.stdout), args
+        over_api = same_cli(api, jobs_cli, alice, *args)
         assert over_api.exit_code == 0, over_api.output
     bob = api.remote_env("bob", tmp_path / "bob")
     for args in (["sweep", "show", sweep["id"]], ["sweep", "cancel", sweep["id"]]):
@@ -163,9 +161,7 @@ def test_workers_and_stats_hide_which_job_of_another_user_a_worker_runs(
         assert claim_job(session, bobs, worker="w1@host", host="host", pid=1, device="cpu",
                          lease_s=600) is not None  # fmt: skip
     for args in (["workers", "--json"], ["stats", "--json"], ["stats"]):
-        over_api = jobs_cli(*args, env=api.remote_env("admin", tmp_path / "r"))
-        direct = jobs_cli(*args, env=direct_env(api))
-        assert (over_api.exit_code, over_api.stdout) == (direct.exit_code, direct.stdout), args
+        same_cli(api, jobs_cli, api.remote_env("admin", tmp_path / "r"), *args)
     seen = {who: api.http(who).get("/workers").json()[0]["running"] for who in ("bob", "alice")}
     assert seen == {"bob": bobs, "alice": "(another user's job)"}
 

@@ -19,9 +19,9 @@ from click.testing import Result
 
 from kiln.errors import InfraError
 from tests.conftest import run_in_process
-from tests.server.conftest import Api
+from tests.server.conftest import Api, direct_env, same_cli
 from tests.server.test_auth import submit_fit
-from tests.server.test_cli_remote import ROOT, direct_env
+from tests.server.test_cli_remote import ROOT
 
 SQLITE = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # one backend: jobs run
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -33,16 +33,6 @@ def ran(api: Api, response: httpx.Response) -> str:
     job_id = str(response.json()["jobs"][0]["id"])
     assert run_in_process(api.stack, job_id) == "succeeded"
     return job_id
-
-
-def same_cli(api: Api, jobs_cli: Callable[..., Result], remote: dict[str, str | None],
-             *args: str) -> Result:  # fmt: skip
-    """`jobs ARGS` over the API and directly: the same exit code, stdout and stderr (with the
-    output file named alike); the API's result."""
-    over_api, direct = jobs_cli(*args, env=remote), jobs_cli(*args, env=direct_env(api))
-    assert (over_api.exit_code, over_api.stdout, over_api.stderr) == (
-        direct.exit_code, direct.stdout, direct.stderr), args  # fmt: skip
-    return over_api
 
 
 def assert_same_results(a: Any, b: Any) -> None:
