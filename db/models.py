@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    func,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -39,6 +40,9 @@ BigCount = BigInteger().with_variant(Integer(), "sqlite")
 
 
 MAX_ID_CHARS = 32  # job and sweep ids: 16 hex characters today, the column holds 32
+MAX_NAME_CHARS = 128  # a job's or sweep's name (kiln/labels.py checks what a name may be)
+MAX_TAG_KEY_CHARS = 64
+MAX_TAG_VALUE_CHARS = 256
 
 
 def plausible_id(given: str) -> bool:
@@ -130,6 +134,9 @@ class Sweep(Base):
     owner: Mapped[str | None] = mapped_column(String(255), index=True)  # the API's user
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     info: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Unique per owner (uq_sweeps_owner_name); its tags are also copied to its members' rows.
+    name: Mapped[str | None] = mapped_column(String(MAX_NAME_CHARS))
+    tags: Mapped[dict[str, str] | None] = mapped_column(JSON)
 
 
 class Job(Base):
@@ -180,6 +187,19 @@ class Job(Base):
     # The user who submitted it through the HTTP API (a token's user); NULL for a job
     # submitted directly (`jobs` or kiln.Client on the database): no identity was checked.
     owner: Mapped[str | None] = mapped_column(String(255), index=True)
+    # A name the user gave it, unique per owner (uq_jobs_owner_name), usable wherever an id is.
+    name: Mapped[str | None] = mapped_column(String(MAX_NAME_CHARS))
+    # The fit this one continued (`--continue`); no foreign key (see migration 0012).
+    continued_from: Mapped[str | None] = mapped_column(String(32), index=True)
+
+
+class JobTag(Base):
+    """A job's tag: `SELECT job_id FROM job_tags WHERE key = 'study' AND value = 'a'`."""
+
+    __tablename__ = "job_tags"
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(MAX_TAG_KEY_CHARS), primary_key=True)
+    value: Mapped[str] = mapped_column(String(MAX_TAG_VALUE_CHARS))
 
 
 class Attempt(Base):
@@ -336,3 +356,8 @@ class Token(Base):
 
 
 Index("ix_jobs_queue_status", Job.queue, Job.status)
+Index("ix_job_tags_key_value", JobTag.key, JobTag.value)
+# A NULL owner (direct submissions) is one namespace: coalesce it, since NULLs never collide.
+for _mapped in (Job, Sweep):
+    Index(f"uq_{_mapped.__tablename__}_owner_name", func.coalesce(_mapped.owner, ""),
+          _mapped.name, unique=True)  # fmt: skip

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -154,7 +155,21 @@ def test_models_match_the_migrations(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'schema.db'}"
     upgrade_to_head(url)
     engine = make_engine(url)
-    with engine.connect() as connection:
-        diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    # Alembic cannot reflect an expression index (the per-owner unique names): compare the rest,
+    # and check those by name and by their SQL.
+    expression_indexes = {"uq_jobs_owner_name", "uq_sweeps_owner_name"}
+
+    def compared(obj: object, name: str | None, type_: str, reflected: bool, _: object) -> bool:
+        return not (type_ == "index" and name in expression_indexes)
+
+    with engine.connect() as connection, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Skipped unsupported reflection of expression-based")
+        warnings.filterwarnings("ignore", "autogenerate skipping metadata-specified expression")
+        context = MigrationContext.configure(connection, opts={"include_object": compared})
+        diff = compare_metadata(context, Base.metadata)
+        indexes = dict(connection.exec_driver_sql(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index'").all())  # fmt: skip
     engine.dispose()
     assert diff == []
+    for name in expression_indexes:
+        assert "UNIQUE" in indexes[name] and "coalesce(owner, '')" in indexes[name], indexes[name]
