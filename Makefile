@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 # cannot download browsers of its own here: `make test` installs the package when it is missing.
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: install demo test test-slow bench bench-sweep lint clean
+.PHONY: install demo test test-slow bench bench-sweep bench-startup wheel lint clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -40,6 +40,20 @@ bench: $(STAMP)
 
 bench-sweep: $(STAMP)
 	$(PY) bench/bench_sweep.py
+
+bench-startup: $(STAMP)
+	$(PY) bench/bench_startup.py
+
+# The wheel, built from a copy of the sources in dist/stage (so no build/ or *.egg-info lands
+# in the checkout); setup.py stages ../shared/data's demo and example data into it as
+# kiln/data/ (the data sets are never committed). Output: dist/kiln-*.whl.
+WHEEL_SOURCES := pyproject.toml setup.py README.md kiln db inference scheduler worker
+wheel: $(STAMP)
+	rm -rf dist/stage && mkdir -p dist/stage
+	cp -r $(WHEEL_SOURCES) dist/stage/
+	KILN_SHARED_DATA=$(CURDIR)/../shared/data $(PY) -m pip wheel --quiet --no-deps \
+		--no-build-isolation -w dist dist/stage
+	rm -rf dist/stage
 
 # mypy reads its files and strictness from pyproject.toml's [tool.mypy].
 lint: $(STAMP)

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from db.models import Attempt, Checkpoint, Job, JobStatus, Loss, Metric, utcnow
 from db.results import insert_new_rows
+from db.search import searchable_columns
 from kiln.errors import InfraError
 
 
@@ -122,6 +123,7 @@ def record_progress(
         values["step"] = step
     if info is not None:
         values["info"] = info
+        values.update(searchable_columns(info=info))  # final_loss, for --where
     result = session.execute(
         update(Job)
         .where(Job.id == job_id, Job.worker == worker, Job.status == JobStatus.RUNNING.value)

@@ -9,6 +9,7 @@ from sqlalchemy import CursorResult, delete, select, update
 from sqlalchemy.orm import Session
 
 from db.models import TERMINAL, Attempt, Checkpoint, Job, JobStatus, utcnow
+from db.search import searchable_columns
 from db.sweeps import settle_batch_members
 
 
@@ -50,6 +51,7 @@ def finish_job(
         job_values.update(status=status.value, finished_at=now, error=error)
     if info is not None:
         job_values["info"] = info
+        job_values.update(searchable_columns(info=info))  # final_loss, for --where
     ours = session.execute(
         update(Job)
         .where(Job.id == job_id, Job.worker == worker, Job.status == JobStatus.RUNNING.value)

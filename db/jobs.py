@@ -9,14 +9,18 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from db.finish import settle_dependants
+from db.labels import job_by_name
 from db.models import TERMINAL, Job, JobStatus, plausible_id, shown_id, utcnow
+from db.search import searchable_columns
 from kiln.errors import NotFound
+from kiln.labels import MAX_NAME_CHARS
 
 
 def create_job(session: Session, *, status: JobStatus = JobStatus.QUEUED, **fields: Any) -> Job:
     """Add a job row, queued (or waiting for the job in `depends_on`). Does not commit."""
     queued_at = utcnow() if status == JobStatus.QUEUED else None
     fields.setdefault("info", {})
+    fields = {**searchable_columns(fields.get("spec"), fields["info"]), **fields}
     job = Job(status=status.value, step=0, attempts=0, queued_at=queued_at, **fields)
     session.add(job)
     session.flush()
@@ -24,16 +28,22 @@ def create_job(session: Session, *, status: JobStatus = JobStatus.QUEUED, **fiel
 
 
 def get_job(session: Session, job_id: str, owner: str | None = None) -> Job:
-    """The job with this id, or with this unique id prefix (at least 4 characters).
+    """The job with this id, name (`--name`), or unique id prefix (at least 4 characters),
+    tried in that order (a name never looks like an id: kiln.labels.check_name).
 
     With `owner`, only that user's jobs count: another's is not found, and a prefix is
     ambiguous only among the owner's own (the HTTP API tells no one whose job exists).
     """
-    if not plausible_id(job_id):
+    if not plausible_id(job_id) and not (len(job_id) <= MAX_NAME_CHARS and job_id.isprintable()):
         raise NotFound(f"job {shown_id(job_id)} not found")
-    job = session.get(Job, job_id)
+    job = session.get(Job, job_id) if plausible_id(job_id) else None
     if job is not None and (owner is None or job.owner == owner):
         return job
+    named = job_by_name(session, job_id, owner)
+    if named is not None:
+        return named
+    if not plausible_id(job_id):
+        raise NotFound(f"job {shown_id(job_id)} not found")
     if len(job_id) >= 4:
         query = select(Job).where(Job.id.startswith(job_id, autoescape=True))
         if owner is not None:

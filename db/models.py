@@ -25,6 +25,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from kiln.labels import MAX_NAME_CHARS, MAX_TAG_KEY_CHARS, MAX_TAG_VALUE_CHARS
+
 NAMING = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -40,9 +42,6 @@ BigCount = BigInteger().with_variant(Integer(), "sqlite")
 
 
 MAX_ID_CHARS = 32  # job and sweep ids: 16 hex characters today, the column holds 32
-MAX_NAME_CHARS = 128  # a job's or sweep's name (kiln/labels.py checks what a name may be)
-MAX_TAG_KEY_CHARS = 64
-MAX_TAG_VALUE_CHARS = 256
 
 
 def plausible_id(given: str) -> bool:
@@ -191,6 +190,12 @@ class Job(Base):
     name: Mapped[str | None] = mapped_column(String(MAX_NAME_CHARS))
     # The fit this one continued (`--continue`); no foreign key (see migration 0012).
     continued_from: Mapped[str | None] = mapped_column(String(32), index=True)
+    # Copies of spec and info that `--where` compares and sorts by (migration 0013; written
+    # with db.search.searchable_columns): svi/nuts/hmc (None: a predict job), the guide of an
+    # SVI fit, and info.final_loss.
+    method: Mapped[str | None] = mapped_column(String(16), index=True)
+    guide: Mapped[str | None] = mapped_column(String(255))
+    final_loss: Mapped[float | None] = mapped_column(Float, index=True)
 
 
 class JobTag(Base):
@@ -241,6 +246,19 @@ class Loss(Base):
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
     step: Mapped[int] = mapped_column(BigCount, primary_key=True)
     loss: Mapped[float] = mapped_column(Float)
+
+
+class JobLog(Base):
+    """A job's own log, one line a row, numbered per job across attempts: what its model
+    printed (`output`), warnings (`warning`), Kiln's lines (`kiln`), and where a capped log
+    dropped lines (`dropped`). Written by worker/joblog.py; read by `kiln logs`."""
+
+    __tablename__ = "job_logs"
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigCount, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    stream: Mapped[str] = mapped_column(String(16))
+    text: Mapped[str] = mapped_column(Text)
 
 
 class Metric(Base):
@@ -300,6 +318,10 @@ class Sample(Base):
     `predictive` (`obs` under the posterior predictive) or `data` (the rows predicted for:
     `__X__` covariates, `__y__` observed response, `__row__` row positions in the table), and
     for MCMC jobs `sample_stats` (per draw: diverging, step_size, tree_depth, energy, ...).
+    `log_likelihood`: a user model fit's pointwise log-likelihood of observed site SITE, stored
+    as `log_likelihood:SITE`, (draws used, *data shape), with `observed:SITE` (kind `data`:
+    its observed values) and `__loglik_draws__` (kind `data`: which of the chain-major draws
+    were used, at most 1000; worker/runners/loglik.py).
     An MCMC job's draws are chain-major, (chains * draws, *shape); jobs.info["chains"] says
     how many chains. `stats` holds the (5, *shape) summary (mean, sd, q05, q50, q95) so
     listing reads no draws.
@@ -357,6 +379,7 @@ class Token(Base):
 
 Index("ix_jobs_queue_status", Job.queue, Job.status)
 Index("ix_job_tags_key_value", JobTag.key, JobTag.value)
+Index("ix_params_site_job_id", Param.site, Param.job_id)  # params.SITE.STAT over every job
 # A NULL owner (direct submissions) is one namespace: coalesce it, since NULLs never collide.
 for _mapped in (Job, Sweep):
     Index(f"uq_{_mapped.__tablename__}_owner_name", func.coalesce(_mapped.owner, ""),

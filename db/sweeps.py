@@ -16,6 +16,7 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, delete, func, select, update
 from sqlalchemy.orm import Session
 
+from db.labels import sweep_by_name
 from db.models import (
     TERMINAL,
     Dataset,
@@ -27,18 +28,27 @@ from db.models import (
     shown_id,
     utcnow,
 )  # fmt: skip
+from db.search import searchable_columns
 from kiln.errors import NotFound
 from kiln.jobinfo import BatchInfo, SviInfo
+from kiln.labels import MAX_NAME_CHARS
 
 
 def get_sweep(session: Session, sweep_id: str, owner: str | None = None) -> Sweep:
-    """The sweep with this id or unique id prefix (at least 4 characters); with `owner`, among
+    """The sweep with this id, name or unique id prefix (at least 4 characters); with `owner`, among
     that user's sweeps only (as db.jobs.get_job)."""
-    if not plausible_id(sweep_id):
+    if not plausible_id(sweep_id) and not (
+        len(sweep_id) <= MAX_NAME_CHARS and sweep_id.isprintable()
+    ):
         raise NotFound(f"sweep {shown_id(sweep_id)} not found")
-    sweep = session.get(Sweep, sweep_id)
+    sweep = session.get(Sweep, sweep_id) if plausible_id(sweep_id) else None
     if sweep is not None and (owner is None or sweep.owner == owner):
         return sweep
+    named = sweep_by_name(session, sweep_id, owner)
+    if named is not None:
+        return named
+    if not plausible_id(sweep_id):
+        raise NotFound(f"sweep {shown_id(sweep_id)} not found")
     if len(sweep_id) >= 4:
         query = select(Sweep).where(Sweep.id.startswith(sweep_id, autoescape=True))
         if owner is not None:
@@ -295,6 +305,7 @@ def end_members(session: Session, batch_id: str, ends: Sequence[MemberEnd]) -> N
             status, error = JobStatus.CANCELLED.value, "cancelled by the user"
         rows.append({"id": e.job_id, "status": status, "step": e.step, "last_loss": e.last_loss,
                      "error": error, "info": e.info, "finished_at": now,
+                     **searchable_columns(info=e.info),
                      "lease_expires_at": None})  # fmt: skip
     if rows:
         session.execute(update(Job), rows)  # an ORM bulk update by primary key

@@ -62,6 +62,31 @@ def load(content: bytes, map_location: str = "cpu") -> Resume:
     return Resume(int(state["step"]), state["param_store"], state["optim"], rng)
 
 
+def continuation(parent: bytes, *, step: int, lr: float | None, keep_rng: bool) -> bytes:
+    """A checkpoint from which a continued fit starts at `step`, made of its parent's stored
+    state: a checkpoint (a cancelled or failed fit: param store, optimiser and RNG state), or
+    a fitted state (a succeeded fit: the param store only, so the optimiser starts afresh).
+
+    `lr` replaces the learning rate the optimiser state would put back (torch restores it
+    with the state). Without `keep_rng` the RNG state is left out, so the continued fit's own
+    seed draws (inference.svi puts back only a stored one).
+    """
+    from inference.state import read_state
+
+    param_store: Any
+    if peek(parent).get("format") == CHECKPOINT_FORMAT:
+        saved = load(parent)
+        param_store, optim, rng = saved.param_store, saved.optim, saved.rng
+    else:
+        param_store, optim, rng = read_state(parent), {}, {}
+    if lr is not None:
+        for per_param in optim.values():
+            for group in per_param.get("param_groups", []):
+                group["lr"] = lr
+    return encode({"format": CHECKPOINT_FORMAT, "step": step, "param_store": param_store,
+                   "optim": optim, "rng": rng if keep_rng else {}})  # fmt: skip
+
+
 @dataclass(frozen=True, slots=True)
 class BatchResume:
     """A vectorised batch's checkpoint, loaded: the step to take next, its member count and

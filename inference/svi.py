@@ -82,7 +82,8 @@ def _restore(
         with torch.no_grad(), pyro.poutine.block():
             svi.guide(*args, **kwargs)
     svi.optim.set_state(state.optim)
-    pyro.util.set_rng_state(state.rng)
+    if state.rng:  # a continued fit's start may leave it out: its own seed draws then
+        pyro.util.set_rng_state(state.rng)
     return state.step
 
 

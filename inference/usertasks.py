@@ -12,8 +12,9 @@ import numpy as np
 import pyro
 from numpy.typing import NDArray
 
-from inference.events import Event
+from inference.events import Event, McmcFinished
 from inference.fit import resolve_device
+from inference.loglik import LogLik, pointwise_log_likelihood
 from inference.mcmc import run_mcmc
 from inference.state import dump_state, load_state, param_values
 from inference.svi import resolve_elbo, run_svi
@@ -47,13 +48,14 @@ class SviRun:
 @dataclass(slots=True)
 class SviOutcome:
     """The fitted state (codec bytes), the guide's parameters, posterior draws of the latent
-    and deterministic sites, and which sites are which."""
+    and deterministic sites, which sites are which, and the pointwise log-likelihood."""
 
     state: bytes
     guide_params: dict[str, NDArray[Any]]
     draws: dict[str, NDArray[Any]]
     latent_sites: list[str]
     deterministic_sites: list[str]
+    loglik: LogLik = field(default_factory=LogLik)
 
 
 def svi_fit(run: SviRun) -> Generator[Event, None, SviOutcome]:
@@ -72,17 +74,39 @@ def svi_fit(run: SviRun) -> Generator[Event, None, SviOutcome]:
     draws = draw_sites(
         problem.model, problem.guide, problem.kwargs, problem.latent_sites, run.num_samples
     )
+    latent = list(problem.info["latent_sites"])
+    loglik = pointwise_log_likelihood(
+        problem.model, problem.kwargs, {s: draws[s] for s in latent}, device=problem.device
+    )
     return SviOutcome(
-        state, guide_params, draws, list(problem.info["latent_sites"]),
-        list(problem.info["deterministic_sites"]),
-    )  # fmt: skip
+        state, guide_params, draws, latent, list(problem.info["deterministic_sites"]), loglik
+    )
 
 
 def mcmc_fit(
     source: str, filename: str, function: str, data: Mapping[str, Any], **options: Any
-) -> Generator[Event, None, None]:
-    """run_mcmc's events (its McmcFinished carries the draws)."""
-    yield from run_mcmc(source, filename, function, dict(data), **options)
+) -> Generator[Event, None, LogLik]:
+    """run_mcmc's events (its McmcFinished carries the draws), then the pointwise
+    log-likelihood of the draws (chain-major, as the worker stores them)."""
+    finished: McmcFinished | None = None
+    for event in run_mcmc(source, filename, function, dict(data), **options):
+        if isinstance(event, McmcFinished):
+            finished = event
+        yield event
+    if finished is None or not finished.draws:
+        return LogLik(note="log-likelihood not computed: the chains sent no draws")
+    device = resolve_device(str(options.get("device", "cpu")))
+    module = load_module(source, filename)
+    model = user_model(get_function(module, function, filename), filename)
+    tensors = to_tensors(data, device, getattr(module, "DTYPES", None))
+    deterministic = set(finished.deterministic or ())
+    latents = {
+        site: v.reshape(v.shape[0] * v.shape[1], *v.shape[2:])
+        for site, v in finished.draws.items()
+        if site not in deterministic
+    }
+    chains = int(next(iter(finished.draws.values())).shape[0])
+    return pointwise_log_likelihood(model, tensors, latents, chains=chains, device=device)
 
 
 @dataclass(frozen=True, slots=True)

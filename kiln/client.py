@@ -14,7 +14,7 @@ with Client() as kiln:                      # KILN_* settings, or database_url=/
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -161,6 +161,25 @@ class Client(Submitter, Reader):
         columns = ["id", "kind", "status", "model", "queue", "last_loss", "created_at", "error"]
         return pd.DataFrame([{k: r[k] for k in columns} for r in rows], columns=columns)
 
+    def search(
+        self,
+        where: str | None = None,
+        order_by: str | None = None,
+        columns: str | None = None,
+        limit: int = 20,
+        offset: int = 0,
+    ) -> pd.DataFrame:
+        """The jobs a query finds (`status = 'succeeded' AND params.rugged.mean < 0`; see
+        kiln.query), sorted by `order_by` then newest first, one page: a row per job, a column
+        per field in `columns` (default: id, name, kind, status, model, final_loss, created).
+        Raises SpecError for a query that does not parse."""
+        import pandas as pd
+
+        shown = columns or "id,name,kind,status,model,final_loss,created"
+        found = self.search_records(where, order_by, shown, limit, offset)
+        names = [c.strip() for c in shown.split(",")]
+        return pd.DataFrame([[values[n] for n in names] for _, values in found], columns=names)
+
     def losses(self, job_id: str) -> pd.DataFrame:
         """One row per step: step, loss."""
         import pandas as pd
@@ -173,6 +192,16 @@ class Client(Submitter, Reader):
 
         rows = self.metric_rows(job_id, name)
         return pd.DataFrame(rows, columns=["name", "step", "epoch", "value"])
+
+    def sweep_summary(self, sweep_id: str, by: Sequence[str]) -> pd.DataFrame:
+        """The sweep's members grouped by the settings `by` (e.g. ["lr", "guide"]), one row
+        per group: the `by` values, members, succeeded, and `final_loss.mean`,
+        `final_loss.sd`, `SITE.mean`, `SITE.sd` across the group's succeeded members (as
+        `jobs sweep show --by`). A new sweep is `submit_sweep(...)`."""
+        import pandas as pd
+
+        groups = self.sweep_groups(sweep_id, list(by))
+        return pd.DataFrame(groups.rows, columns=groups.columns)
 
     def params(self, job_id: str) -> pd.DataFrame:
         """Posterior summary of each latent site, indexed by site (elements as `site[i]`)."""
@@ -219,24 +248,46 @@ class Client(Submitter, Reader):
                 if k not in DATA_SITES and not k.startswith(OBSERVED_PREFIX)
             }  # fmt: skip
             if site is not None and site not in draws:
-                raise KeyError(f"job {job.id} has no site `{site}`")
+                raise self._no_site(job.id, site)
             return draws[site] if site is not None else draws
         rows = []
         for s in self.sample_summaries(job.id, site):
             if s.stats is not None:
                 rows.extend(summary_rows(s.site, s.kind, s.stats, s.shape))
         if site is not None and not rows:
-            raise KeyError(f"job {job.id} has no site `{site}`")
+            raise self._no_site(job.id, site)
         return pd.DataFrame(rows, columns=["site", "kind", *STATS]).set_index("site")
 
-    def inference_data(self, job_id: str) -> arviz.InferenceData:
-        """The job's results as ArviZ InferenceData (as `jobs export --format netcdf` writes)."""
+    def _no_site(self, job_id: str, site: str) -> KeyError:
+        """The KeyError for a site the job did not store, naming the close ones."""
+        from kiln.export import DATA_SITES
+        from kiln.specerrors import did_you_mean
+
+        names = [s.site for s in self.sample_summaries(job_id) if s.site not in DATA_SITES]
+        return KeyError(f"job {job_id} has no site `{site[:100]}`{did_you_mean(site, names)}"
+                        f" (sites: {', '.join(names[:30])})")  # fmt: skip
+
+    def inference_data(self, job_id: str, id_column: str | None = None) -> arviz.InferenceData:
+        """The job's results as ArviZ InferenceData (as `jobs export --format netcdf` writes);
+        with `id_column` (e.g. "isocode"), the `row` coordinate holds that column's values."""
         from kiln.export import to_inference_data
 
-        return to_inference_data(self.results(job_id))
+        return to_inference_data(self.results(job_id, id_column=id_column))
 
-    def export(self, job_id: str, path: str | Path, fmt: str = "netcdf") -> Path:
-        """Write the job's results to `path` (netcdf, csv or json)."""
+    def compare(self, job_ids: Sequence[str], ic: str = "loo") -> pd.DataFrame:
+        """Rank fits by PSIS-LOO (or WAIC, `ic="waic"`) from their stored pointwise
+        log-likelihood, as arviz.compare does: by job id, best first, with rank, elpd, se, p,
+        d (the difference to the best), dse, weight, warning and pareto_k_bad (points with
+        k > 0.7). Raises SpecError for a job without a log-likelihood or with other data."""
+        from kiln.compare import check_ids, compare_results
+
+        ids = check_ids(job_ids, ic)
+        return compare_results([self.results(job_id) for job_id in ids], ic)
+
+    def export(self, job_id: str, path: str | Path, fmt: str = "netcdf",
+               id_column: str | None = None) -> Path:  # fmt: skip
+        """Write the job's results to `path` (netcdf, csv or json); `id_column` as for
+        inference_data."""
         from kiln.export import write_export
 
-        return write_export(self.results(job_id), fmt, path)
+        return write_export(self.results(job_id, id_column=id_column), fmt, path)

@@ -16,6 +16,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from kiln.errors import SpecError
+from kiln.export_loglik import (  # noqa: F401  (linreg_log_likelihood: kept importable here)
+    axis_names,
+    linreg_log_likelihood,
+    log_likelihood_group,
+    observed_dims,
+    plate_dims,
+    stored_log_lik,
+)
 from kiln.records import STATS
 
 if TYPE_CHECKING:
@@ -55,8 +63,12 @@ class JobResults:
     # Library models: sites stored per item (class_probs, forecast...) and their data sites.
     item_sites: dict[str, np.ndarray] = field(default_factory=dict)
     data_sites: dict[str, np.ndarray] = field(default_factory=dict)
-    # A user model's predict job: the values its data gave each observed site.
+    # A user model's fit or predict job: the values its data gave each observed site.
     observed: dict[str, np.ndarray] = field(default_factory=dict)
+    # A user model's fit: pointwise log-likelihood by observed site, (draws used, *data shape),
+    # and the positions of those draws among the chain-major draws (None: all of them).
+    log_lik: dict[str, np.ndarray] = field(default_factory=dict)
+    log_lik_draws: np.ndarray | None = None
 
     @property
     def num_samples(self) -> int:
@@ -96,6 +108,7 @@ def load_results(session: Session, job_id: str) -> JobResults:
 
         dataset_id = job.dataset_id or fit.dataset_id  # a predict job's new data, if any
         dataset = load_dataset(session, dataset_id) if dataset_id else None
+        log_lik, log_lik_draws = stored_log_lik(draws, kinds)
         return JobResults(
             job_id=job.id, kind=job.kind, status=job.status, fit_id=fit.id,
             fit_spec=dict(fit.spec), info=dict(job.info or {}),
@@ -112,6 +125,7 @@ def load_results(session: Session, job_id: str) -> JobResults:
                 if kinds.get(s) == "data" and s.startswith(OBSERVED_PREFIX)
             },
             new_data=job.kind == "predict" and job.dataset_id is not None,
+            log_lik=log_lik, log_lik_draws=log_lik_draws,
         )  # fmt: skip
     results = JobResults(
         job_id=job.id, kind=job.kind, status=job.status, fit_id=fit.id,
@@ -148,7 +162,8 @@ def to_inference_data(r: JobResults) -> arviz.InferenceData:
     """ArviZ InferenceData: posterior (chain 0), posterior_predictive or predictions (obs and
     the regression `mean`, by data row), observed_data, constant_data (the design matrix), and
     a `loss` group (the fit's loss by step)."""
-    import pyro  # noqa: F401  (only for the version attribute below; no model is run)
+    from importlib.metadata import version  # Pyro's, without importing it (and torch)
+
     import xarray as xr
 
     import_arviz_quietly()
@@ -162,10 +177,14 @@ def to_inference_data(r: JobResults) -> arviz.InferenceData:
         values = np.asarray(values)
         return dims, values.reshape(r.chains, len(values) // r.chains, *values.shape[1:])
 
+    # Dims named after a user model's plates; never after a variable of the same group
+    # (xarray would take it for a coordinate).
+    plates = plate_dims(r)
     posterior_vars = {}
     for site, values in r.posterior.items():
-        extra = tuple(f"{site}_dim_{i}" for i in range(values.ndim - 1))
-        posterior_vars[site] = by_draw(values, extra)
+        posterior_vars[site] = by_draw(
+            values, axis_names(site, values.ndim - 1, plates.get(site), r.posterior)
+        )
     groups: dict[str, Any] = {
         "posterior": xr.Dataset(posterior_vars, coords={"chain": chains, "draw": draws})
     }
@@ -196,10 +215,10 @@ def to_inference_data(r: JobResults) -> arviz.InferenceData:
                 for site, v in summaries.items()
             })  # fmt: skip
     if r.observed:
-        groups["observed_data"] = xr.Dataset({
-            site: (tuple(f"{site}_dim_{i}" for i in range(v.ndim)), v)
-            for site, v in r.observed.items()
-        })  # fmt: skip
+        named = observed_dims(r)
+        groups["observed_data"] = xr.Dataset(
+            {site: (named[site], v) for site, v in r.observed.items()}
+        )
     if r.data_sites:
         groups["constant_data"] = xr.Dataset(
             {site.strip("_"): (tuple(f"{site.strip('_')}_dim_{i}" for i in range(v.ndim - 1)),
@@ -225,12 +244,9 @@ def to_inference_data(r: JobResults) -> arviz.InferenceData:
             groups["constant_data"] = constant
             if known:
                 groups["observed_data"] = xr.Dataset({"obs": ("row", r.y)}, coords={"row": rows})
-    log_lik = linreg_log_likelihood(r)
-    if log_lik is not None and rows is not None:  # what az.loo and az.waic read
-        groups["log_likelihood"] = xr.Dataset(
-            {"obs": by_draw(log_lik, ("row",))},
-            coords={"chain": chains, "draw": draws, "row": rows},
-        )
+    log_lik = log_likelihood_group(r)
+    if log_lik is not None:  # what az.loo and az.waic read
+        groups["log_likelihood"] = log_lik
     if r.losses and not r.sample_stats:
         loss_steps, loss_values = zip(*r.losses, strict=True)
         groups["loss"] = xr.Dataset(
@@ -241,14 +257,14 @@ def to_inference_data(r: JobResults) -> arviz.InferenceData:
         "kiln_fit_id": r.fit_id,
         "kiln_job_kind": r.kind,
         "model": str(r.fit_spec.get("model")),
-        "formula": str(r.fit_spec.get("formula")),
         "method": str(r.fit_spec.get("method", "svi")),
         "response": r.response,
         "inference_library": "pyro",
-        "inference_library_version": pyro.__version__,
+        "inference_library_version": version("pyro-ppl"),
     }
-    if attrs["method"] == "svi":  # a guide is SVI's; an MCMC fit has none
-        attrs["guide"] = str(r.fit_spec.get("guide_function") or r.fit_spec.get("guide"))
+    if r.fit_spec.get("formula"):  # the built-in regression's; a user model has none
+        attrs["formula"] = str(r.fit_spec["formula"])
+    attrs.update(method_attrs(r.fit_spec))
     for group in groups.values():
         group.attrs.update(attrs)
     with warnings.catch_warnings():
@@ -256,30 +272,15 @@ def to_inference_data(r: JobResults) -> arviz.InferenceData:
         return az.InferenceData(**groups)
 
 
-def linreg_log_likelihood(r: JobResults) -> np.ndarray | None:
-    """The built-in regression's pointwise log likelihood, log Normal(y | mean, sigma), per draw
-    and data row, (draws, rows): from the stored `mean` draws of a predict job, or the
-    coefficients' draws times the design matrix of a fit. None where it does not apply (new
-    rows, unknown y, another model)."""
-    if r.fit_spec.get("model") != "linreg" or r.new_data or r.X is None or r.y is None:
-        return None
-    y = np.asarray(r.y, dtype=np.float64)
-    if not np.isfinite(y).all() or "sigma" not in r.posterior:
-        return None
-    sigma = np.asarray(r.posterior["sigma"], dtype=np.float64).reshape(-1)
-    if "mean" in r.row_sites:
-        mean = np.asarray(r.row_sites["mean"], dtype=np.float64)
-    elif r.terms and all(t in r.posterior for t in r.terms):
-        beta = np.stack([np.asarray(r.posterior[t], dtype=np.float64).reshape(-1)
-                         for t in r.terms], axis=-1)  # fmt: skip
-        mean = beta @ np.asarray(r.X, dtype=np.float64).T
-    else:
-        return None
-    if mean.shape != (len(sigma), len(y)):
-        return None
-    z = (y - mean) / sigma[:, None]
-    out: np.ndarray = -0.5 * z**2 - np.log(sigma[:, None]) - 0.5 * np.log(2 * np.pi)
-    return out
+def method_attrs(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The fit's settings that apply to its method: SVI's guide, steps and lr; MCMC's chains,
+    warmup and samples (an MCMC fit has no guide)."""
+    if str(spec.get("method", "svi")) == "svi":
+        keys = ("guide", "steps", "lr", "num_samples")
+        out = {k: spec[k] for k in keys if spec.get(k) is not None}
+        out["guide"] = str(spec.get("guide_function") or spec.get("guide"))
+        return out
+    return {k: spec[k] for k in ("chains", "warmup", "samples") if spec.get(k) is not None}
 
 
 def flat_columns(site: str, values: np.ndarray) -> dict[str, np.ndarray]:

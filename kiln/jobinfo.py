@@ -72,6 +72,9 @@ class SviInfo(JobInfo):
 
     elbo: str | None = None
     resumed_from_step: int | None = None
+    # A continued fit (`--continue`): its parent and the step it started at (the parent's).
+    continued_from: str | None = None
+    continued_at: int | None = None
     final_loss: float | None = None  # the mean loss of its last 100 steps (single or swept)
     epochs: int | None = None
     steps_per_epoch: int | None = None

@@ -8,6 +8,7 @@ on these; the CLI prints them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -23,9 +24,12 @@ if TYPE_CHECKING:
     from db.sweeps import SweepView as SweepView
     from db.workers import WorkerView as WorkerView
     from kiln.export import JobResults
+    from kiln.querytree import Expr, Field, OrderKey
     from kiln.records import SiteStats
+    from kiln.sweepsummary import SweepGroups
 
 ENDED = ("succeeded", "failed", "cancelled")
+LOG_PAGE = 1000  # log lines a read returns at most (the API's page too)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,11 +71,36 @@ class JobRecord:
     sweep_id: str | None
     spec: dict[str, Any] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
+    name: str | None = None  # --name: unique per owner, usable wherever an id is
+    tags: dict[str, str] = field(default_factory=dict)  # --tag key=value
+    continued_from: str | None = None  # the fit this one continued (--continue)
 
     @property
     def is_terminal(self) -> bool:
         """Whether the job has ended (succeeded, failed or cancelled)."""
         return self.status in ENDED
+
+
+@dataclass(frozen=True, slots=True)
+class LogLine:
+    """One line of a job's own log: its number (for `after=`), when, which stream (`output`:
+    what the model printed; `warning`; `kiln`: Kiln's lines; `dropped`: where a capped log
+    dropped lines), and the text."""
+
+    seq: int
+    at: datetime
+    stream: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class LogPage:
+    """Lines of a job's log, the job's status read just before them (an ended status and
+    no `more` mean the log is complete), and whether more lines follow the page."""
+
+    status: str
+    lines: list[LogLine]
+    more: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,15 +125,27 @@ class QueueStats:
     workers: list[WorkerView]
 
 
-def job_record(job: Any) -> JobRecord:
-    """A job row as a JobRecord (while its session is open)."""
+def parse_search(
+    where: str | None, order_by: str | None, columns: str | None
+) -> tuple[Expr | None, tuple[OrderKey, ...], tuple[Field, ...]]:
+    """The parsed parts of a search (SpecError for one that does not parse): checked here
+    before any request, so directly and over the API the same input fails the same way."""
+    from kiln.query import parse_columns, parse_order, parse_query
+
+    return (parse_query(where) if where else None, parse_order(order_by) if order_by else (),
+            parse_columns(columns) if columns else ())  # fmt: skip
+
+
+def job_record(job: Any, tags: dict[str, str] | None = None) -> JobRecord:
+    """A job row as a JobRecord (while its session is open), with its tags (db.labels.tags_of)."""
     return JobRecord(
         id=job.id, kind=job.kind, status=job.status, model=job.model, queue=job.queue,
         priority=job.priority, step=job.step, total_steps=job.total_steps,
         last_loss=job.last_loss, created_at=job.created_at, started_at=job.started_at,
         finished_at=job.finished_at, attempts=job.attempts, worker=job.worker, error=job.error,
         dataset_id=job.dataset_id, depends_on=job.depends_on, sweep_id=job.sweep_id,
-        spec=job.spec, info=job.info,
+        spec=job.spec, info=job.info, name=job.name, tags=dict(tags or {}),
+        continued_from=job.continued_from,
     )  # fmt: skip
 
 
@@ -119,18 +160,41 @@ class Reader:
     # -- jobs -------------------------------------------------------------------------------
 
     def job_record(self, job_id: str) -> JobRecord:
-        """The job with this id or unique id prefix (at least 4 characters)."""
+        """The job with this id, name or unique id prefix (at least 4 characters)."""
         from db.jobs import get_job
+        from db.labels import tags_of
 
         with self._sessionmaker()() as session:
-            return job_record(get_job(session, job_id))
+            job = get_job(session, job_id)
+            return job_record(job, tags_of(session, [job.id]).get(job.id))
 
     def job_records(self, status: str | None = None, limit: int = 20) -> list[JobRecord]:
         """The newest `limit` jobs (with this status, if given), newest first."""
         from db.jobs import list_jobs
+        from db.labels import tags_of
 
         with self._sessionmaker()() as session:
-            return [job_record(j) for j in list_jobs(session, status, limit)]
+            rows = list_jobs(session, status, limit)
+            tags = tags_of(session, [j.id for j in rows])
+            return [job_record(j, tags.get(j.id)) for j in rows]
+
+    def search_records(
+        self, where: str | None = None, order_by: str | None = None,
+        columns: str | None = None, limit: int = 20, offset: int = 0,
+        status: str | None = None,
+    ) -> list[tuple[JobRecord, dict[str, Any]]]:  # fmt: skip
+        """The jobs a query (kiln.query) finds, ordered by `order_by` then newest first, one
+        page; with each, the value of every field in `columns` (comma-separated), JSON-ready.
+        SpecError for a query, order or column list that does not parse."""
+        from db.labels import tags_of
+        from db.search import search_jobs
+
+        query, order, fields = parse_search(where, order_by, columns)
+        with self._sessionmaker()() as session:
+            found = search_jobs(session, query, order, fields, limit=limit, offset=offset,
+                                status=status)  # fmt: skip
+            tags = tags_of(session, [job.id for job, _ in found])
+            return [(job_record(job, tags.get(job.id)), values) for job, values in found]
 
     def attempts(self, job_id: str) -> list[AttemptRecord]:
         """Every try at running the job, first first."""
@@ -152,6 +216,41 @@ class Reader:
 
         with self._sessionmaker()() as session:
             return latest_prediction(session, get_job(session, fit_id).id)
+
+    def log_page(self, job_id: str, after: int | None = None,
+                 tail: int | None = None) -> LogPage:  # fmt: skip
+        """The job's own log: up to LOG_PAGE lines after line `after`, or its last `tail`."""
+        from db.joblogs import log_rows
+        from db.jobs import get_job
+
+        with self._sessionmaker()() as session:
+            job = get_job(session, job_id)
+            status = job.status  # first: lines of an ended job are all stored by then
+            rows = log_rows(session, job.id, after, LOG_PAGE + 1,
+                            min(tail, LOG_PAGE) if tail else None)  # fmt: skip
+        lines = [LogLine(r.seq, r.at, r.stream, r.text) for r in rows]
+        return LogPage(status, lines[:LOG_PAGE], len(lines) > LOG_PAGE)
+
+    def log_lines(self, job_id: str, after: int | None = None) -> list[LogLine]:
+        """Every line of the job's own log after line `after` (all when None), page by page."""
+        lines: list[LogLine] = []
+        while True:
+            page = self.log_page(job_id, after)
+            lines += page.lines
+            if not page.more or not page.lines:
+                return lines
+            after = page.lines[-1].seq
+
+    def logs(self, job_id: str, after: int | None = None) -> str:
+        """The job's own log as text, one line each: what its model printed, the warnings
+        raised while it ran, Kiln's lines about it. A job stored before job logs existed has
+        only what its model file printed (its info's `output`)."""
+        from kiln.jobinfo import JobInfo
+
+        lines = self.log_lines(job_id, after)
+        if not lines and after is None:
+            return JobInfo.model_validate(self.job_record(job_id).info or {}).output or ""
+        return "".join(line.text + "\n" for line in lines)
 
     # -- results ----------------------------------------------------------------------------
 
@@ -207,15 +306,21 @@ class Reader:
         with self._sessionmaker()() as session:
             return get_draws(session, get_job(session, job_id).id, kind=None, sites=sites)
 
-    def results(self, job_id: str) -> JobResults:
-        """Everything a succeeded job stored, gathered (what samples, export and plot read).
+    def results(self, job_id: str, id_column: str | None = None) -> JobResults:
+        """Everything a succeeded job stored, gathered (what samples, export and plot read);
+        with `id_column`, its data rows labelled by that column of its data (kiln.rowlabels).
 
-        Raises SpecError for a job that has not succeeded.
+        Raises SpecError for a job that has not succeeded, DataError for a bad id_column.
         """
         from kiln.export import load_results
 
         with self._sessionmaker()() as session:
-            return load_results(session, job_id)
+            results = load_results(session, job_id)
+            if id_column is not None:
+                from kiln.rowlabels import label_rows
+
+                results = label_rows(session, results, id_column)
+            return results
 
     # -- sweeps -----------------------------------------------------------------------------
 
@@ -226,6 +331,14 @@ class Reader:
 
         with self._sessionmaker()() as session:
             return view_sweep(session, sweep_id, with_members=members)
+
+    def sweep_groups(self, sweep_id: str, by: Sequence[str]) -> SweepGroups:
+        """The sweep's members grouped by the settings `by`: per group the member count, the
+        succeeded count, and mean and sd of the final loss and each site's posterior mean
+        (kiln.sweepsummary). Raises SpecError for a key that is not a member setting."""
+        from kiln.sweepsummary import summarise_sweep
+
+        return summarise_sweep(self.sweep(sweep_id, members=True), by)
 
     def sweeps(self, limit: int = 20) -> list[SweepSummary]:
         """The newest `limit` sweeps, newest first."""

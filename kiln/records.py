@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # annotations only: `jobs list` and `jobs show` never load NumPy
+    import numpy as np
 
 STATS = ("mean", "sd", "q05", "q50", "q95")
 # MCMC convergence diagnostics stored per site, in this order (kiln.diagnostics computes them).

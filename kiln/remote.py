@@ -9,13 +9,16 @@ serve yet raises a UserError saying so, never a fall back to the database.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import quote
 
 from kiln.client import Client
-from kiln.errors import SpecError, UserError
-from kiln.reader import AttemptRecord, JobRecord
+from kiln.continuation import CONTINUE_FIELDS
+from kiln.errors import NotFound, SpecError, UserError
+from kiln.labels import Labels, label_fields, labels_of
+from kiln.reader import AttemptRecord, JobRecord, LogLine, LogPage, parse_search
 from kiln.records import STATS, SiteStats
 from kiln.remote_fleet import RemoteFleet, maybe_time
 from kiln.remote_results import RemoteResults, array_from_json
@@ -24,6 +27,8 @@ from kiln.specs import UserModelRef
 from kiln.submitter import Request, Submitted
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from scheduler.limits import Owner
 
 # The spec fields POST /jobs/fit takes as form fields (tests check the server declares them).
@@ -94,7 +99,8 @@ class RemoteClient(RemoteResults, RemoteFleet, Client):
     # -- submitting --------------------------------------------------------------------------
 
     def submit(self, request: Request, then_predict: int | None = None,
-               owner: Owner | None = None) -> list[Submitted]:  # fmt: skip
+               owner: Owner | None = None, labels: Labels | None = None,
+               ) -> list[Submitted]:  # fmt: skip
         """Send the request to the server, which checks and stores it as `jobs submit` does
         (and records the token's user as the owner: `owner` is the server's to set)."""
         if owner is not None:
@@ -119,6 +125,9 @@ class RemoteClient(RemoteResults, RemoteFleet, Client):
                 fields["priors"] = json.dumps(fields["priors"])
             else:
                 fields.pop("priors", None)
+        elif kind == "continue_fit":
+            path = f"/jobs/{quote(spec.pop('from_job'), safe='')}/continue"
+            fields, allowed = spec, frozenset(CONTINUE_FIELDS)
         elif kind == "library_fit":
             path, allowed = "/jobs/fit", LIBRARY_FIELDS
             fields = {k: v for k, v in spec.items() if k not in ("data", "data_kind", "options")}
@@ -133,10 +142,25 @@ class RemoteClient(RemoteResults, RemoteFleet, Client):
             raise UserError(f"{', '.join(unknown)}: not accepted by the HTTP API yet")
         if then_predict is not None:
             fields["then_predict"] = then_predict
-        form = {k: str(v) for k, v in fields.items()}
+        form: dict[str, str | list[str]] = {k: str(v) for k, v in fields.items()}
+        form.update(label_fields(labels))
         done = self._call("POST", path, data=form, files=files)
         return [Submitted(j["id"], j["kind"], j["status"], j["queue"], j["depends_on"])
                 for j in done["jobs"]]  # fmt: skip
+
+    def tag(self, job_id: str, tags: Mapping[str, str] | Iterable[str] = (),
+            remove: Iterable[str] = ()) -> dict[str, str]:  # fmt: skip
+        """As Client.tag, through POST /jobs/{id}/tags (or /sweeps/{id}/tags for a sweep)."""
+        body = {"set": labels_of(None, tags).tags, "remove": list(remove)}
+        where = quote(job_id, safe="")
+        try:
+            done = self._call("POST", f"/jobs/{where}/tags", json=body)
+        except NotFound:
+            try:
+                done = self._call("POST", f"/sweeps/{where}/tags", json=body)
+            except NotFound:
+                raise NotFound(f"no job or sweep {job_id}") from None
+        return {str(k): str(v) for k, v in dict(done["tags"]).items()}
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -162,6 +186,18 @@ class RemoteClient(RemoteResults, RemoteFleet, Client):
         params: dict[str, Any] = {"limit": limit, **({"status": status} if status else {})}
         return [_job_record(doc) for doc in self._call("GET", "/jobs", params=params)]
 
+    def search_records(
+        self, where: str | None = None, order_by: str | None = None,
+        columns: str | None = None, limit: int = 20, offset: int = 0,
+        status: str | None = None,
+    ) -> list[tuple[JobRecord, dict[str, Any]]]:  # fmt: skip
+        parse_search(where, order_by, columns)  # the same SpecError as directly, before a request
+        given = {"where": where, "order_by": order_by, "columns": columns, "status": status}
+        params = {"limit": limit, "offset": offset,
+                  **{k: v for k, v in given.items() if v is not None}}  # fmt: skip
+        docs = self._call("GET", "/jobs", params=params)
+        return [(_job_record(doc), doc.get("values") or {}) for doc in docs]
+
     def attempts(self, job_id: str) -> list[AttemptRecord]:
         return [
             AttemptRecord(number=a["number"], worker=a["worker"], host=a["host"], pid=a["pid"],
@@ -186,6 +222,22 @@ class RemoteClient(RemoteResults, RemoteFleet, Client):
         params: dict[str, Any] = {"every": every, **({"tail": tail} if tail else {})}
         doc = self._call("GET", f"/jobs/{quote(job_id, safe='')}/losses", params=params)
         return [(int(step), float(loss)) for step, loss in doc["rows"]]
+
+    def log_page(self, job_id: str, after: int | None = None,
+                 tail: int | None = None) -> LogPage:  # fmt: skip
+        given = {"after": after, "tail": tail}
+        params = {k: v for k, v in given.items() if v is not None}
+        doc = self._call("GET", f"/jobs/{quote(job_id, safe='')}/logs", params=params)
+        lines = [LogLine(int(seq), _moment(at), str(stream), str(text))
+                 for seq, at, stream, text in doc["lines"]]  # fmt: skip
+        return LogPage(str(doc["status"]), lines, bool(doc["more"]))
+
+    def compare(self, job_ids: Sequence[str], ic: str = "loo") -> pd.DataFrame:
+        """The server's `GET /compare`: the same table as Client.compare."""
+        from kiln.compare import check_ids, from_json
+
+        ids = check_ids(job_ids, ic)
+        return from_json(self._call("GET", "/compare", params={"ids": ids, "ic": ic})["jobs"])
 
     def posterior_stats(self, job_id: str) -> list[SiteStats]:
         sites = self._call("GET", f"/jobs/{quote(job_id, safe='')}/params")["sites"]
@@ -216,4 +268,6 @@ def _job_record(doc: dict[str, Any]) -> JobRecord:
         finished_at=maybe_time(doc["finished_at"]), attempts=doc["attempts"], worker=doc["worker"],
         error=doc["error"], dataset_id=doc["dataset_id"], depends_on=doc["depends_on"],
         sweep_id=doc.get("sweep_id"), spec=doc["spec"] or {}, info=doc["info"] or {},
+        name=doc.get("name"), tags=dict(doc.get("tags") or {}),
+        continued_from=doc.get("continued_from"),
     )  # fmt: skip

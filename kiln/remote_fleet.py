@@ -5,18 +5,21 @@ sweep`, `jobs workers` and `jobs stats` print the same over the API as directly.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from kiln.errors import UserError
+from kiln.labels import Labels, label_fields
 from kiln.reader import QueueStats, SweepSummary
+from kiln.sweepsummary import MAX_BY
 
 if TYPE_CHECKING:
     from db.sweeps import SweepView
     from db.workers import WorkerView
     from kiln.submitter import Data
+    from kiln.sweepsummary import SweepGroups
     from scheduler.limits import Owner
     from scheduler.sweep import Submitted as SubmittedSweep
 
@@ -31,8 +34,9 @@ class RemoteFleet:
         def _data_bytes(self, data: Data) -> tuple[bytes, str]: ...
 
     def submit_sweep_spec(
-        self, document: Mapping[str, Any], data: Data, owner: Owner | None = None
-    ) -> SubmittedSweep:
+        self, document: Mapping[str, Any], data: Data, owner: Owner | None = None,
+        labels: Labels | None = None,
+    ) -> SubmittedSweep:  # fmt: skip
         """Send the sweep to the server, which checks and stores it as `jobs submit sweep`."""
         from kiln.specs import parse_sweep_spec
         from scheduler.sweep import Submitted
@@ -41,7 +45,10 @@ class RemoteFleet:
             raise UserError("the server records who submits a sweep; owner cannot be given")
         spec = parse_sweep_spec(dict(document))  # the same local checks first
         content, name = self._data_bytes(data)
-        form = {"spec": json.dumps(spec.model_dump(mode="json", exclude_none=True))}
+        form: dict[str, str | list[str]] = {
+            "spec": json.dumps(spec.model_dump(mode="json", exclude_none=True)),
+            **label_fields(labels),
+        }  # fmt: skip
         done = self._call("POST", "/sweeps", data=form, files={"data": (name, content)})
         return Submitted(done["id"], list(done["members"]), list(done["batches"]),
                          done["queue"], int(done["packed"]),
@@ -54,6 +61,15 @@ class RemoteFleet:
         doc["created_at"] = maybe_time(doc["created_at"])
         doc["members"] = [MemberRow(**m) for m in doc["members"]]
         return SweepView(**doc)
+
+    def sweep_groups(self, sweep_id: str, by: Sequence[str]) -> SweepGroups:
+        from kiln.sweepsummary import SweepGroups, check_by
+
+        if len(by) > MAX_BY:  # the server's check, before the request (and its URL) grows
+            check_by(by, [])
+        doc = self._call("GET", f"/sweeps/{quote(sweep_id, safe='')}/summary",
+                         params={"by": ",".join(by)})  # fmt: skip
+        return SweepGroups.from_dict(doc)
 
     def sweeps(self, limit: int = 20) -> list[SweepSummary]:
         return [

@@ -34,8 +34,10 @@ MAX_RESULT_BYTES = 1024**3  # a response body, and a bundle's arrays unpacked
 MAX_PROBLEM_BYTES = 64 * 1024  # an error's problem document
 ARRAY_KINDS = "biufc"  # bool, integers, floats, complex: never objects, strings or records
 # JobResults' fields held as arrays: a dict of site -> array, or one array (or None).
-SITE_FIELDS = ("posterior", "row_sites", "sample_stats", "item_sites", "data_sites", "observed")
-ARRAY_FIELDS = ("X", "y", "rows")
+SITE_FIELDS = (
+    "posterior", "row_sites", "sample_stats", "item_sites", "data_sites", "observed", "log_lik",
+)  # fmt: skip
+ARRAY_FIELDS = ("X", "y", "rows", "log_lik_draws")
 LOSS_FIELDS = ("loss_steps", "loss_values")
 
 
@@ -218,7 +220,10 @@ class RemoteResults:
         return {s: decode_array(self._fetch(f"/jobs/{_q(job_id)}/samples/{_q(s)}"))
                 for s in chosen}  # fmt: skip
 
-    def results(self, job_id: str) -> JobResults:
+    def results(self, job_id: str, id_column: str | None = None) -> JobResults:
+        if id_column is not None:  # the labels are read from the data set, which stays there
+            raise UserError("--id-column does not work over the HTTP API yet (KILN_API_URL is"
+                            " set); unset KILN_API_URL to use the database directly")  # fmt: skip
         return decode_results(self._fetch(f"/jobs/{_q(job_id)}/results"))
 
     def latest_prediction(self, fit_id: str) -> str | None:

@@ -7,12 +7,15 @@ import io
 import json
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
+if TYPE_CHECKING:
+    from kiln.reader import JobRecord
 
-def job_to_dict(job: Any, attempts: Sequence[Any] = ()) -> dict[str, Any]:
+
+def job_to_dict(job: JobRecord, attempts: Sequence[Any] = ()) -> dict[str, Any]:
     def iso(moment: datetime | None) -> str | None:
         return moment.isoformat() if moment else None
 
@@ -21,6 +24,9 @@ def job_to_dict(job: Any, attempts: Sequence[Any] = ()) -> dict[str, Any]:
         duration = round((job.finished_at - job.started_at).total_seconds(), 3)
     return {
         "id": job.id,
+        "name": job.name,
+        "tags": dict(job.tags),
+        "continued_from": job.continued_from,
         "kind": job.kind,
         "status": job.status,
         "model": job.model,

@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     sandbox_processes: NonNegativeInt = 4096  # RLIMIT_NPROC counts all the OS user's threads
     sandbox_file_mb: NonNegativeInt = 64
     sandbox_output_bytes: PositiveInt = 64 * 1024
+    # A job's own log (`kiln logs`: its model's output, warnings, Kiln's lines), per job: the
+    # first and the last half of this many bytes are kept, the middle dropped with a note.
+    job_log_bytes: PositiveInt = 1024 * 1024
     # Cut the sandbox off the network (a network namespace of its own, where the worker may
     # create one: as root or with user namespaces). "auto": where possible; "require": refuse
     # to run user code without it; "off": never.

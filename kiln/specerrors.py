@@ -41,6 +41,9 @@ def _describe(error: Any, job_kinds: Collection[str]) -> str:
         message = "must be one of " + message.removeprefix("Input should be ")
     got = error.get("input")
     shown = "" if isinstance(got, dict) or got is None else f" (got {_short(got)})"
+    if error["type"] == "literal_error" and isinstance(got, str):  # `AutoNormall`: name the close
+        expected = str((error.get("ctx") or {}).get("expected", ""))
+        shown += did_you_mean(got, re.findall(r"'([^']*)'", expected))
     return f"spec.{where}: {message}{shown}" if where else f"spec: {message}{shown}"
 
 
@@ -61,3 +64,30 @@ def spec_error(e: ValidationError, job_kinds: Collection[str]) -> SpecError:
     problems = [_describe(err, job_kinds) for err in e.errors()]
     first = [str(p) for p in e.errors()[0]["loc"] if str(p) not in job_kinds]
     return SpecError("; ".join(problems), field=first[0] if first else None)
+
+
+def did_you_mean(word: str, choices: Collection[str], limit: int = 3) -> str:
+    """`; did you mean `x`?` (or `x` or `y`) when `word` is spelt like one of `choices`, else
+    "": the tail of an error message that names an unknown model, column, site, guide or key.
+
+    Only the best matches are named (those within 0.05 of the best ratio): `AutoNormall` is
+    `AutoNormal`, not also `AutoDiagonalNormal`. Only the first 200 characters of `word` and
+    of each of the first 10,000 choices are compared (difflib is quadratic in length)."""
+    import difflib
+
+    word = word[:200]
+    scored = []
+    for choice in list(choices)[:10_000]:
+        matcher = difflib.SequenceMatcher(None, word.lower(), choice[:200].lower())
+        if matcher.real_quick_ratio() >= CLOSE and matcher.quick_ratio() >= CLOSE:
+            ratio = matcher.ratio()
+            if ratio >= CLOSE:
+                scored.append((ratio, choice))
+    if not scored:
+        return ""
+    best = max(r for r, _ in scored)
+    close = [c for r, c in sorted(scored, key=lambda rc: -rc[0]) if r >= best - 0.05][:limit]
+    return f"; did you mean {' or '.join(f'`{c}`' for c in close)}?"
+
+
+CLOSE = 0.7  # difflib ratio: `stpes`/`steps` 0.8, `isocod`/`isocode` 0.92, `lrr`/`lr` 0.8

@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from kiln.catalog import ElboName, GuideName, LibraryModelName, ModelName, OptimName, QueueName
+from kiln.continuation import Continued
 from kiln.priors import Prior, parse_prior_option
 from kiln.specerrors import spec_error
 
@@ -98,6 +99,7 @@ class SviOptions(BaseModel):
 
     checkpoint_every: int | None = Field(default=None, ge=0, le=10**12)
     checkpoint_every_s: float | None = Field(default=None, ge=0, le=10**9)
+    continued: Continued | None = None  # set by the submit check of `--continue` only
 
 
 class FitSpec(BaseSpec, SviOptions):

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from kiln.errors import DataError, SpecError
+from kiln.continuation import ContinueSpec
+from kiln.errors import DataError, NotFound, SpecError
+from kiln.labels import Labels, labels_of
 from kiln.settings import Settings
 from kiln.specs import (
     BaseSpec,
@@ -51,7 +53,7 @@ Data: TypeAlias = "str | Path | pd.DataFrame | FileBytes"
 class Request:
     """A spec and the bytes it carries, ready to submit."""
 
-    spec: BaseSpec
+    spec: BaseSpec | ContinueSpec
     upload: Upload
 
 
@@ -179,32 +181,75 @@ class Submitter:
         content, name = self._data_bytes(data)
         return Request(spec, Upload(content, name))
 
+    def continue_request(self, job_id: str, steps: int, **options: Any) -> Request:
+        """A continuation of fit `job_id` (id, prefix or name) by `steps` more SVI steps,
+        from its stored state; options: lr, seed, device, queue, priority (anything else is
+        the parent's and refused)."""
+        from kiln.continuation import parse_continue_spec
+        from scheduler.kinds import Upload
+
+        spec = parse_continue_spec({"from_job": job_id, "steps": steps, **options})
+        return Request(spec, Upload())
+
     # -- submitting -------------------------------------------------------------------------
 
     def submit(self, request: Request, then_predict: int | None = None,
-               owner: Owner | None = None) -> list[Submitted]:  # fmt: skip
+               owner: Owner | None = None, labels: Labels | None = None,
+               ) -> list[Submitted]:  # fmt: skip
         """Check and store the request's job(s), then send them; the jobs created. `owner`:
-        the HTTP API's caller, recorded with the jobs (and their cap checked)."""
+        the HTTP API's caller, recorded with the jobs (and their cap checked). `labels`: the
+        job's name and tags (kiln.labels.labels_of checks them)."""
         from scheduler.limits import Limits
         from scheduler.submit import submit_job
 
         jobs = submit_job(
             self._sessionmaker(), request.spec, request.upload, send=self._send,
             limits=Limits.from_settings(self.settings), then_predict=then_predict, owner=owner,
+            labels=labels,
         )  # fmt: skip
         return [Submitted(j.id, j.kind, j.status, j.queue, j.depends_on) for j in jobs]
 
+    def tag(self, job_id: str, tags: Mapping[str, str] | Iterable[str] = (),
+            remove: Iterable[str] = ()) -> dict[str, str]:  # fmt: skip
+        """Set tags (`{"study": "a"}` or `["study=a"]`) and remove tag keys on a job, or on a
+        sweep and all its members (by id or name); the tags after the change."""
+        from db.jobs import get_job
+        from db.labels import retag_job, retag_sweep
+        from db.sweeps import get_sweep
+
+        changes, dropped = labels_of(None, tags).tags, list(remove)
+        with self._sessionmaker()() as session:
+            try:
+                return retag_job(session, get_job(session, job_id), changes, dropped)
+            except NotFound:
+                pass
+            try:
+                sweep = get_sweep(session, job_id)
+            except NotFound:
+                raise NotFound(f"no job or sweep {job_id}") from None
+            return retag_sweep(session, sweep, changes, dropped)
+
     def submit_fit(self, data: Data, formula: str, model: str = "linreg", **options: Any) -> str:
-        """Queue a linreg fit; returns its job id. Options as `jobs submit fit` (guide, steps,
+        """Queue a linreg fit; returns its job id. `name=` and `tags=` label it (as `--name`,
+        `--tag`); every submit method takes them. Options as `jobs submit fit` (guide, steps,
         lr, seed, elbo, optim, num_samples, init, priors, device, queue, priority)."""
-        return self.submit(self.fit_request(data, formula, model, **options))[0].id
+        labels = _labels(options)
+        return self.submit(self.fit_request(data, formula, model, **options), labels=labels)[0].id
+
+    def continue_fit(self, job_id: str, steps: int, **options: Any) -> str:
+        """Queue `steps` more SVI steps of a succeeded, cancelled or failed fit, from its
+        stored state (a new job of its kind; its losses carry on the parent's step numbers);
+        returns the new job's id. Options: lr, seed, device, queue, priority."""
+        return self.submit(self.continue_request(job_id, steps, **options))[0].id
 
     def submit_library(
         self, model: str, data: str | Path = "digits", settings: Iterable[str] = (),
         **fields: Any,
     ) -> str:  # fmt: skip
         """Queue a library model's fit (bnn-classifier, vae, forecast-*, hmm); its job id."""
-        return self.submit(self.library_request(model, data, settings, **fields))[0].id
+        labels = _labels(fields)
+        request = self.library_request(model, data, settings, **fields)
+        return self.submit(request, labels=labels)[0].id
 
     def submit_model(
         self, model: str | Path | Callable[..., Any], data: Data | dict[str, Any],
@@ -222,14 +267,18 @@ class Submitter:
             source, function = model_file_of(model), model.__name__
         else:
             source = model
-        return self.submit(self.model_request(source, data, function, method, **options))[0].id
+        labels = _labels(options)
+        request = self.model_request(source, data, function, method, **options)
+        return self.submit(request, labels=labels)[0].id
 
     def predict(
         self, from_job: str, num_samples: int = 800, data: Data | dict[str, Any] | None = None,
         **options: Any,
     ) -> str:  # fmt: skip
         """Queue a predict job from a fit (which may still be running); returns its id."""
-        return self.submit(self.predict_request(from_job, num_samples, data, **options))[0].id
+        labels = _labels(options)
+        request = self.predict_request(from_job, num_samples, data, **options)
+        return self.submit(request, labels=labels)[0].id
 
     def submit_sweep(
         self, data: Data, formula: str, *, grid: Mapping[str, list[Any]] | None = None,
@@ -238,17 +287,20 @@ class Submitter:
     ) -> SubmittedSweep:  # fmt: skip
         """Queue a sweep of linreg fits: `grid` of settings, `sweep` options (seeds,
         bootstrap, group_by, vectorize, batch_size, seed), `base` settings of every member."""
+        labels = _labels(base)
         document = {
             "base": {"model": "linreg", "formula": formula, "priors": _priors(priors), **base},
             "grid": dict(grid or {}), **dict(sweep or {}),
         }  # fmt: skip
-        return self.submit_sweep_spec(document, data)
+        return self.submit_sweep_spec(document, data, labels=labels)
 
     def submit_sweep_spec(
-        self, document: Mapping[str, Any], data: Data, owner: Owner | None = None
-    ) -> SubmittedSweep:
+        self, document: Mapping[str, Any], data: Data, owner: Owner | None = None,
+        labels: Labels | None = None,
+    ) -> SubmittedSweep:  # fmt: skip
         """Queue a sweep given as its spec document (`{"base": {...}, "grid": {...}, "seeds":
-        N, ...}`, kiln.specs.SweepSpec) and its data; `owner` as for `submit`."""
+        N, ...}`, kiln.specs.SweepSpec) and its data; `owner` as for `submit`; `labels`: the
+        sweep's name and the tags it and every member carry."""
         from scheduler.limits import Limits
         from scheduler.sweep import submit_sweep
 
@@ -256,7 +308,7 @@ class Submitter:
         content, name = self._data_bytes(data)
         return submit_sweep(
             self._sessionmaker(), spec, content, data_name=name, send=self._send,
-            limits=Limits.from_settings(self.settings), owner=owner,
+            limits=Limits.from_settings(self.settings), owner=owner, labels=labels,
         )  # fmt: skip
 
     # -- data -------------------------------------------------------------------------------
@@ -295,6 +347,11 @@ class Submitter:
         if isinstance(data, pd.DataFrame):
             return data.to_csv(index=False).encode(), "dataframe.csv"
         return self._read(data), Path(data).name
+
+
+def _labels(options: dict[str, Any]) -> Labels:
+    """Take `name` and `tags` (a dict or `key=value` items) out of a submit call's options."""
+    return labels_of(options.pop("name", None), options.pop("tags", None))
 
 
 def _priors(priors: Mapping[str, Any] | Iterable[str]) -> dict[str, Any]:

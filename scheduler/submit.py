@@ -14,13 +14,16 @@ from sqlalchemy.orm import Session, sessionmaker
 from db.datasets import store_dataset
 from db.finish import release_dependants
 from db.jobs import create_job
+from db.labels import commit_labelled, label_job
 from db.models import Dataset, Job, JobStatus, ModelSource
 from db.sources import store_source
 from db.workers import idle_gpu_workers
+from kiln.continuation import ContinueSpec
 from kiln.errors import InfraError, SpecError
 from kiln.jobinfo import PredictInfo
+from kiln.labels import Labels
 from kiln.specs import PREDICT_KIND, BaseSpec
-from scheduler.kinds import CHECKS, CheckContext, Checked, Upload
+from scheduler.kinds import CHECKS, REQUESTS, CheckContext, Checked, Upload
 from scheduler.limits import Limits, Owner
 from scheduler.routing import broker_priority, route
 
@@ -32,27 +35,33 @@ Sender = Callable[[str, str, int], None]
 
 def submit_job(
     sessions: sessionmaker[Session],
-    spec: BaseSpec,
+    spec: BaseSpec | ContinueSpec,
     upload: Upload | None = None,
     *,
     send: Sender,
     limits: Limits,
     then_predict: int | None = None,
     owner: Owner | None = None,
+    labels: Labels | None = None,
 ) -> list[Job]:
     """Check `spec` by its kind, store its data, model source and job row (queued, or waiting
     for the fit it depends on) in one transaction, then send what is ready.
 
     With `then_predict`, a predict job of that many draws waiting for this fit is stored in
     the same transaction. With `owner` (the HTTP API's caller), the jobs record the user, and
-    their cap on unfinished jobs is checked in that transaction. Returns the jobs created.
+    their cap on unfinished jobs is checked in that transaction. `labels`: the job's name
+    (unique per owner) and tags; a `then_predict` job carries the tags too. Returns the jobs
+    created.
     Bad input raises a UserError before anything is written; if the broker refuses a message,
     the rows are removed again and InfraError raised.
     """
     kind = str(getattr(spec, "kind", ""))
-    if kind not in CHECKS:
+    if kind not in CHECKS and kind not in REQUESTS:
         raise SpecError(f"spec.kind: `{kind}` cannot be submitted (have: {', '.join(CHECKS)})")
-    checked = CHECKS[kind](spec, upload or Upload(), CheckContext(sessions, limits))
+    if getattr(spec, "continued", None) is not None:  # its parent is checked by --continue only
+        raise SpecError("spec.continued: set by `--continue ID` (Client.continue_fit), not given")
+    context = CheckContext(sessions, limits, owner.user if owner is not None else None)
+    checked = (CHECKS.get(kind) or REQUESTS[kind])(spec, upload or Upload(), context)
     if then_predict is not None:
         if spec.family != "fit":
             raise SpecError("--then-predict: only a fit can be followed by a predict job")
@@ -73,7 +82,10 @@ def submit_job(
             created.append(_then_predict(session, spec, job.id, then_predict, checked, limits))
         for row in created:
             row.owner = owner.user if owner is not None else None
-        session.commit()
+        if labels is not None:
+            for row in created:
+                label_job(session, row, labels, with_name=row is job)
+        commit_labelled(session, labels.name if labels is not None else None)
         ready = [(j.id, j.queue, j.priority) for j in created if j.status == JobStatus.QUEUED]
         if job.status == JobStatus.WAITING and checked.depends_on is not None:
             # The fit may have ended since it was checked: settle now (exactly once).
@@ -86,18 +98,18 @@ def submit_job(
 
 
 def _store(session: Session, checked: Checked, spec: Any, queue: str, limits: Limits) -> Job:
-    dataset_id = None
+    dataset_id = checked.dataset_id  # a continued fit's: its parent's
     if checked.dataset is not None:
         d = checked.dataset
         dataset_id = store_dataset(
             session, d.content, name=d.name, format=d.format, columns=d.columns,
             num_rows=d.num_rows,
         )  # fmt: skip
-    source_id = None
+    source_id = checked.source_id
     if checked.source is not None:
         source_id = store_source(session, checked.source, filename=spec.model_file)
         spec = spec.model_copy(update={"model_source": source_id})
-    return create_job(
+    job = create_job(
         session,
         status=JobStatus.WAITING if checked.waiting else JobStatus.QUEUED,
         id=new_job_id(),
@@ -112,7 +124,10 @@ def _store(session: Session, checked: Checked, spec: Any, queue: str, limits: Li
         total_steps=checked.total_steps,
         max_attempts=limits.max_attempts,
         info=checked.info.dump(),
+        continued_from=checked.continued_from,
     )
+    job.step = checked.first_step  # progress of a continued fit reads from its parent's step
+    return job
 
 
 def _then_predict(

@@ -16,9 +16,11 @@ from sqlalchemy import insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.datasets import store_dataset
+from db.labels import commit_labelled, label_sweep
 from db.models import Job, JobStatus, Sweep, utcnow
 from kiln.errors import SpecError, UserError
 from kiln.jobinfo import BatchInfo, SviInfo, SweepRef
+from kiln.labels import Labels
 from kiln.specs import (
     CONTROL,
     GRID_KEYS,
@@ -188,12 +190,14 @@ def submit_sweep(
     send: Sender,
     limits: Limits,
     owner: Owner | None = None,
+    labels: Labels | None = None,
 ) -> Submitted:
     """Check the sweep (data, formula, grid, groups, size), store it, send its jobs.
 
     One transaction writes the dataset, the sweep, its batch jobs and its member jobs; then
     the batches and the unpacked members are sent. With `owner`, the sweep and its jobs record
-    the user and their cap on unfinished jobs is checked. Bad input raises a UserError with nothing
+    the user and their cap on unfinished jobs is checked. `labels`: the sweep's name and its
+    tags, which every member carries too. Bad input raises a UserError with nothing
     written; if the broker refuses, everything is removed again (InfraError).
     """
     base = spec.base
@@ -300,7 +304,9 @@ def submit_sweep(
                 for m in members
             ],
         )  # fmt: skip
-        session.commit()
+        if labels is not None:
+            label_sweep(session, session.get_one(Sweep, sweep_id), labels, member_ids)
+        commit_labelled(session, labels.name if labels is not None else None)
     messages = [(b, queue, base.priority) for b in batch_ids]
     messages += [(member_ids[i], queue, base.priority) for i in packing.single]
     _send_or_forget_sweep(sessions, sweep_id, messages, send)

@@ -237,7 +237,7 @@ class WorkerProcess:
         stop_process(self.proc, timeout=30)
 
 
-def stop_process(proc: subprocess.Popen[bytes], timeout: float) -> None:
+def stop_process(proc: subprocess.Popen[Any], timeout: float) -> None:
     """SIGTERM, then SIGKILL to its process group if it has not ended within `timeout` s."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)

@@ -167,7 +167,7 @@ def test_models_match_the_migrations(tmp_path: Path) -> None:
         warnings.filterwarnings("ignore", "autogenerate skipping metadata-specified expression")
         context = MigrationContext.configure(connection, opts={"include_object": compared})
         diff = compare_metadata(context, Base.metadata)
-        indexes = dict(connection.exec_driver_sql(
+        indexes: dict[str, str] = dict(connection.exec_driver_sql(
             "SELECT name, sql FROM sqlite_master WHERE type = 'index'").all())  # fmt: skip
     engine.dispose()
     assert diff == []

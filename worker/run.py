@@ -14,13 +14,16 @@ from sqlalchemy.orm import Session
 from db.claims import claim_job
 from db.datasets import load_dataset
 from db.finish import Released, finish_job
+from db.joblogs import log_state
 from db.jobs import get_job
 from db.models import JobStatus
 from kiln.errors import Cancelled, InfraError, UserError
 from kiln.jobinfo import info_for
+from kiln.logs import job_context
 from kiln.redact import redact, secret_values
 from kiln.specs import BaseSpec, parse_job_spec
 from worker.context import DataBlob, JobContext
+from worker.joblog import JobLog, capturing, write_rest
 from worker.lease import LeaseKeeper
 from worker.runners import RUNNERS
 from worker.runtime import Runtime
@@ -56,10 +59,22 @@ def execute_job(rt: Runtime, job_id: str) -> Outcome:
         source_id, dataset_id = job.source_id, job.dataset_id
         d = load_dataset(session, dataset_id) if dataset_id else None
         data = DataBlob(d.name, d.format, bytes(d.content)) if d is not None else None
-    log.info("job %s: claimed by %s (attempt %d)", job_id, rt.name, attempt)
+        cap = rt.settings.job_log_bytes
+        joblog = JobLog(job_id, cap, _secrets(rt), log_state(session, job_id, cap))
+    # The job's own log (`kiln logs`) takes this job's lines and warnings from here on.
+    with job_context(job_id), capturing(joblog):
+        log.info("job %s: claimed by %s (attempt %d)", job_id, rt.name, attempt)
+        return _claimed(rt, job_id, attempt, raw_spec, raw_info, max_attempts, source_id, data)
+
+
+def _claimed(
+    rt: Runtime, job_id: str, attempt: int, raw_spec: dict[str, Any], raw_info: Any,
+    max_attempts: int, source_id: str | None, data: DataBlob | None,
+) -> Outcome:  # fmt: skip
     try:
         spec: BaseSpec = parse_job_spec(raw_spec)
     except UserError as e:
+        log.info("job %s: failed: its stored spec is invalid: %s", job_id, e)
         return _finish(rt, job_id, attempt, JobStatus.FAILED, f"its stored spec is invalid: {e}")
     info = info_for(str(getattr(spec, "kind", "")), raw_info)
     ctx = JobContext(job_id, spec, attempt, rt, info, data, source_id)
@@ -77,6 +92,7 @@ def execute_job(rt: Runtime, job_id: str) -> Outcome:
         if attempt < max_attempts:
             log.warning("job %s: attempt %d hit %s; back to the queue", job_id, attempt, e)
             return _finish(rt, job_id, attempt, JobStatus.QUEUED, str(e), ctx, requeue=True)
+        log.warning("job %s: failed: gave up after attempt %d: %s", job_id, attempt, e)
         return _finish(rt, job_id, attempt, JobStatus.FAILED, f"gave up after {attempt}: {e}", ctx)
     except Exception:
         # A bug, not the user's input and not the infrastructure: retrying would not help.
@@ -101,6 +117,8 @@ def _run(ctx: JobContext[BaseSpec]) -> Outcome:
     with ctx.sessions() as session:
         runner.store(ctx, prepared, session)
         _complete_progress(session, ctx.job_id)
+        log.info("job %s: succeeded in %.1f s", ctx.job_id, ctx.seconds())
+        write_rest(session)
         released = finish_job(
             session, ctx.job_id, worker=ctx.worker, attempt=ctx.attempt,
             status=JobStatus.SUCCEEDED, info=_redacted(ctx.info.dump(), _secrets(ctx.rt)),
@@ -122,6 +140,7 @@ def _finish(
     secrets = _secrets(rt)
     info = _redacted(ctx.info.dump(), secrets) if ctx is not None else None
     with rt.sessions() as session:
+        write_rest(session)
         released = finish_job(
             session, job_id, worker=rt.name, attempt=attempt, status=status,
             error=redact(error, secrets) if error is not None else None, requeue=requeue,

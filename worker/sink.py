@@ -28,6 +28,7 @@ from inference.events import (
 from kiln.errors import Cancelled, InfraError
 from kiln.jobinfo import BatchInfo, ChainState, JobInfo, McmcInfo, SviInfo
 from worker.context import JobContext
+from worker.joblog import JobLog, current_log
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +52,10 @@ class Sink:
         info: JobInfo,
         db_retry_s: float = 30.0,
         on_flush: OnFlush | None = None,
+        joblog: JobLog | None = None,
     ) -> None:
         self.sessions = sessions
+        self.joblog = joblog  # the job's own log: its new lines go with each flush
         self.job_id = job_id
         self.worker = worker
         self.lease_s = lease_s
@@ -74,7 +77,7 @@ class Sink:
         return cls(
             ctx.sessions, ctx.job_id, worker=ctx.worker, lease_s=s.lease_s,
             flush_every_s=s.flush_every_s, info=ctx.info, db_retry_s=s.db_retry_s,
-            on_flush=on_flush,
+            on_flush=on_flush, joblog=current_log(),
         )  # fmt: skip
 
     def _due(self) -> bool:
@@ -92,11 +95,12 @@ class Sink:
         elif isinstance(event, Checkpoint):
             # a single fit's or a batch's: the bytes name their format
             self.checkpoint = (event.step, format_of(event.content), event.content)
+            log.info("job %s: checkpoint at step %d", self.job_id, event.step)
             self.flush()
         elif isinstance(event, Started):
             assert isinstance(info, SviInfo)
             info.elbo, info.device = event.elbo, event.device
-            if event.first_step:
+            if event.first_step and event.first_step != info.continued_at:  # not its start
                 info.resumed_from_step = event.first_step
             if event.note:
                 info.note = event.note
@@ -144,6 +148,7 @@ class Sink:
                 with self.sessions() as session:
                     if self.on_flush is not None:
                         self.on_flush(session, self.step)
+                    lines = self.joblog.write(session) if self.joblog is not None else None
                     cancel = record_progress(
                         session, self.job_id, worker=self.worker, losses=self.pending,
                         lease_s=self.lease_s, info=self.info.dump() if info else None,
@@ -164,6 +169,8 @@ class Sink:
                     return
                 time.sleep(delay)
                 delay = min(2 * delay, 2.0)
+        if lines is not None and self.joblog is not None:
+            self.joblog.written(lines)
         self.pending = []
         self.metrics = []
         self.checkpoint = None

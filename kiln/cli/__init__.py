@@ -1,4 +1,5 @@
-"""The `jobs` command: get_cli() builds the group with every command registered; main() runs it.
+"""The `jobs` command: main() runs it, importing only the command it runs (kiln.cli.lazy);
+get_cli() builds the group with every command registered.
 
 The group, App and the named exit codes are in kiln.cli.app (the command modules import them
 from there) and re-exported here.
@@ -20,6 +21,7 @@ from kiln.cli.app import (
     JobsGroup,
     jobs,
 )
+from kiln.cli.lazy import all_modules, load_modules
 
 __all__ = [
     "BAD_INPUT",
@@ -38,22 +40,18 @@ __all__ = [
 
 
 def get_cli() -> click.Group:
-    """The `jobs` group with every command registered."""
-    from kiln.cli import (  # noqa: F401  (registers the commands)
-        control,
-        demo,
-        fleet,
-        library,
-        outputs,
-        results,
-        server,
-        submit,
-        sweep,
-        watch,
-    )  # fmt: skip
-
+    """The `jobs` group with every command registered (tests, docs). A new command is one
+    line in kiln.cli.lazy.COMMANDS; main() imports its module only when it runs."""
+    load_modules(all_modules())
     return jobs
 
 
 def main() -> None:
-    get_cli()(prog_name="jobs")
+    # Not get_cli(): `jobs list` imports kiln.cli.results alone (kiln.cli.lazy).
+    # The name it was called by (`kiln` or `jobs`): shell completion reads _KILN_COMPLETE
+    # for `kiln` and _JOBS_COMPLETE for `jobs`, and its script hooks that name.
+    import os
+    import sys
+
+    called = os.path.basename(sys.argv[0]) if sys.argv else ""
+    jobs(prog_name=called if called in ("kiln", "jobs") else "jobs")

@@ -13,15 +13,16 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
+from kiln.cli.lazy import LazyGroup
 from kiln.errors import InfraError, KilnError, NotAllowed, NotFound, UserError
 from kiln.logs import configure_logging
 from kiln.redact import redact
-from kiln.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
 
     from kiln.client import Client
+    from kiln.settings import Settings
 
 OK = 0
 JOB_FAILED = 1
@@ -35,7 +36,7 @@ INTERRUPTED = 130
 OVER_API = frozenset({"submit fit", "submit predict", "submit sweep", "list", "show", "logs",
                       "cancel", "watch", "losses", "params", "metrics", "diagnostics", "samples",
                       "export", "plot", "sweep show", "sweep list", "sweep cancel", "workers",
-                      "stats"})  # fmt: skip
+                      "stats", "tag", "compare"})  # fmt: skip
 # ...these are the fleet's own and always use the database and broker (they need them)...
 FLEET_SIDE = frozenset({"server", "token create", "token list", "token revoke", "worker",
                         "scheduler", "db upgrade", "demo", "broker status",
@@ -46,9 +47,18 @@ FLEET_SIDE = frozenset({"server", "token create", "token list", "token revoke", 
 class App:
     """What every command needs: settings, database sessions, the broker, and output."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+    def __init__(self, settings: Settings | None = None) -> None:
+        if settings is not None:
+            self.__dict__["settings"] = settings
         self.engine: Any = None
+
+    @cached_property
+    def settings(self) -> Settings:
+        """Read on first use (a bad one is a UserError, exit 2), so `jobs CMD --help` never
+        imports pydantic-settings (a fifth of a second)."""
+        from kiln.settings import get_settings
+
+        return get_settings()
 
     def close(self) -> None:
         """Release database connections, or the API's (called when the command ends)."""
@@ -113,12 +123,11 @@ class App:
         _fail(message, code)
 
 
-class JobsGroup(click.Group):
-    """Turns Kiln's errors into a message on stderr and a named exit code."""
+class JobsGroup(LazyGroup):
+    """Turns Kiln's errors into a message on stderr and a named exit code; imports each
+    command's module on first use (kiln.cli.lazy)."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        from sqlalchemy.exc import OperationalError
-
         try:
             return super().invoke(ctx)
         except UserError as e:
@@ -127,12 +136,23 @@ class JobsGroup(click.Group):
             _fail(str(e), NOT_FOUND)
         except NotAllowed as e:
             _fail(f"not allowed: {e}", NOT_ALLOWED)
-        except (InfraError, OperationalError) as e:
+        except InfraError as e:
             _fail(f"unavailable: {e}", UNAVAILABLE)
         except KilnError as e:
             _fail(str(e), JOB_FAILED)
         except KeyboardInterrupt:
             _fail("interrupted", INTERRUPTED)
+        except Exception as e:
+            if _is_database_down(e):
+                _fail(f"unavailable: {e}", UNAVAILABLE)
+            raise
+
+
+def _is_database_down(error: Exception) -> bool:
+    """An SQLAlchemy OperationalError, without importing SQLAlchemy for commands that never
+    did (`jobs --help`): such an error can only come from a command that imported it."""
+    exc = sys.modules.get("sqlalchemy.exc")
+    return exc is not None and isinstance(error, exc.OperationalError)
 
 
 def command_path() -> str:
@@ -163,5 +183,5 @@ def jobs(ctx: click.Context, verbose: int, log_json: bool) -> None:
     KILN_CONFIG names (never a kiln.toml in the working directory).
     """
     configure_logging(verbose, log_json)
-    ctx.obj = App(get_settings())
+    ctx.obj = App()  # settings are read when a command first needs them
     ctx.call_on_close(ctx.obj.close)

@@ -10,6 +10,7 @@ import threading
 import click
 
 from kiln.cli.app import BAD_INPUT, UNAVAILABLE, App, jobs
+from kiln.cli.complete import job_ids
 from kiln.redact import redact
 from kiln.settings import EMBEDDED
 
@@ -17,7 +18,7 @@ log = logging.getLogger(__name__)
 
 
 @jobs.command()
-@click.argument("job_id")
+@click.argument("job_id", shell_complete=job_ids)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
 def cancel(app: App, job_id: str, as_json: bool) -> None:

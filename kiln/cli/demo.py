@@ -17,18 +17,19 @@ RUGGED_FORMULA = "log(rgdppc_2000) ~ cont_africa * rugged"
 
 
 def default_rugged_path() -> Path | None:
-    """../shared/data/rugged_data.csv beside the checkout (or the working directory)."""
-    roots = [Path(__file__).resolve().parents[2], Path.cwd()]
-    for root in roots:
-        candidate = root.parent / "shared" / "data" / "rugged_data.csv"
-        if candidate.is_file():
-            return candidate
-    return None
+    """rugged_data.csv shipped in the installed package, else ../shared/data beside the
+    checkout (or the working directory): kiln.packaged_data."""
+    from kiln.packaged_data import data_file
+
+    return data_file("rugged_data.csv")
 
 
 @jobs.command()
 @click.option(
-    "--data", "data_path", default=None, help="rugged_data.csv (default: ../shared/data)."
+    "--data",
+    "data_path",
+    default=None,
+    help="rugged_data.csv (default: the copy shipped with Kiln, or ../shared/data).",
 )
 @click.option("--guide", default="AutoNormal", show_default=True)
 @click.option("--steps", type=int, default=1000, show_default=True)
@@ -45,7 +46,9 @@ def demo(app: App, data_path: str | None, guide: str, steps: int, seed: int, out
 
     path = Path(data_path) if data_path else default_rugged_path()
     if path is None:
-        app.abort("rugged_data.csv not found beside the checkout; pass --data PATH", BAD_INPUT)
+        from kiln.packaged_data import missing_message
+
+        app.abort(missing_message("rugged_data.csv"), BAD_INPUT)
     app.say(f"kiln demo: database {app.settings.db_url}, broker {app.settings.broker_url}")
     request = app.client.fit_request(path, RUGGED_FORMULA, guide=guide, steps=steps, lr=0.02,
                                      seed=seed)  # fmt: skip

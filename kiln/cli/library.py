@@ -7,11 +7,12 @@ from typing import Any, TypedDict
 import click
 
 from kiln.cli.app import NOT_FOUND, App, jobs
+from kiln.cli.complete import job_ids
 from kiln.render import FORMAT, JSON, emit_rows
 
 
 @jobs.command()
-@click.argument("job_id")
+@click.argument("job_id", shell_complete=job_ids)
 @click.option("--name", default=None, help="Only this metric (e.g. test_elbo).")
 @FORMAT
 @click.pass_obj

@@ -5,11 +5,12 @@ from __future__ import annotations
 import click
 
 from kiln.cli.app import BAD_INPUT, App, jobs
+from kiln.cli.complete import job_ids
 from kiln.records import STATS
 
 
 @jobs.command()
-@click.argument("job_id")
+@click.argument("job_id", shell_complete=job_ids)
 @click.option("--site", default=None, help="Only this site (e.g. obs, mean, sigma).")
 @click.option("--raw", is_flag=True, help="The draws themselves, one row per draw.")
 @click.option(
@@ -37,7 +38,11 @@ def samples(app: App, job_id: str, site: str | None, raw: bool, fmt: str | None)
         )
     names = [s.site for s in stored]
     if site is not None and site not in names:
-        app.abort(f"job {job.id} has no site `{site}` (sites: {', '.join(names)})", BAD_INPUT)
+        from kiln.specerrors import did_you_mean
+
+        app.abort(f"job {job.id} has no site `{site[:100]}`{did_you_mean(site, names)} (sites:"
+                  f" {', '.join(names[:30])}{', ...' if len(names) > 30 else ''})",
+                  BAD_INPUT)  # fmt: skip
     chosen = [s for s in stored if site is None or s.site == site]
     if raw:
         draws = app.client.draws(job.id, sites=[s.site for s in chosen])
@@ -56,20 +61,25 @@ def samples(app: App, job_id: str, site: str | None, raw: bool, fmt: str | None)
 
 
 @jobs.command()
-@click.argument("job_id")
+@click.argument("job_id", shell_complete=job_ids)
 @click.option(
     "--format", "fmt", type=click.Choice(["netcdf", "csv", "json"]), default=None,
     help="netcdf: ArviZ InferenceData (arviz.from_netcdf); csv: one row per draw; json: all"
     " [default: by the file's extension: .nc, .csv, .json].",
 )  # fmt: skip
 @click.option("-o", "--output", required=True, help="File to write.")
+@click.option(
+    "--id-column", default=None, metavar="COLUMN",
+    help="Label the data rows with this column of the job's data (e.g. isocode) instead of"
+    " their positions: unique short strings or integers.",
+)  # fmt: skip
 @click.pass_obj
-def export(app: App, job_id: str, fmt: str | None, output: str) -> None:
+def export(app: App, job_id: str, fmt: str | None, output: str, id_column: str | None) -> None:
     """Write a job's results to a file: posterior, predictive draws, observed data, losses."""
     from kiln.export import write_export
 
     fmt = export_format(app, fmt, output)
-    results = app.client.results(job_id)
+    results = app.client.results(job_id, id_column=id_column)
     written = write_export(results, fmt, output)
     app.say(f"wrote {written} ({fmt}, job {results.job_id})")
 
@@ -95,7 +105,7 @@ def export_format(app: App, fmt: str | None, output: str) -> str:
 
 
 @jobs.command()
-@click.argument("job_id")
+@click.argument("job_id", shell_complete=job_ids)
 @click.option(
     "--kind", type=click.Choice(["loss", "params", "predictive", "trace", "metrics"]),
     default="predictive", show_default=True,

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from kiln.cli.app import JOB_FAILED, OK, App, jobs
+from kiln.cli.complete import job_ids
 from kiln.errors import NotFound
 from kiln.jobinfo import BatchInfo, JobInfo, McmcInfo, PredictInfo, SviInfo, info_for
 from kiln.records import STATS as STAT_KEYS
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
     import numpy as np
     from numpy.typing import NDArray
 
+SEARCH_COLUMNS = "id,name,kind,status,model,final_loss,created"
 STATUSES = ["waiting", "queued", "running", "succeeded", "failed", "cancelled"]
 
 
@@ -28,10 +30,31 @@ def exit_for(status: str) -> int:
     "--status", type=click.Choice(STATUSES), default=None, help="Only jobs in this state."
 )
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--offset", type=click.IntRange(min=0, max=2**62), default=0,
+              help="Skip this many jobs first (the next page).")  # fmt: skip
+@click.option("--where", default=None, metavar="QUERY",
+              help="Only jobs this query finds, e.g. \"tag.study = 'a' OR params.rugged.mean"
+                   " < -0.2\" (README: Finding jobs).")  # fmt: skip
+@click.option(
+    "--order-by",
+    default=None,
+    metavar="FIELDS",
+    help="Sort by these fields first, e.g. 'final_loss asc' (then newest first).",
+)
+@click.option(
+    "--columns",
+    default=None,
+    metavar="A,B,C",
+    help=f"Table columns: any fields of --where [default: {SEARCH_COLUMNS}].",
+)
 @JSON
 @click.pass_obj
-def list_(app: App, status: str | None, limit: int, as_json: bool) -> None:
-    """List recent jobs, newest first."""
+def list_(app: App, status: str | None, limit: int, offset: int, where: str | None,
+          order_by: str | None, columns: str | None, as_json: bool) -> None:  # fmt: skip
+    """List recent jobs, newest first (or found by --where, sorted by --order-by)."""
+    if where is not None or order_by is not None or columns is not None or offset:
+        list_found(app, status, limit, offset, where, order_by, columns, as_json)
+        return
     rows = app.client.job_records(status, limit)
     if as_json:
         app.emit([job_to_dict(j) for j in rows], as_json=True)
@@ -55,6 +78,27 @@ def list_(app: App, status: str | None, limit: int, as_json: bool) -> None:
     )
 
 
+def list_found(app: App, status: str | None, limit: int, offset: int, where: str | None,
+               order_by: str | None, columns: str | None, as_json: bool) -> None:  # fmt: skip
+    """`list` with a query: a table of the chosen columns, or JSON job documents (with
+    --columns: each job's id, name and those columns)."""
+    import json
+
+    shown = columns or SEARCH_COLUMNS
+    found = app.client.search_records(where, order_by, shown, limit, offset, status)
+    if as_json:
+        docs = [job_to_dict(j) if columns is None
+                else {"id": j.id, "name": j.name, **values} for j, values in found]  # fmt: skip
+        app.emit(docs, as_json=True)
+        return
+    names = [c.strip() for c in shown.split(",")]
+
+    def cell(value: Any) -> Any:
+        return json.dumps(value) if isinstance(value, dict | list) else value
+
+    emit_rows(names, [[cell(values[n]) for n in names] for _, values in found], "table")
+
+
 def show_job(app: App, job_id: str, as_json: bool) -> None:
     try:
         job = app.client.job_record(job_id)
@@ -74,6 +118,10 @@ def show_job(app: App, job_id: str, as_json: bool) -> None:
     spec = job.spec
     lines = [
         f"job        {job.id} ({job.kind}, {job.model})",
+        *([f"name       {job.name}"] if job.name else []),
+        *(
+            [f"tags       {', '.join(f'{k}={v}' for k, v in job.tags.items())}"] if job.tags else []
+        ),  # fmt: skip
         f"status     {job.status}",
         f"progress   {job.step}/{job.total_steps}",
         f"spec       {', '.join(f'{k}={v}' for k, v in spec.items() if v not in (None, {}, []))}",
@@ -89,6 +137,8 @@ def show_job(app: App, job_id: str, as_json: bool) -> None:
         last = f"{job.last_loss:.6g}" if job.last_loss is not None else "-"
         lines.append(f"final loss {final:.6g} (mean of the last 100 steps; last step {last})"
                      if final is not None else f"last loss  {last}")  # fmt: skip
+    if isinstance(info, SviInfo) and info.continued_from:
+        lines.append(f"continued  from {info.continued_from} at step {info.continued_at}")
     lines += _info_lines(job.kind, job.depends_on, str(spec.get("sweep")), info)
     for a in attempts:
         lines.append(
@@ -100,7 +150,7 @@ def show_job(app: App, job_id: str, as_json: bool) -> None:
 
 
 @jobs.command()
-@click.argument("job_id")
+@click.argument("job_id", shell_complete=job_ids)
 @JSON
 @click.pass_obj
 def show(app: App, job_id: str, as_json: bool) -> None:
@@ -109,40 +159,56 @@ def show(app: App, job_id: str, as_json: bool) -> None:
 
 
 @jobs.command()
-@click.argument("job_id")
-@click.pass_obj
-def logs(app: App, job_id: str) -> None:
-    """What the job's model printed (stdout and stderr, the last KILN_SANDBOX_OUTPUT_BYTES),
-    kept with the job when it ends; and how each attempt ended."""
-    job = app.client.job_record(job_id)
-    output = JobInfo.model_validate(job.info or {}).output
-    for attempt in app.client.attempts(job.id):
-        ended = f"{attempt.outcome or 'running'}" + (f": {attempt.error}" if attempt.error else "")
-        app.say(f"attempt {attempt.number} on {attempt.worker} ({attempt.host}): {ended}")
-    if output:
-        click.echo(output, nl=not output.endswith("\n"))
-    elif job.status in ("succeeded", "failed", "cancelled"):
-        app.say(f"job {job.id} kept no output: only jobs of your own model files keep what"
-                " they print (built-in and library models print nothing)")  # fmt: skip
-    else:
-        app.say(f"job {job.id} is {job.status}: what its model prints is kept when it ends")
-
-
-@jobs.command()
-@click.argument("job_id")
+@click.argument("job_id", shell_complete=job_ids)
 @click.option("--tail", type=click.IntRange(1, 10**9), default=None, metavar="N",
               help="Only the last N rows.")  # fmt: skip
 @click.option("--every", type=click.IntRange(1, 10**12), default=1, show_default=True,
               metavar="K", help="Only steps that are multiples of K.")  # fmt: skip
+@click.option(
+    "--lineage",
+    is_flag=True,
+    help="A continued fit's whole curve: its ancestors' steps, then its own.",
+)
 @FORMAT
 @click.pass_obj
-def losses(app: App, job_id: str, tail: int | None, every: int, fmt: str) -> None:
+def losses(app: App, job_id: str, tail: int | None, every: int, lineage: bool,
+           fmt: str) -> None:  # fmt: skip
     """The loss of every step: one row per step (or every K-th, or the last N)."""
-    emit_rows(["step", "loss"], app.client.loss_rows(job_id, tail=tail, every=every), fmt)
+    if not lineage:
+        emit_rows(["step", "loss"], app.client.loss_rows(job_id, tail=tail, every=every), fmt)
+        return
+    rows = [r for r in lineage_rows(app, job_id) if r[0] % every == 0]
+    emit_rows(["step", "loss"], rows[-tail:] if tail else rows, fmt)
+
+
+MAX_LINEAGE = 1000  # ancestors followed (a cycle cannot happen: a parent is older)
+
+
+def lineage_rows(app: App, job_id: str) -> list[tuple[int, float]]:
+    """The loss rows of a fit and of the fits it continued, oldest first: each ancestor's
+    rows before the step its continuation started at (a cancelled fit's steps after its last
+    checkpoint were taken again by the continuation)."""
+    job = app.client.job_record(job_id)
+    rows = list(app.client.loss_rows(job.id))
+    seen = {job.id}
+    for _ in range(MAX_LINEAGE):
+        info = info_for(str(job.spec.get("kind")), job.info)
+        parent = getattr(info, "continued_from", None)
+        at = getattr(info, "continued_at", None) or 0
+        if parent is None or parent in seen:
+            break
+        try:
+            job = app.client.job_record(parent)
+        except NotFound:
+            app.say(f"fit {parent} (continued at step {at}) is gone; the curve starts there")
+            break
+        seen.add(job.id)
+        rows = [r for r in app.client.loss_rows(job.id) if r[0] < at] + rows
+    return rows
 
 
 @jobs.command()
-@click.argument("job_id")
+@click.argument("job_id", shell_complete=job_ids)
 @FORMAT
 @click.pass_obj
 def params(app: App, job_id: str, fmt: str) -> None:
@@ -175,7 +241,7 @@ def _indices(shape: tuple[int, ...]) -> list[NDArray[np.intp]]:
 
 
 @jobs.command()
-@click.argument("job_id")
+@click.argument("job_id", shell_complete=job_ids)
 @JSON
 @click.pass_obj
 def diagnostics(app: App, job_id: str, as_json: bool) -> None:

@@ -9,7 +9,9 @@ import click
 
 from kiln.catalog import ELBOS, GUIDES, LIBRARY_MODELS, MODELS, OPTIMS, QUEUES
 from kiln.cli.app import App, jobs
+from kiln.cli.complete import job_ids
 from kiln.errors import SpecError
+from kiln.labels import labels_of
 
 if TYPE_CHECKING:
     from kiln.submitter import Request
@@ -19,6 +21,15 @@ TIMEOUT = click.option(
     "--timeout", type=float, default=None, help="With --wait: give up after SECONDS."
 )
 AS_JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+NAME = click.option(
+    "--name", default=None, metavar="NAME",
+    help="Name it (unique among yours); usable wherever its id is.",
+)  # fmt: skip
+TAGS = click.option(
+    "--tag", "tags", multiple=True, metavar="KEY=VALUE",
+    help="Tag it (repeatable; a sweep tags every member); find it with"
+    " `kiln list --where \"tag.KEY = 'VALUE'\"`.",
+)  # fmt: skip
 MAX_SET_TEXT = 320  # characters of one --set KEY=VALUE (a key of 64, a value of 255)
 
 
@@ -29,12 +40,12 @@ def submit() -> None:
 
 @submit.command()
 @click.option(
-    "--model", required=True, metavar="NAME|FILE.py[:FUNCTION]",
+    "--model", default=None, metavar="NAME|FILE.py[:FUNCTION]",
     help=f"A built-in model ({', '.join((*MODELS, *LIBRARY_MODELS))}) or your own: a Python"
     " file and the function in it taking the data as keyword arguments [default: model].",
 )  # fmt: skip
 @click.option(
-    "--data", "data_path", required=True,
+    "--data", "data_path", default=None,
     help="CSV file (built-in models; for your own, its columns become arrays), a JSON object"
     " of names to numbers and lists, `digits` (scikit-learn's 8x8 digits) or an MNIST folder.",
 )  # fmt: skip
@@ -57,7 +68,14 @@ def submit() -> None:
     "--method", type=click.Choice(["svi", "nuts", "hmc"]), default="svi", show_default=True,
     help="nuts/hmc: MCMC (your own models).",
 )  # fmt: skip
-@click.option("--steps", type=int, default=1000, show_default=True, help="SVI steps.")
+@click.option("--steps", type=int, default=1000, show_default=True,
+              help="SVI steps (with --continue: how many more).")  # fmt: skip
+@click.option(
+    "--continue", "continue_from", default=None, metavar="FIT_ID",
+    help="Go on from a succeeded, cancelled or failed SVI fit's stored state with --steps"
+    " more steps (its model, data and settings; --lr, --seed, --device, --queue, --priority"
+    " may change).",
+)  # fmt: skip
 @click.option(
     "--lr", type=float, default=None, help="SVI learning rate [default: 0.02 built-in, 0.01 own]."
 )
@@ -110,13 +128,15 @@ def submit() -> None:
     "--then-predict", "then_predict", type=int, default=None, metavar="SAMPLES",
     help="Also submit a predict job of SAMPLES draws that runs when the fit succeeds.",
 )  # fmt: skip
+@NAME
+@TAGS
 @WAIT
 @TIMEOUT
 @AS_JSON
 @click.pass_obj
 def fit(app: App, /, data_path: str, priors: tuple[str, ...], wait: bool, timeout: float | None,
-        as_json: bool, then_predict: int | None, settings: tuple[str, ...],
-        **options: Any) -> None:  # fmt: skip
+        as_json: bool, then_predict: int | None, settings: tuple[str, ...], name: str | None,
+        tags: tuple[str, ...], **options: Any) -> None:  # fmt: skip
     """Fit a model: a built-in one by SVI (linreg on a CSV file and a formula; the library's
     models on their data, options by --set: see `jobs models`), or your own Pyro model file
     by SVI (autoguide or your guide) or by MCMC (NUTS/HMC, chains in parallel).
@@ -126,10 +146,17 @@ def fit(app: App, /, data_path: str, priors: tuple[str, ...], wait: bool, timeou
     jobs submit fit --model eight_schools.py:model --data schools.json --method nuts
     jobs submit fit --model eight_schools.py --data schools.json --guide AutoMultivariateNormal
     jobs submit fit --model bnn-classifier --data digits --set hidden=64 --then-predict 100
+    jobs submit fit --continue 3f2a9c1d --steps 500 --lr 0.005
     """
     mcmc_options = ("warmup", "samples", "chains", "target_accept", "max_tree_depth", "num_steps",
                     "jit")  # fmt: skip
-    if options["model"] in LIBRARY_MODELS:
+    continue_from = options.pop("continue_from")
+    if continue_from is not None:
+        request = _continue_request(app, continue_from, options["steps"])
+    elif options["model"] is None or data_path is None:
+        missing = "--model" if options["model"] is None else "--data"
+        raise SpecError(f"{missing} is required (or --continue FIT_ID --steps N)", "model")
+    elif options["model"] in LIBRARY_MODELS:
         request = _library_request(app, data_path, settings, priors, options, mcmc_options)
     elif settings:
         raise SpecError(f"--set is for library models ({', '.join(LIBRARY_MODELS)})", "options")
@@ -137,7 +164,37 @@ def fit(app: App, /, data_path: str, priors: tuple[str, ...], wait: bool, timeou
         request = _model_request(app, data_path, priors, options, mcmc_options)
     else:
         request = _linreg_request(app, data_path, priors, options, mcmc_options)
-    _report(app, app.client.submit(request, then_predict), wait, timeout, as_json)
+    labels = labels_of(name, tags)
+    _report(app, app.client.submit(request, then_predict, labels=labels), wait, timeout, as_json)
+
+
+def _continue_request(app: App, parent: str, steps: int) -> Request:
+    """A continuation: only the options it takes may be given (by flag or environment)."""
+    from click.core import ParameterSource
+
+    from kiln.continuation import CONTINUE_FIELDS
+
+    ctx = click.get_current_context()
+    takes = {*CONTINUE_FIELDS, "continue_from", "then_predict", "name", "tags", "wait",
+             "timeout", "as_json"}  # fmt: skip
+    given: dict[str, Any] = {}
+    for param in ctx.command.params:
+        source = ctx.get_parameter_source(param.name or "")
+        if not param.name or source in (None, ParameterSource.DEFAULT):
+            continue
+        if param.name not in takes:
+            raise SpecError(
+                f"{param.opts[0]}: a continued fit keeps its parent's model, data and settings;"
+                " give only --steps (how many more), --lr, --seed, --device, --queue or"
+                " --priority",
+                field=param.name,
+            )
+        if param.name in CONTINUE_FIELDS:
+            given[param.name] = ctx.params[param.name]
+    if "steps" not in given:
+        raise SpecError(f"--continue {parent}: give --steps N, how many more steps", "steps")
+    del given["steps"]
+    return app.client.continue_request(parent, steps, **given)
 
 
 def _given(options: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
@@ -161,7 +218,11 @@ def _linreg_request(
     if options["formula"] is None:
         raise SpecError(f"--formula is required for the built-in model {options['model']}")
     if options["guide"] not in GUIDES:
-        raise SpecError(f"--guide {options['guide']!r}: built-in models take {', '.join(GUIDES)}")
+        from kiln.specerrors import did_you_mean
+
+        raise SpecError(f"--guide {options['guide'][:100]!r}: built-in models take"
+                        f" {', '.join(GUIDES)}{did_you_mean(options['guide'], GUIDES)}",
+                        field="guide")  # fmt: skip
     fields = _given(options, ("guide", "elbo", "optim", "steps", "lr", "num_samples", "init",
                               *COMMON))  # fmt: skip
     return app.client.fit_request(
@@ -234,7 +295,11 @@ def _model_request(
     if guide not in GUIDES:
         guide_path, guide_function = parse_model_option(guide)
         if ":" not in guide:
-            raise SpecError(f"--guide {guide!r}: an autoguide name or FILE.py:FUNCTION", "guide")
+            from kiln.specerrors import did_you_mean
+
+            raise SpecError(f"--guide {guide[:100]!r}: an autoguide name ({', '.join(GUIDES)})"
+                            f" or FILE.py:FUNCTION{did_you_mean(guide, GUIDES)}",
+                            "guide")  # fmt: skip
         if Path(guide_path).resolve() != Path(path).resolve():
             raise SpecError(
                 f"--guide {guide!r}: the guide function must be in the model's file ({path})",
@@ -257,8 +322,9 @@ def _model_request(
 
 @submit.command()
 @click.option(
-    "--from", "from_job", required=True, metavar="FIT_ID", help="The fit to predict from."
-)
+    "--from", "from_job", required=True, metavar="FIT_ID", help="The fit to predict from.",
+    shell_complete=job_ids,
+)  # fmt: skip
 @click.option(
     "--data", "data_path", default=None,
     help="New data: a CSV of rows (built-in models), or a JSON/CSV file of the names your"
@@ -274,12 +340,15 @@ def _model_request(
 )
 @click.option("--queue", type=click.Choice(QUEUES), default=None, help="Default: by device.")
 @click.option("--priority", type=int, default=5, show_default=True, help="0-9, higher runs sooner.")
+@NAME
+@TAGS
 @WAIT
 @TIMEOUT
 @AS_JSON
 @click.pass_obj
 def predict(app: App, /, data_path: str | None, wait: bool, timeout: float | None,
-            as_json: bool, **options: Any) -> None:  # fmt: skip
+            as_json: bool, name: str | None, tags: tuple[str, ...],
+            **options: Any) -> None:  # fmt: skip
     """Draw from the posterior predictive of a fit, for its own rows or new ones.
 
     A fit that is still queued or running is waited for: the predict job starts when the fit
@@ -287,7 +356,8 @@ def predict(app: App, /, data_path: str | None, wait: bool, timeout: float | Non
     """
     from_job, num_samples = options.pop("from_job"), options.pop("num_samples")
     request = app.client.predict_request(from_job, num_samples, data_path, **options)
-    _report(app, app.client.submit(request), wait, timeout, as_json)
+    labels = labels_of(name, tags)
+    _report(app, app.client.submit(request, labels=labels), wait, timeout, as_json)
 
 
 def _report(app: App, created: list[Any], wait: bool, timeout: float | None, as_json: bool) -> None:

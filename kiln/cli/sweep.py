@@ -10,7 +10,9 @@ import click
 
 from kiln.catalog import ELBOS, GUIDES, MODELS, OPTIMS, QUEUES
 from kiln.cli.app import JOB_FAILED, OK, UNAVAILABLE, App, jobs
-from kiln.cli.submit import AS_JSON, TIMEOUT, WAIT, submit
+from kiln.cli.choices import SuggestingChoice
+from kiln.cli.complete import sweep_ids
+from kiln.cli.submit import AS_JSON, NAME, TAGS, TIMEOUT, WAIT, submit
 from kiln.errors import SpecError
 from kiln.render import FORMAT, emit_rows
 
@@ -43,7 +45,7 @@ def _split_top(text: str) -> list[str]:
 
 
 @submit.command()
-@click.option("--model", required=True, type=click.Choice(MODELS), help="A built-in model.")
+@click.option("--model", required=True, type=SuggestingChoice(MODELS), help="A built-in model.")
 @click.option("--data", "data_path", required=True, help="CSV file.")
 @click.option("--formula", required=True, help='e.g. "log(rgdppc_2000) ~ cont_africa * rugged".')
 @click.option(
@@ -73,11 +75,11 @@ def _split_top(text: str) -> list[str]:
     "--batch-size", type=int, default=None,
     help="Members per vectorised batch [default: by a memory model, KILN_SWEEP_MEMORY_MB].",
 )  # fmt: skip
-@click.option("--guide", type=click.Choice(GUIDES), default="AutoNormal", show_default=True)
+@click.option("--guide", type=SuggestingChoice(GUIDES), default="AutoNormal", show_default=True)
 @click.option("--steps", type=int, default=1000, show_default=True)
 @click.option("--lr", type=float, default=0.02, show_default=True)
-@click.option("--elbo", type=click.Choice(ELBOS), default="auto", show_default=True)
-@click.option("--optim", type=click.Choice(OPTIMS), default="Adam", show_default=True)
+@click.option("--elbo", type=SuggestingChoice(ELBOS), default="auto", show_default=True)
+@click.option("--optim", type=SuggestingChoice(OPTIMS), default="Adam", show_default=True)
 @click.option("--num-samples", type=int, default=1000, show_default=True,
               help="Posterior draws kept per member.")  # fmt: skip
 @click.option("--prior", "priors", multiple=True, help="As for `submit fit`; every member.")
@@ -88,6 +90,8 @@ def _split_top(text: str) -> list[str]:
 )
 @click.option("--queue", type=click.Choice(QUEUES), default=None, help="Default: by device.")
 @click.option("--priority", type=int, default=5, show_default=True, help="0-9, higher runs sooner.")
+@NAME
+@TAGS
 @WAIT
 @TIMEOUT
 @AS_JSON
@@ -220,14 +224,39 @@ def _show(app: App, sweep_id: str, as_json: bool, fmt: str, members: bool = True
 
 
 @sweep_group.command("show")
-@click.argument("sweep_id")
+@click.argument("sweep_id", shell_complete=sweep_ids)
 @FORMAT
 @click.option("--json", "as_json", is_flag=True, help="The sweep and its members as JSON.")
 @click.option("--summary", is_flag=True, help="Only the sweep's status, no member table.")
+@click.option(
+    "--by", default=None, metavar="KEY,KEY,...",
+    help="One row per group of members with the same values of these settings (e.g."
+    " lr,guide): members, succeeded, and mean and sd across the succeeded members of the"
+    " final loss and of each site's posterior mean.",
+)  # fmt: skip
 @click.pass_obj
-def show(app: App, sweep_id: str, fmt: str, as_json: bool, summary: bool) -> None:
-    """One row per member: its settings, status, final loss and posterior means."""
-    _show(app, sweep_id, as_json, fmt, members=not summary)
+def show(app: App, sweep_id: str, fmt: str, as_json: bool, summary: bool,
+         by: str | None) -> None:  # fmt: skip
+    """One row per member: its settings, status, final loss and posterior means (with --by,
+    one row per group of members).
+
+    \b
+    jobs sweep show SWEEP_ID --by lr,guide      # mean and sd across seeds per grid point
+    """
+    if by is None:
+        _show(app, sweep_id, as_json, fmt, members=not summary)
+        return
+    from kiln.sweepsummary import parse_by
+
+    groups = app.client.sweep_groups(sweep_id, parse_by(by))
+    if as_json:
+        app.emit(groups.to_dict(), as_json=True)
+        return
+    rows = groups.rows
+    if fmt == "table":  # people read 4 decimals; csv and json keep every digit
+        rows = [[round(v, 4) + 0.0 if isinstance(v, float) else v for v in row] for row in rows]
+    emit_rows(groups.columns, rows, fmt,
+              title=f"sweep {groups.sweep_id} by {', '.join(groups.by)}")  # fmt: skip
 
 
 @sweep_group.command("list")
@@ -247,7 +276,7 @@ def list_(app: App, limit: int, as_json: bool) -> None:
 
 
 @sweep_group.command("cancel")
-@click.argument("sweep_id")
+@click.argument("sweep_id", shell_complete=sweep_ids)
 @click.pass_obj
 def cancel(app: App, sweep_id: str) -> None:
     """Cancel every member not yet ended (queued ones at once, running ones at a step)."""

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 from kiln.cli.app import UNAVAILABLE, App, jobs
+from kiln.cli.complete import job_ids
 
 if TYPE_CHECKING:
     from kiln.reader import JobRecord
@@ -122,7 +123,7 @@ class _Bar:
 
 
 @jobs.command()
-@click.argument("job_id")
+@click.argument("job_id", shell_complete=job_ids)
 @click.option("--timeout", type=float, default=None, help="Give up after SECONDS (exit code 4).")
 @click.option("--json", "as_json", is_flag=True, help="Print the final job as JSON.")
 @click.pass_obj

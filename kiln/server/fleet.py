@@ -12,10 +12,12 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 
+from kiln.labels import check_tags, labels_of
 from kiln.server.auth import Caller, Identity, Submitter
+from kiln.server.jobs import TagChange
 from kiln.server.problems import PROBLEM_RESPONSES, Refused
 from kiln.server.state import state_of
-from kiln.server.submit import MAX_NAME, json_object, read_upload
+from kiln.server.submit import MAX_NAME, Name, Tags, json_object, read_upload
 
 router = APIRouter(responses=PROBLEM_RESPONSES)
 MAX_PAGE = 1000
@@ -27,6 +29,7 @@ async def submit_sweep(
     data: Annotated[UploadFile, File(description="The CSV every member fits")],
     spec: Annotated[str, Form(description='The sweep as JSON: {"base": {"model": "linreg",'
                               ' "formula": ...}, "grid": {"lr": [...]}, "seeds": N, ...}')],
+    name: Name = None, tag: Tags = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Many linreg fits of one data set: a grid of settings x seeds x resamples x groups, as
     `jobs submit sweep` (kiln.specs.SweepSpec). Members count against the user's cap."""
@@ -34,8 +37,9 @@ async def submit_sweep(
     table = await read_upload(data, "data")
     assert table is not None
     document = json_object(spec, "spec")
+    labels = labels_of(name, tag or [])
     done = await run_in_threadpool(state.client.submit_sweep_spec, document, table,
-                                   identity.owner)  # fmt: skip
+                                   identity.owner, labels)  # fmt: skip
     return {"id": done.sweep_id, "members": done.members, "batches": done.batches,
             "queue": done.queue, "packed": done.packed, "unpacked": done.unpacked,
             "status": "queued"}  # fmt: skip
@@ -68,6 +72,28 @@ def show_sweep(request: Request, identity: Caller, sweep_id: str,
         return asdict(view_sweep(session, sweep_id, members, identity.owner_filter))
 
 
+@router.get(
+    "/sweeps/{sweep_id}/summary",
+    tags=["sweeps"],
+    summary="A sweep's members grouped by settings: mean and sd per group",
+)
+def summarise_sweep(
+    request: Request, identity: Caller, sweep_id: str,
+    by: Annotated[str, Query(max_length=1000, description="Settings to group by: lr,guide")],
+) -> dict[str, Any]:  # fmt: skip
+    """What `jobs sweep show ID --by KEYS --json` prints: per group of members with the same
+    values of KEYS, the member and succeeded counts and the mean and sd of the final loss
+    and of each site's posterior mean (kiln.sweepsummary)."""
+    from db.sweeps import view_sweep
+    from kiln.sweepsummary import parse_by
+    from kiln.sweepsummary import summarise_sweep as summarise
+
+    keys = parse_by(by)
+    with state_of(request).sessions() as session:
+        view = view_sweep(session, sweep_id, True, identity.owner_filter)
+    return summarise(view, keys).to_dict()
+
+
 @router.post("/sweeps/{sweep_id}/cancel", tags=["sweeps"], summary="Cancel a sweep")
 def cancel_sweep(request: Request, identity: Submitter, sweep_id: str) -> dict[str, Any]:
     """Cancels every member not yet ended; `running`: how many running jobs were asked to stop."""
@@ -77,6 +103,19 @@ def cancel_sweep(request: Request, identity: Submitter, sweep_id: str) -> dict[s
     with state_of(request).sessions() as session:
         sweep = get_sweep(session, sweep_id, identity.owner_filter)
         return {"id": sweep.id, "running": cancel(session, sweep.id)}
+
+
+@router.post("/sweeps/{sweep_id}/tags", tags=["sweeps"], summary="Set or remove a sweep's tags")
+def tag_sweep(request: Request, identity: Submitter, sweep_id: str,
+              change: TagChange) -> dict[str, Any]:  # fmt: skip
+    """The sweep's tags after the change; every member's tags change the same way."""
+    from db.labels import retag_sweep
+    from db.sweeps import get_sweep
+
+    changes = check_tags(change.set)
+    with state_of(request).sessions() as session:
+        sweep = get_sweep(session, sweep_id, identity.owner_filter)
+        return {"id": sweep.id, "tags": retag_sweep(session, sweep, changes, change.remove)}
 
 
 @router.get("/workers", tags=["fleet"], summary="Workers and the job each runs")

@@ -9,7 +9,11 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from kiln.errors import SpecError
+from kiln.labels import MAX_TAG_KEY_CHARS, MAX_TAGS, check_tags
+from kiln.query import MAX_QUERY_CHARS
 from kiln.server.auth import Caller, Submitter
 from kiln.server.problems import PROBLEM_RESPONSES
 from kiln.server.state import state_of
@@ -27,13 +31,20 @@ EVENT_LOSSES = 1000  # loss rows per `losses` event at most (a backlog is thinne
 KEEPALIVE_S = 15.0
 
 
-def job_document(session: Session, job: Job, attempts: bool = True) -> dict[str, Any]:
-    """What `jobs show --json` prints, plus the sweep and the owner."""
+def job_document(session: Session, job: Job, attempts: bool = True,
+                 tags: dict[str, str] | None = None) -> dict[str, Any]:  # fmt: skip
+    """What `jobs show --json` prints, plus the sweep and the owner. `tags`: the job's, when
+    read already for a page of jobs (db.labels.tags_of); else read here."""
     from db.claims import attempts_of
+    from db.labels import tags_of
+    from kiln.reader import job_record
     from kiln.render import job_to_dict
 
     tries = attempts_of(session, job.id) if attempts else []
-    return {**job_to_dict(job, tries), "sweep_id": job.sweep_id, "owner": job.owner}
+    if tags is None:
+        tags = tags_of(session, [job.id]).get(job.id, {})
+    record = job_record(job, tags)
+    return {**job_to_dict(record, tries), "sweep_id": job.sweep_id, "owner": job.owner}
 
 
 def visible_job(session: Session, identity: Any, job_id: str) -> Job:
@@ -52,18 +63,45 @@ def list_jobs(
     sweep: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20,
     offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
+    where: Annotated[str | None, Query(max_length=MAX_QUERY_CHARS)] = None,
+    order_by: Annotated[str | None, Query(max_length=MAX_QUERY_CHARS)] = None,
+    columns: Annotated[str | None, Query(max_length=MAX_QUERY_CHARS)] = None,
 ) -> list[dict[str, Any]]:  # fmt: skip
     """The jobs the caller may see (a `submit` user: their own), newest first, with this
-    status, kind, model (`linreg`, `hmm`, `eight_schools.py:model`...), owner or sweep id."""
+    status, kind, model (`linreg`, `hmm`, `eight_schools.py:model`...), owner or sweep id.
+    Or those a query finds (`where`, as `jobs list --where`; kiln.query), sorted by
+    `order_by`, each with `values`: its value of every field in `columns` (comma-separated)."""
     from db.jobs import list_jobs as rows
 
     mine = identity.owner_filter
     if mine is not None and owner not in (None, mine):
         return []  # another user's jobs: none that this caller may see
+    if where is not None or order_by is not None or columns is not None:
+        if kind or model or sweep:
+            raise SpecError("with where, order_by or columns, say kind, model and sweep in"
+                            " `where` (e.g. where=model = 'linreg')", field="where")  # fmt: skip
+        return search(request, mine or owner, status, where, order_by, columns, limit, offset)
     with state_of(request).sessions() as session:
         found = rows(session, status, limit, offset, owner=mine or owner, kind=kind,
                      model=model, sweep_id=sweep)  # fmt: skip
         return [job_document(session, job, attempts=False) for job in found]
+
+
+def search(request: Request, owner: str | None, status: str | None, where: str | None,
+           order_by: str | None, columns: str | None, limit: int,
+           offset: int) -> list[dict[str, Any]]:  # fmt: skip
+    """GET /jobs with a query: the caller's own jobs only (`owner`), whatever it says."""
+    from db.labels import tags_of
+    from db.search import search_jobs
+    from kiln.reader import parse_search
+
+    query, order, fields = parse_search(where, order_by, columns)
+    with state_of(request).sessions() as session:
+        found = search_jobs(session, query, order, fields, limit=limit, offset=offset,
+                            owner=owner, status=status)  # fmt: skip
+        tags = tags_of(session, [job.id for job, _ in found])
+        return [{**job_document(session, job, attempts=False, tags=tags.get(job.id, {})),
+                 "values": values} for job, values in found]  # fmt: skip
 
 
 @router.get("/jobs/{job_id}", summary="One job: status, progress, spec, attempts, error")
@@ -83,6 +121,28 @@ def cancel_job(request: Request, identity: Submitter, job_id: str) -> dict[str, 
         return {"id": job.id, "status": status, "cancel_requested": True}
 
 
+class TagChange(BaseModel):
+    """Tags to set (key -> value) and keys to remove."""
+
+    model_config = ConfigDict(extra="forbid")
+    set: dict[str, str] = Field(default_factory=dict, max_length=MAX_TAGS)
+    remove: list[Annotated[str, StringConstraints(max_length=MAX_TAG_KEY_CHARS)]] = Field(
+        default_factory=list, max_length=MAX_TAGS
+    )
+
+
+@router.post("/jobs/{job_id}/tags", summary="Set or remove a job's tags")
+def tag_job(request: Request, identity: Submitter, job_id: str,
+            change: TagChange) -> dict[str, Any]:  # fmt: skip
+    """The job's tags after the change (as `kiln tag`)."""
+    from db.labels import retag_job
+
+    changes = check_tags(change.set)
+    with state_of(request).sessions() as session:
+        job = visible_job(session, identity, job_id)
+        return {"id": job.id, "tags": retag_job(session, job, changes, change.remove)}
+
+
 @router.get("/jobs/{job_id}/losses", summary="The loss of every step (thinned, or the tail)")
 def losses(
     request: Request, identity: Caller, job_id: str,
@@ -96,6 +156,24 @@ def losses(
         job = visible_job(session, identity, job_id)
         rows = get_loss_page(session, job.id, every=every, tail=tail)
         return {"id": job.id, "columns": ["step", "loss"], "rows": rows}
+
+
+@router.get("/jobs/{job_id}/logs", summary="The job's own log, a page of lines at a time")
+def logs(
+    request: Request, identity: Caller, job_id: str,
+    after: Annotated[int | None, Query(ge=-1, le=2**62)] = None,
+    tail: Annotated[int | None, Query(ge=1, le=MAX_PAGE)] = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Lines `[seq, at, stream, text]` by number: up to 1000 after line `after`, or the last
+    `tail`; `more` when another page follows, and the job's status read before the lines (an
+    ended status without `more`: the log is complete). What `kiln logs --follow` polls."""
+    state = state_of(request)
+    with state.sessions() as session:
+        job_id = visible_job(session, identity, job_id).id  # another user's: 404
+    page = state.client.log_page(job_id, after, tail)  # pages of kiln.reader.LOG_PAGE lines
+    return {"id": job_id, "status": page.status, "more": page.more,
+            "lines": [[line.seq, line.at.isoformat(), line.stream, line.text]
+                      for line in page.lines]}  # fmt: skip
 
 
 @router.get("/jobs/{job_id}/params", summary="Posterior summary of each latent site")

@@ -7,9 +7,9 @@ import shutil
 import tempfile
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, Response
 from starlette.background import BackgroundTask
 
@@ -69,6 +69,19 @@ class VisibleResults:
 
         with self.state.sessions() as session:
             return get_metrics(session, visible_job(session, self.identity, job_id).id, name)
+
+
+@router.get("/compare", summary="Rank fits by PSIS-LOO or WAIC")
+def compare(request: Request, identity: Caller, ids: Annotated[list[str], Query()],
+            ic: Literal["loo", "waic"] = "loo") -> dict[str, Any]:  # fmt: skip
+    """What `jobs compare ID ID...` prints: `jobs`, one entry per job, best first, with `id`,
+    rank, elpd_loo (elpd_waic), se, p_loo, d_loo, dse, weight, warning, pareto_k_bad.
+    Only jobs the caller may see (else 404); 422 for a job without a log-likelihood."""
+    from kiln.compare import check_ids, compare_results, to_json
+
+    reader = VisibleResults(state_of(request), identity)
+    chosen = check_ids(ids, ic)
+    return {"ic": ic, "jobs": to_json(compare_results([reader.results(i) for i in chosen], ic))}
 
 
 @router.get("/jobs/{job_id}/metrics", summary="A job's metrics by step and epoch")

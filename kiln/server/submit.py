@@ -1,4 +1,5 @@
-"""Routes that submit: a fit (built-in linreg, or a user's model file) and a predict job.
+"""Routes that submit: a fit (built-in linreg, or a user's model file), a predict job and a
+continuation of a fit.
 
 The form fields are `jobs submit fit`'s options; the uploads go through the same Submitter
 requests and scheduler checks as `jobs submit`, so a bad one gets the same message.
@@ -14,6 +15,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from kiln.catalog import LIBRARY_MODELS
 from kiln.errors import SpecError
+from kiln.labels import Labels, labels_of
 from kiln.server.auth import Submitter
 from kiln.server.jobs import visible_job
 from kiln.server.problems import PROBLEM_RESPONSES
@@ -29,6 +31,8 @@ LIBRARY_FIELDS = frozenset({"optim", "num_samples", "seed", "device", "queue", "
 MAX_NAME = 255  # characters of an uploaded file's name (it is stored, and echoed in messages)
 
 Opt = Annotated[str | None, Form()]
+Name = Annotated[str | None, Form(description="A name for the job, unique among yours")]
+Tags = Annotated[list[str] | None, Form(description="key=value, repeatable")]
 OptInt = Annotated[int | None, Form()]
 OptFloat = Annotated[float | None, Form()]
 
@@ -44,9 +48,10 @@ async def read_upload(upload: UploadFile | None, what: str) -> FileBytes | None:
 
 
 def _submitted(state: ServerState, request: JobRequest, owner: Owner,
-               then_predict: int | None = None) -> dict[str, Any]:  # fmt: skip
+               then_predict: int | None = None, labels: Labels | None = None,
+               ) -> dict[str, Any]:  # fmt: skip
     """Check, store (with the owner, in the same transaction) and send; the jobs created."""
-    created = state.client.submit(request, then_predict, owner=owner)
+    created = state.client.submit(request, then_predict, owner=owner, labels=labels)
     return {"jobs": [{"id": j.id, "kind": j.kind, "status": j.status, "queue": j.queue,
                       "depends_on": j.depends_on} for j in created]}  # fmt: skip
 
@@ -71,12 +76,14 @@ async def submit_fit(
     options: Annotated[str | None, Form(description="A library model's options, a JSON"
                                         " object (`jobs models` lists them)")] = None,
     data_kind: Annotated[Literal["csv", "npz"] | None, Form()] = None,
+    name: Name = None, tag: Tags = None,
 ) -> dict[str, Any]:  # fmt: skip
     """A fit of the built-in `linreg` (data + formula), of a library model (options, data
     optional), or of your own model file by SVI or MCMC (method nuts/hmc). Fields as `jobs
     submit fit`'s options; `priors` is the spec's JSON object, `prior` the CLI's
     `NAME=dist(A,B)` (either, not both)."""
     state = state_of(request)
+    labels = labels_of(name, tag or [])
     given = {k: v for k, v in {
         "guide": guide, "guide_function": guide_function, "elbo": elbo, "optim": optim,
         "steps": steps, "lr": lr, "num_samples": num_samples, "init": init, "warmup": warmup,
@@ -125,7 +132,7 @@ async def submit_fit(
             state.client.fit_request, table, formula or "", model,
             priors=_priors(priors, prior), **given,
         )  # fmt: skip
-    return await run_in_threadpool(_submitted, state, job, identity.owner, then_predict)
+    return await run_in_threadpool(_submitted, state, job, identity.owner, then_predict, labels)
 
 
 def _priors(priors: str | None, prior: list[str] | None) -> dict[str, Any] | list[str]:
@@ -159,10 +166,11 @@ async def submit_predict(
     request: Request, identity: Submitter, job_id: str,
     data: Annotated[UploadFile | None, File(description="New rows (CSV, or JSON)")] = None,
     num_samples: Annotated[int, Form()] = 800, seed: OptInt = None, device: Opt = None,
-    queue: Opt = None, priority: OptInt = None,
+    queue: Opt = None, priority: OptInt = None, name: Name = None, tag: Tags = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Posterior predictive draws from the fit `job_id` (which may still be running)."""
     state = state_of(request)
+    labels = labels_of(name, tag or [])
     given = {k: v for k, v in {"seed": seed, "device": device, "queue": queue,
                                "priority": priority}.items() if v is not None}  # fmt: skip
     rows = await read_upload(data, "data")
@@ -173,4 +181,22 @@ async def submit_predict(
 
     fit = await run_in_threadpool(fit_id)
     job = await run_in_threadpool(state.client.predict_request, fit, num_samples, rows, **given)
-    return await run_in_threadpool(_submitted, state, job, identity.owner)
+    return await run_in_threadpool(_submitted, state, job, identity.owner, None, labels)
+
+
+@router.post("/jobs/{job_id}/continue", status_code=201, summary="Continue a fit")
+async def submit_continue(
+    request: Request, identity: Submitter, job_id: str,
+    steps: Annotated[int, Form(description="How many more SVI steps")],
+    lr: OptFloat = None, seed: OptInt = None, device: Opt = None, queue: Opt = None,
+    priority: OptInt = None, name: Name = None, tag: Tags = None,
+) -> dict[str, Any]:  # fmt: skip
+    """`steps` more SVI steps of your fit `job_id` (succeeded, cancelled, or failed with a
+    checkpoint), from its stored state: a new job of its kind whose losses carry on its step
+    numbers. Only your own fits can be continued (another's is not found)."""
+    state = state_of(request)
+    labels = labels_of(name, tag or [])
+    given = {k: v for k, v in {"lr": lr, "seed": seed, "device": device, "queue": queue,
+                               "priority": priority}.items() if v is not None}  # fmt: skip
+    job = await run_in_threadpool(state.client.continue_request, job_id, steps, **given)
+    return await run_in_threadpool(_submitted, state, job, identity.owner, None, labels)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from scheduler.kinds.base import Check, CheckContext, Checked, NewDataset, Upload
+from scheduler.kinds.continuation import check_continuation
 from scheduler.kinds.library import check_library_fit
 from scheduler.kinds.linreg import check_linreg_fit
 from scheduler.kinds.predict import check_predict
@@ -17,5 +18,7 @@ CHECKS: dict[str, Check] = {
     "library_predict": check_predict,
     "user_predict": check_predict,
 }
+# Requests that are not job kinds themselves: the check makes a job of an existing kind.
+REQUESTS: dict[str, Check] = {"continue_fit": check_continuation}
 
-__all__ = ["CHECKS", "Check", "CheckContext", "Checked", "NewDataset", "Upload"]
+__all__ = ["CHECKS", "REQUESTS", "Check", "CheckContext", "Checked", "NewDataset", "Upload"]

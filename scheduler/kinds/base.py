@@ -41,6 +41,7 @@ class CheckContext:
 
     sessions: sessionmaker[Session]
     limits: Limits
+    owner: str | None = None  # the HTTP API's caller: jobs it may build on are its own
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +60,12 @@ class Checked:
     depends_on: str | None = None
     waiting: bool = False
     predict_rows: int | None = None
+    # A continued fit reuses its parent's stored data set and model source, and starts at
+    # the parent's step (its progress reads from there).
+    dataset_id: str | None = None
+    source_id: str | None = None
+    continued_from: str | None = None
+    first_step: int = 0
 
 
 Check = Callable[[Any, Upload, CheckContext], Checked]

@@ -54,10 +54,12 @@ class LibraryFit(SviRunner[LibraryFitSpec]):
         assert isinstance(info, SviInfo)
         info.add_facts(dict(problem.info))
         info.epochs, info.steps_per_epoch = problem.epochs, problem.steps_per_epoch
+        # a continued fit runs its parent's problem on to its own end (batches by step)
+        steps = spec.continued.end if spec.continued is not None else problem.steps
         with ctx.sessions() as session:
             job = get_job(session, ctx.job_id)
-            if job.total_steps != problem.steps:
-                job.total_steps = problem.steps
+            if job.total_steps != steps:
+                job.total_steps = steps
                 session.commit()
 
         def summarize() -> Summary:
@@ -77,7 +79,7 @@ class LibraryFit(SviRunner[LibraryFitSpec]):
             "max_plate_nesting": problem.max_plate_nesting,
         }  # fmt: skip
         lr = float(spec.options.get("lr", 0.01))
-        return SviJob(problem, summarize, problem.steps, lr, problem.elbo, "library", options)
+        return SviJob(problem, summarize, steps, lr, problem.elbo, "library", options)
 
 
 @dataclass

@@ -14,6 +14,7 @@ from inference.events import Event
 from inference.fit import resolve_device
 from kiln.errors import UserError
 from worker.context import DataBlob, JobContext
+from worker.joblog import current_log
 from worker.sandbox.process import Sandbox, SandboxLimits
 from worker.sandbox.wire import Frame, as_bytes_array
 
@@ -53,11 +54,19 @@ def in_sandbox(
         with ctx.sessions() as session:
             return cancel_requested(session, ctx.job_id)
 
-    sandbox = Sandbox(SandboxLimits.from_settings(ctx.settings), ctx.job_id, cancelled)
+    joblog = current_log()  # what the model prints goes to the job's log as it comes
+    sandbox = Sandbox(
+        SandboxLimits.from_settings(ctx.settings),
+        ctx.job_id,
+        cancelled,
+        on_output=joblog.feed_output if joblog is not None else None,
+    )
     device = resolve_device(str(getattr(ctx.spec, "device", "cpu")))
     request = {"spec": ctx.spec.model_dump(mode="json"), "device": device, **header}
     try:
         return (yield from sandbox.run(request, arrays))
     finally:
         ctx.info.output = sandbox.output.text() or None
+        if joblog is not None:
+            joblog.end_output()
         ctx.info.sandbox_network = sandbox.network

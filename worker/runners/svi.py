@@ -11,13 +11,16 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from db.claims import get_checkpoint
-from db.results import store_fit_results
-from inference.checkpoint import CHECKPOINT_FORMAT
+from db.models import Job, JobStatus
+from db.results import get_fitted_state, store_fit_results
+from inference.checkpoint import CHECKPOINT_FORMAT, continuation
 from inference.events import Event
 from inference.state import STATE_FORMAT, dump_state, param_values
 from inference.svi import resolve_elbo, run_svi
+from kiln.continuation import Continued
+from kiln.errors import UserError
 from kiln.records import SiteStats
-from kiln.specs import FitSpec, LibraryFitSpec, SviOptions, UserSviFitSpec
+from kiln.specs import FitSpec, LibraryFitSpec, SviOptions, UserSviFitSpec, parse_job_spec
 from worker.context import JobContext
 from worker.runners.base import Runner
 
@@ -43,6 +46,8 @@ class SviJob:
     state: bytes = b""
     guide_params: dict[str, np.ndarray] = field(default_factory=dict)
     summary: Summary = field(default_factory=lambda: ([], {}))
+    # Rows stored after the draws by a runner's own store (a user model's log-likelihood).
+    extra_rows: dict[str, tuple[str, np.ndarray]] = field(default_factory=dict)
 
 
 class SviRunner(Runner[SviSpec, SviJob]):
@@ -84,14 +89,42 @@ def checkpoint_intervals(ctx: JobContext[Any], spec: SviOptions) -> tuple[int, f
 
 
 def saved_checkpoint(ctx: JobContext[Any]) -> bytes | None:
-    """The job's stored checkpoint, if it has one this Kiln can resume from."""
+    """The job's stored checkpoint, if it has one this Kiln can resume from; else, for a
+    continued fit, its parent's state made into one (so a retry goes on from its own)."""
     with ctx.sessions() as session:
         saved = get_checkpoint(session, ctx.job_id)
         if saved is None:
-            return None
+            continued = getattr(ctx.spec, "continued", None)
+            return None if continued is None else parent_state(ctx, session, continued)
         if saved.format != CHECKPOINT_FORMAT:
             log.warning("job %s: checkpoint format %s unknown; starting over", ctx.job_id,
                         saved.format)  # fmt: skip
             return None
         log.info("job %s: resuming from its checkpoint at step %d", ctx.job_id, saved.step)
         return bytes(saved.content)
+
+
+def parent_state(ctx: JobContext[Any], session: Session, continued: Continued) -> bytes:
+    """A continued fit's start: its parent's fitted state (succeeded) or latest checkpoint
+    (cancelled, failed), as the submit check found it, with this job's lr. The parent's RNG
+    state is kept when the seed is the parent's, so continuing a cancelled fit draws what the
+    uninterrupted fit would have."""
+    parent = session.get(Job, continued.job)
+    content: bytes | None = None
+    at: int | None = None
+    if parent is not None and parent.status == JobStatus.SUCCEEDED.value:
+        state = get_fitted_state(session, parent.id)
+        content, at = (bytes(state.content), parent.total_steps) if state else (None, None)
+    elif parent is not None:
+        saved = get_checkpoint(session, parent.id)
+        content, at = (bytes(saved.content), saved.step) if saved else (None, None)
+    if parent is None or content is None or at != continued.step:
+        raise UserError(
+            f"job {ctx.job_id} continues fit {continued.job} from step {continued.step}, but"
+            " that state is no longer stored; continue the fit again"
+        )
+    spec = ctx.spec
+    lr = spec.lr if hasattr(spec, "lr") else spec.options.get("lr")
+    keep_rng = parse_job_spec(dict(parent.spec)).seed == spec.seed
+    log.info("job %s: continuing fit %s from step %d", ctx.job_id, parent.id, continued.step)
+    return continuation(content, step=continued.step, lr=lr, keep_rng=keep_rng)

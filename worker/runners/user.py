@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from sqlalchemy.orm import Session
@@ -21,9 +21,10 @@ from kiln.jobinfo import McmcInfo, SviInfo
 from kiln.specs import UserMcmcFitSpec, UserSviFitSpec
 from worker.context import JobContext
 from worker.runners.base import Runner
+from worker.runners.loglik import add_loglik_rows, read_loglik
 from worker.runners.sandboxed import data_arrays, in_sandbox, stored_source
 from worker.runners.svi import SviJob, SviRunner, checkpoint_intervals, saved_checkpoint
-from worker.sandbox.wire import as_bytes_array
+from worker.sandbox.wire import Frame, as_bytes_array
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,12 @@ class UserSviFit(SviRunner[UserSviFitSpec]):
         job.state = state
         job.guide_params = _numeric(result.group("param"), "guide parameters")
         job.summary = [summarize_draws(site, values) for site, values in draws.items()], draws
+        job.extra_rows, facts = read_loglik(result, spec.num_samples)
+        ctx.info.add_facts(facts)
+
+    def store(self, ctx: JobContext[UserSviFitSpec], job: SviJob, session: Session) -> None:
+        super().store(ctx, job, session)
+        add_loglik_rows(session, ctx.job_id, job.extra_rows, len(job.summary[1]))
 
 
 def _numeric(
@@ -105,6 +112,7 @@ def _checked(event: McmcFinished, spec: UserMcmcFitSpec) -> McmcFinished:
 class _Mcmc:
     source: str
     finished: McmcFinished | None = None
+    loglik: dict[str, tuple[str, np.ndarray]] = field(default_factory=dict)
 
 
 class UserMcmcFit(Runner[UserMcmcFitSpec, _Mcmc]):
@@ -125,7 +133,12 @@ class UserMcmcFit(Runner[UserMcmcFitSpec, _Mcmc]):
         header.update(source=m.source, processes=not daemonic)
         events = in_sandbox(ctx, header, arrays)
         try:
-            for event in events:
+            while True:
+                try:
+                    event = next(events)
+                except StopIteration as stop:
+                    result: Frame = stop.value
+                    break
                 if isinstance(event, McmcFinished):
                     m.finished = _checked(event, ctx.spec)
                 yield event
@@ -133,6 +146,8 @@ class UserMcmcFit(Runner[UserMcmcFitSpec, _Mcmc]):
             events.close()  # a cancel or a lost lease: the sandbox and its chains are killed
         if m.finished is None:
             raise ModelError("the model's process ended without its draws")
+        m.loglik, facts = read_loglik(result, ctx.spec.chains * ctx.spec.samples)
+        ctx.info.add_facts(facts)
 
     def store(self, ctx: JobContext[UserMcmcFitSpec], m: _Mcmc, session: Session) -> None:
         spec, finished = ctx.spec, m.finished
@@ -149,6 +164,7 @@ class UserMcmcFit(Runner[UserMcmcFitSpec, _Mcmc]):
         }
         for name, values in finished.stats.items():
             stored[name] = ("sample_stats", np.asarray(values).reshape(-1))
+        stored.update(m.loglik)
         per_chain = chain_summary(finished.stats, list(finished.chain_seconds))
         r_hats = [float(np.nanmax(d[0])) for d in diagnostics.values() if np.isfinite(d[0]).any()]
         info = ctx.info

@@ -128,9 +128,14 @@ class Sandbox:
     kills the child. `output` holds what the child printed; `network` what isolation it got."""
 
     def __init__(
-        self, limits: SandboxLimits, job_id: str, cancelled: Callable[[], bool] = lambda: False
+        self,
+        limits: SandboxLimits,
+        job_id: str,
+        cancelled: Callable[[], bool] = lambda: False,
+        on_output: Callable[[bytes], None] | None = None,
     ) -> None:
         self.limits, self.job_id, self.cancelled = limits, job_id, cancelled
+        self.on_output = on_output  # each chunk of output as it comes (the job's own log)
         self.output = Output(limits.output_bytes)
         self.network = "unknown"
         self._zygote: Zygote | None = None
@@ -283,6 +288,8 @@ class Sandbox:
         with stream:
             while chunk := stream.read1(65536):  # type: ignore[attr-defined]
                 self.output.add(chunk)
+                if self.on_output is not None:
+                    self.on_output(chunk)
 
     def _read_frames(
         self, src: IO[bytes], frames: queue.Queue[Frame | BaseException | None]

@@ -11,6 +11,7 @@ import numpy as np
 
 from inference import usertasks as ut
 from inference.events import Event
+from inference.loglik import LogLik
 from kiln.specs import UserMcmcFitSpec, UserPredictSpec, UserSviFitSpec, parse_job_spec
 from kiln.userdata import parse_user_data
 from worker.sandbox.messages import event_frame
@@ -23,7 +24,7 @@ def run_task(request: Frame, out: IO[bytes], before_result: Callable[[], None]) 
     if isinstance(spec, UserSviFitSpec):
         result_header, arrays = _drive(_svi(spec, request), out, _svi_result)
     elif isinstance(spec, UserMcmcFitSpec):
-        result_header, arrays = _drive(_mcmc(spec, request), out, lambda _: ({}, {}))
+        result_header, arrays = _drive(_mcmc(spec, request), out, loglik_result)
     elif isinstance(spec, UserPredictSpec):
         result_header, arrays = _drive(_predict(spec, request), out, _predict_result)
     else:
@@ -81,10 +82,23 @@ def _svi_result(o: ut.SviOutcome) -> tuple[dict[str, Any], dict[str, np.ndarray]
     arrays.update({f"param/{k}": v for k, v in o.guide_params.items()})
     arrays.update({f"draw/{k}": v for k, v in o.draws.items()})
     sites = {"latent_sites": o.latent_sites, "deterministic_sites": o.deterministic_sites}
-    return {"sites": sites, "order": list(o.draws)}, arrays
+    header, loglik = loglik_result(o.loglik)
+    arrays.update(loglik)
+    return {"sites": sites, "order": list(o.draws), **header}, arrays
 
 
-def _mcmc(spec: UserMcmcFitSpec, request: Frame) -> Generator[Event, None, None]:
+def loglik_result(ll: LogLik) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """A fit's pointwise log-likelihood as `loglik/SITE` and `observed/SITE` arrays, the draws
+    used as `loglik_draws`, and the header's `loglik` facts (plate dims by site, a note)."""
+    arrays: dict[str, np.ndarray] = {f"loglik/{k}": v for k, v in ll.values.items()}
+    arrays.update({f"observed/{k}": v for k, v in ll.observed.items()})
+    if ll.values:
+        arrays["loglik_draws"] = ll.draws
+    facts = {"dims": ll.dims, "note": ll.note, "vectorized": ll.vectorized}
+    return {"loglik": facts}, arrays
+
+
+def _mcmc(spec: UserMcmcFitSpec, request: Frame) -> Generator[Event, None, LogLik]:
     h = request.header
     assert spec.seed is not None
     return ut.mcmc_fit(
