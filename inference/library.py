@@ -12,11 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from numpy.typing import NDArray
 
 from kiln.library import DataRef
+
+if TYPE_CHECKING:
+    from inference.loglik import LogLik
 
 __all__ = ["DataRef", "LibraryModel", "LibraryPrediction", "Problem"]
 
@@ -76,4 +79,14 @@ class LibraryModel(Protocol):
 
     def predict(self, problem: Problem, *, num_samples: int, seed: int) -> LibraryPrediction:
         """With the fitted params in the param store: draws, per-item summaries, metrics."""
+        ...
+
+    def log_likelihood(
+        self, problem: Problem, draws: Mapping[str, NDArray[Any]], *, num_samples: int,
+        seed: int,
+    ) -> LogLik:  # fmt: skip
+        """After the fit: log p(y_i | draw) per posterior draw and training item, for LOO.
+        `draws` are the fit's stored posterior draws (site -> (num_samples, *shape); empty
+        where it stores none, and the model draws `num_samples` from its guide). A LogLik
+        with no values and a note says why there is none; never raises for the model's sake."""
         ...

@@ -54,6 +54,8 @@ def _finish(results: dict[int, _ChainResult], chains: int) -> McmcFinished:
     first = ordered[0]
     draws = {site: np.stack([r.draws[site] for r in ordered]) for site in first.draws}
     stats = {name: np.stack([r.stats[name] for r in ordered]) for name in first.stats}
+    warmup = {site: np.stack([r.warmup_draws[site] for r in ordered])
+              for site in first.warmup_draws}  # fmt: skip
     notes = {r.note for r in ordered if r.note}
     if len(notes) == 1 and all(r.note for r in ordered):
         note = notes.pop()
@@ -62,6 +64,7 @@ def _finish(results: dict[int, _ChainResult], chains: int) -> McmcFinished:
     return McmcFinished(
         draws=draws, stats=stats, chain_seconds=tuple(r.seconds for r in ordered),
         jit=all(r.jit for r in ordered), note=note, deterministic=first.deterministic,
+        warmup_draws=warmup,
     )  # fmt: skip
 
 
@@ -83,6 +86,7 @@ def run_mcmc(
     device: str = "cpu",
     processes: bool | None = None,
     progress_every_s: float = 0.5,
+    keep_warmup: bool = False,
 ) -> Generator[Event, None, None]:
     """Run `chains` NUTS or HMC chains of `function` in the user's file `source`, on `data`
     (JSON-style, see usercode.to_tensors), yielding McmcStarted, ChainProgress... and
@@ -93,6 +97,7 @@ def run_mcmc(
     chain reseeds from `seed` and its index, so the same seed gives the same draws. With
     `jit`, a chain whose model cannot be traced reruns without jit_compile (McmcFinished
     says so). `num_steps` fixes HMC's leapfrog steps (None: a trajectory length of 2 pi).
+    With `keep_warmup`, McmcFinished carries the warmup draws too (`warmup_draws`).
     Closing the generator stops every chain. Raises ModelError (the user's line) when the
     model raises, DataError for unusable data, SpecError for bad arguments.
     """
@@ -101,7 +106,7 @@ def run_mcmc(
         source=source, filename=filename, function=function, data=dict(data), method=method,
         warmup=warmup, samples=samples, seed=seed, target_accept=target_accept,
         max_tree_depth=max_tree_depth, num_steps=num_steps, jit=jit, device=device,
-        progress_every_s=progress_every_s,
+        progress_every_s=progress_every_s, keep_warmup=keep_warmup,
     )  # fmt: skip
     _check_model(spec)
     daemonic = multiprocessing.current_process().daemon  # daemons may not have children

@@ -42,6 +42,7 @@ class _ChainSpec:
     jit: bool
     device: str
     progress_every_s: float
+    keep_warmup: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +53,7 @@ class _ChainResult:
     jit: bool
     note: str
     deterministic: tuple[str, ...]
+    warmup_draws: dict[str, NDArray[Any]]  # as draws, (warmup, *shape); empty unless kept
 
 
 def chain_seed(seed: int, chain: int) -> int:
@@ -65,16 +67,16 @@ def _load(spec: _ChainSpec) -> tuple[Callable[..., Any], dict[str, Any]]:
     return model, to_tensors(spec.data, spec.device, getattr(module, "DTYPES", None))
 
 
-_Sampled = tuple[
-    Callable[..., Any], dict[str, Any], dict[str, torch.Tensor], dict[str, NDArray[Any]]
-]
+_Latent = dict[str, torch.Tensor]
+_Sampled = tuple[Callable[..., Any], dict[str, Any], _Latent, dict[str, NDArray[Any]], _Latent]
 
 
 def _sample(
     spec: _ChainSpec, chain: int, jit: bool, send: Callable[[Any], None],
     stop: threading.Event | None,
 ) -> _Sampled:  # fmt: skip
-    """One chain from a fresh module and seed: (model, data tensors, latent draws, stats)."""
+    """One chain from a fresh module and seed: (model, data tensors, latent draws, stats,
+    latent warmup draws: empty unless spec.keep_warmup)."""
     pyro.set_rng_seed(chain_seed(spec.seed, chain))  # before loading: module code may draw
     model, tensors = _load(spec)
     kernel = make_kernel(
@@ -83,8 +85,9 @@ def _sample(
     )  # fmt: skip
     kernel.kiln_filename = spec.filename
     recorder = _Recorder(
-        chain, spec.method, spec.warmup, spec.samples, spec.progress_every_s, send, stop
-    )
+        chain, spec.method, spec.warmup, spec.samples, spec.progress_every_s, send, stop,
+        spec.keep_warmup,
+    )  # fmt: skip
     recorder.report()
     mcmc = MCMC(
         kernel, num_samples=spec.samples, warmup_steps=spec.warmup, num_chains=1,
@@ -92,7 +95,8 @@ def _sample(
     )  # fmt: skip
     mcmc.run(**tensors)
     latent = cast(dict[str, torch.Tensor], mcmc.get_samples(group_by_chain=False))
-    return model, tensors, latent, recorder.arrays()
+    warmup = recorder.warmup_draws(mcmc.transforms or {})
+    return model, tensors, latent, recorder.arrays(), warmup
 
 
 def _replay(
@@ -153,7 +157,7 @@ def _run_chain(
     started = time.perf_counter()
     jit, note = spec.jit, ""
     try:
-        model, tensors, latent, stats = _sample(spec, chain, jit, send, stop)
+        model, tensors, latent, stats, warmup = _sample(spec, chain, jit, send, stop)
     except (_Stopped, KilnError):
         raise
     except Exception as e:
@@ -163,15 +167,18 @@ def _run_chain(
         jit, note = False, f"jit_compile failed ({why}); ran without it"
         log.info("mcmc chain %d: %s", chain, note)
         try:
-            model, tensors, latent, stats = _sample(spec, chain, jit, send, stop)
+            model, tensors, latent, stats, warmup = _sample(spec, chain, jit, send, stop)
         except (_Stopped, KilnError):
             raise
         except Exception as e2:
             message = f"the model raised {describe_exception(e2, spec.filename)}"
             raise ModelError(message) from e2
     draws, deterministic = _replay(model, tensors, latent, spec.samples, spec.filename, stop)
+    warmup_draws: dict[str, NDArray[Any]] = {}
+    if warmup:  # deterministic sites of the warmup draws too, as of the kept draws
+        warmup_draws, _ = _replay(model, tensors, warmup, spec.warmup, spec.filename, stop)
     seconds = time.perf_counter() - started
-    return _ChainResult(draws, stats, seconds, jit, note, deterministic)
+    return _ChainResult(draws, stats, seconds, jit, note, deterministic, warmup_draws)
 
 
 def _headline(e: BaseException, limit: int = 200) -> str:

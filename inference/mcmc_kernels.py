@@ -139,9 +139,12 @@ class _Recorder:
 
     def __init__(
         self, chain: int, method: str, warmup: int, samples: int, every_s: float,
-        send: Callable[[Any], None], stop: threading.Event | None,
+        send: Callable[[Any], None], stop: threading.Event | None, keep_warmup: bool = False,
     ) -> None:  # fmt: skip
         self.chain, self.send, self.stop = chain, send, stop
+        # keep_warmup: each warmup iteration's state (unconstrained, as Pyro hands it over).
+        self.keep_warmup = keep_warmup
+        self.warmup_params: list[dict[str, torch.Tensor]] = []
         self.warmup, self.total = warmup, warmup + samples
         self.every_s = every_s
         self.names = STATS if method == "nuts" else HMC_STATS
@@ -156,6 +159,8 @@ class _Recorder:
         self.done += 1
         divergences = len(kernel._divergences)
         mean = kernel._mean_accept_prob
+        if self.keep_warmup and self.done <= self.warmup:
+            self.warmup_params.append({k: v.detach().clone() for k, v in params.items()})
         if self.done > self.warmup:
             # Invert the running mean: mean_n = mean_{n-1} + (accept_n - mean_{n-1}) / n.
             n = i + 1
@@ -181,6 +186,17 @@ class _Recorder:
     def report(self) -> None:
         progress = (self.done, self.total, self.done < self.warmup, self.divergences)
         self.send(("progress", self.chain, progress))
+
+    def warmup_draws(self, transforms: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """The kept warmup states by site, (warmup, *shape), in the constrained space (as
+        MCMC.get_samples maps the draws, through the kernel's `transforms`)."""
+        if not self.warmup_params:
+            return {}
+        out = {}
+        for name in self.warmup_params[0]:
+            z = torch.stack([p[name] for p in self.warmup_params])
+            out[name] = transforms[name].inv(z) if name in transforms else z
+        return out
 
     def arrays(self) -> dict[str, NDArray[Any]]:
         return {

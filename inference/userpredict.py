@@ -16,6 +16,7 @@ from pyro.infer import Predictive
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 
+from inference.loglik import LogLik, pointwise_log_likelihood
 from kiln.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -25,11 +26,13 @@ log = logging.getLogger(__name__)
 class UserPrediction:
     """Draws by site with their kind (`predictive` for sites the data observed,
     `deterministic`, `posterior` for the latent draws used); the observed values the data gave
-    (site -> array), and whether one vectorised pass drew them."""
+    (site -> array), whether one vectorised pass drew them, and the log-likelihood of those
+    observed values per draw (the rows' log predictive density; a note where none)."""
 
     sites: dict[str, tuple[str, np.ndarray]]
     observed: dict[str, np.ndarray] = field(default_factory=dict)
     vectorized: bool = False
+    loglik: LogLik = field(default_factory=LogLik)
 
 
 class _Unobserve(Messenger):
@@ -144,7 +147,12 @@ def predict_user_model(
         for s in observed
         if trace.nodes[s]["infer"].get("obs") is not None
     }
-    return UserPrediction(sites, obs_values, vectorized)
+    loglik = (
+        pointwise_log_likelihood(model, data, latents, device=device)
+        if obs_values
+        else LogLik(note="log-likelihood not computed: the data give no observed site's values")
+    )
+    return UserPrediction(sites, obs_values, vectorized, loglik)
 
 
 def _vectorized(

@@ -133,6 +133,7 @@ class PredictOutcome:
     sites: dict[str, tuple[str, NDArray[Any]]]
     observed: dict[str, NDArray[Any]]
     vectorized: bool
+    loglik: LogLik = field(default_factory=LogLik)  # of the observed values the data gave
 
 
 def predict(run: PredictRun) -> Generator[Event, None, PredictOutcome]:
@@ -158,4 +159,5 @@ def predict(run: PredictRun) -> Generator[Event, None, PredictOutcome]:
         {site: (kind, np.asarray(v)) for site, (kind, v) in prediction.sites.items()},
         {site: np.asarray(v) for site, v in prediction.observed.items()},
         prediction.vectorized,
+        prediction.loglik,
     )

@@ -267,12 +267,14 @@ class Client(Submitter, Reader):
         return KeyError(f"job {job_id} has no site `{site[:100]}`{did_you_mean(site, names)}"
                         f" (sites: {', '.join(names[:30])})")  # fmt: skip
 
-    def inference_data(self, job_id: str, id_column: str | None = None) -> arviz.InferenceData:
+    def inference_data(self, job_id: str, id_column: str | None = None,
+                       warmup: bool = False) -> arviz.InferenceData:  # fmt: skip
         """The job's results as ArviZ InferenceData (as `jobs export --format netcdf` writes);
-        with `id_column` (e.g. "isocode"), the `row` coordinate holds that column's values."""
+        with `id_column` (e.g. "isocode"), the `row` coordinate holds that column's values;
+        with `warmup`, a `warmup_posterior` group (of a fit submitted with keep_warmup)."""
         from kiln.export import to_inference_data
 
-        return to_inference_data(self.results(job_id, id_column=id_column))
+        return to_inference_data(self.results(job_id, id_column=id_column, warmup=warmup))
 
     def compare(self, job_ids: Sequence[str], ic: str = "loo") -> pd.DataFrame:
         """Rank fits by PSIS-LOO (or WAIC, `ic="waic"`) from their stored pointwise
@@ -285,9 +287,11 @@ class Client(Submitter, Reader):
         return compare_results([self.results(job_id) for job_id in ids], ic)
 
     def export(self, job_id: str, path: str | Path, fmt: str = "netcdf",
-               id_column: str | None = None) -> Path:  # fmt: skip
-        """Write the job's results to `path` (netcdf, csv or json); `id_column` as for
-        inference_data."""
+               id_column: str | None = None, warmup: bool = False) -> Path:  # fmt: skip
+        """Write the job's results to `path` (netcdf, csv or json); `id_column` and `warmup`
+        (netcdf only) as for inference_data."""
         from kiln.export import write_export
+        from kiln.warmup import check_warmup_format
 
-        return write_export(self.results(job_id, id_column=id_column), fmt, path)
+        check_warmup_format(fmt, warmup)
+        return write_export(self.results(job_id, id_column=id_column, warmup=warmup), fmt, path)

@@ -68,8 +68,10 @@ def loo_data(r: JobResults) -> arviz.InferenceData:
     values = pointwise(r)
     if not values:
         why = r.info.get("log_likelihood_note") or (
-            "it is not a fit of a user model or the built-in regression, or ran before Kiln"
-            " stored log-likelihoods"
+            f"rows without the response `{r.response}`: predict on rows that have it"
+            if r.y is not None and not np.isfinite(r.y).all()
+            else "it is not a fit of a user model, a library model or the built-in"
+            " regression, or ran before Kiln stored log-likelihoods"
         )
         raise SpecError(f"job {r.job_id} has no stored pointwise log-likelihood ({why}); refit"
                         " it, or leave it out of the comparison")  # fmt: skip

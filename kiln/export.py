@@ -16,14 +16,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from kiln.errors import SpecError
+from kiln.export_json import as_json
 from kiln.export_loglik import (  # noqa: F401  (linreg_log_likelihood: kept importable here)
     axis_names,
+    is_loglik_row,
     linreg_log_likelihood,
     log_likelihood_group,
     observed_dims,
     plate_dims,
+    posterior_stand_in,
     stored_log_lik,
+    stored_observed,
 )
+from kiln.export_warmup import warmup_groups
 from kiln.records import STATS
 
 if TYPE_CHECKING:
@@ -69,6 +74,9 @@ class JobResults:
     # and the positions of those draws among the chain-major draws (None: all of them).
     log_lik: dict[str, np.ndarray] = field(default_factory=dict)
     log_lik_draws: np.ndarray | None = None
+    # The job's name and tags ({"name": str | None, "tags": {key: value}}), for the attributes.
+    labels: dict[str, Any] = field(default_factory=dict)
+    warmup: dict[str, np.ndarray] = field(default_factory=dict)  # asked for: kiln.warmup
 
     @property
     def num_samples(self) -> int:
@@ -78,7 +86,18 @@ class JobResults:
 
 
 def load_results(session: Session, job_id: str) -> JobResults:
-    """Gather a job's stored results. Raises SpecError (exit 2) for a job without results."""
+    """Gather a job's stored results, with its name and tags. Raises SpecError (exit 2) for a
+    job without results."""
+    from db.labels import tags_of
+    from db.models import Job
+
+    results = _gather(session, job_id)
+    job = session.get_one(Job, results.job_id)
+    results.labels = {"name": job.name, "tags": tags_of(session, [job.id]).get(job.id, {})}
+    return results
+
+
+def _gather(session: Session, job_id: str) -> JobResults:
     from db.datasets import load_dataset
     from db.jobs import get_job
     from db.results import get_draws, get_losses, get_sample_summaries
@@ -91,6 +110,7 @@ def load_results(session: Session, job_id: str) -> JobResults:
     kinds = {s.site: s.kind for s in get_sample_summaries(session, job.id)}
     draws = get_draws(session, job.id, kind=None)
     fit_kind = str(fit.spec.get("kind"))
+    log_lik, log_lik_draws = stored_log_lik(draws, kinds)
     if fit_kind == "library_fit":
         return JobResults(
             job_id=job.id, kind=job.kind, status=job.status, fit_id=fit.id,
@@ -101,14 +121,15 @@ def load_results(session: Session, job_id: str) -> JobResults:
             item_sites={
                 s: d for s, d in draws.items() if kinds.get(s) in ("deterministic", "predictive")
             },
-            data_sites={s: d for s, d in draws.items() if kinds.get(s) == "data"},
+            data_sites={s: d for s, d in draws.items()
+                        if kinds.get(s) == "data" and not is_loglik_row(s)},
+            observed=stored_observed(draws, kinds), log_lik=log_lik, log_lik_draws=log_lik_draws,
         )  # fmt: skip
     if fit_kind in ("user_svi_fit", "user_mcmc_fit"):
         from kiln.userdata import parse_user_data
 
         dataset_id = job.dataset_id or fit.dataset_id  # a predict job's new data, if any
         dataset = load_dataset(session, dataset_id) if dataset_id else None
-        log_lik, log_lik_draws = stored_log_lik(draws, kinds)
         return JobResults(
             job_id=job.id, kind=job.kind, status=job.status, fit_id=fit.id,
             fit_spec=dict(fit.spec), info=dict(job.info or {}),
@@ -120,10 +141,7 @@ def load_results(session: Session, job_id: str) -> JobResults:
             sample_stats={s: d for s, d in draws.items() if kinds.get(s) == "sample_stats"},
             user_data=parse_user_data(dataset.content, dataset.name)[1] if dataset else {},
             item_sites={s: d for s, d in draws.items() if kinds.get(s) == "predictive"},
-            observed={
-                s.removeprefix(OBSERVED_PREFIX): d[0] for s, d in draws.items()
-                if kinds.get(s) == "data" and s.startswith(OBSERVED_PREFIX)
-            },
+            observed=stored_observed(draws, kinds),
             new_data=job.kind == "predict" and job.dataset_id is not None,
             log_lik=log_lik, log_lik_draws=log_lik_draws,
         )  # fmt: skip
@@ -244,9 +262,12 @@ def to_inference_data(r: JobResults) -> arviz.InferenceData:
             groups["constant_data"] = constant
             if known:
                 groups["observed_data"] = xr.Dataset({"obs": ("row", r.y)}, coords={"row": rows})
+    groups.update(warmup_groups(r))
     log_lik = log_likelihood_group(r)
     if log_lik is not None:  # what az.loo and az.waic read
         groups["log_likelihood"] = log_lik
+        if not posterior_vars:  # a bnn-classifier stores no weights; az.loo wants a posterior
+            groups["posterior"] = posterior_stand_in(log_lik)
     if r.losses and not r.sample_stats:
         loss_steps, loss_values = zip(*r.losses, strict=True)
         groups["loss"] = xr.Dataset(
@@ -259,6 +280,8 @@ def to_inference_data(r: JobResults) -> arviz.InferenceData:
         "model": str(r.fit_spec.get("model")),
         "method": str(r.fit_spec.get("method", "svi")),
         "response": r.response,
+        "kiln_job_name": str(r.labels.get("name") or ""),
+        "kiln_tags": json.dumps(r.labels.get("tags") or {}, sort_keys=True),
         "inference_library": "pyro",
         "inference_library_version": version("pyro-ppl"),
     }
@@ -341,42 +364,8 @@ def write_export(r: JobResults, fmt: str, path: str | Path) -> Path:
             header = ",".join(f'"{c}"' if "," in c else c for c in columns)
             np.savetxt(tmp, matrix, delimiter=",", header=header, comments="", fmt="%.9g")
         else:
-            tmp.write_text(json.dumps(_as_json(r), allow_nan=False))
+            tmp.write_text(json.dumps(as_json(r), allow_nan=False))
         tmp.replace(path)  # never a half-written export under the asked-for name
     finally:
         tmp.unlink(missing_ok=True)
     return path
-
-
-def _as_json(r: JobResults) -> dict[str, Any]:
-    def lists(values: np.ndarray | None) -> Any:
-        """Nested lists, NaN as null (JSON has no NaN)."""
-        if values is None:
-            return None
-        values = np.asarray(values)
-        if values.dtype.kind == "f":
-            cells = values.astype(object)
-            cells[~np.isfinite(values)] = None
-            return cells.tolist()
-        return values.tolist()
-
-    return {
-        "job_id": r.job_id,
-        "kind": r.kind,
-        "fit_id": r.fit_id,
-        "fit_spec": r.fit_spec,
-        "info": r.info,
-        "losses": [{"step": s, "loss": v} for s, v in r.losses],
-        "chains": r.chains,
-        "posterior": {s: lists(v) for s, v in r.posterior.items()},
-        "sample_stats": {s: lists(v) for s, v in r.sample_stats.items()},
-        "predictive": {s: lists(v) for s, v in r.row_sites.items()},
-        "data": {
-            "terms": list(r.terms),
-            "response": r.response,
-            "rows": lists(r.rows),
-            "X": lists(r.X),
-            "y": lists(r.y),
-            "new_data": r.new_data,
-        },
-    }

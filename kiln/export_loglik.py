@@ -41,6 +41,7 @@ class JobResults(Protocol):
 
 
 LOGLIK_PREFIX = "log_likelihood:"
+OBSERVED_PREFIX = "observed:"  # the observed values of a site, kind `data`
 DRAWS_SITE = "__loglik_draws__"
 
 
@@ -100,6 +101,19 @@ def log_likelihood_group(r: JobResults) -> xr.Dataset | None:
     return xr.Dataset(data_vars, coords=coords)
 
 
+def posterior_stand_in(group: xr.Dataset) -> xr.Dataset:
+    """The posterior group of a job that stores no posterior draws but a log-likelihood (a
+    bnn-classifier: its networks' weights are too many to keep): `log_likelihood_sum`,
+    log p(every item | draw) per draw. ArviZ's loo reads the chain count from the posterior."""
+    import xarray as xr
+
+    total = sum(
+        v.sum(dim=[d for d in v.dims if d not in ("chain", "draw")]) for v in group.values()
+    )
+    return xr.Dataset({"log_likelihood_sum": total}, coords={"chain": group["chain"],
+                                                             "draw": group["draw"]})  # fmt: skip
+
+
 def observed_dims(r: JobResults) -> dict[str, tuple[str, ...]]:
     """Dim names of each observed site's values, from the model's plates."""
     plates = plate_dims(r)
@@ -108,10 +122,11 @@ def observed_dims(r: JobResults) -> dict[str, tuple[str, ...]]:
 
 def linreg_log_likelihood(r: JobResults) -> np.ndarray | None:
     """The built-in regression's pointwise log likelihood, log Normal(y | mean, sigma), per draw
-    and data row, (draws, rows): from the stored `mean` draws of a predict job, or the
-    coefficients' draws times the design matrix of a fit. None where it does not apply (new
-    rows, unknown y, another model)."""
-    if r.fit_spec.get("model") != "linreg" or r.new_data or r.X is None or r.y is None:
+    and data row, (draws, rows): from the stored `mean` draws of a predict job (its fit's
+    rows, or new rows that carry the response: their log predictive density), or the
+    coefficients' draws times the design matrix of a fit. None where it does not apply (a
+    row without y, another model)."""
+    if r.fit_spec.get("model") != "linreg" or r.X is None or r.y is None:
         return None
     y = np.asarray(r.y, dtype=np.float64)
     if not np.isfinite(y).all() or "sigma" not in r.posterior:
@@ -143,3 +158,17 @@ def stored_log_lik(
     }
     positions = draws.get(DRAWS_SITE)
     return values, None if positions is None else np.asarray(positions[0])
+
+
+def stored_observed(draws: Mapping[str, np.ndarray], kinds: Mapping[str, str]) -> dict[str, Any]:
+    """{observed site: its values} from a job's `observed:SITE` rows (kind `data`)."""
+    return {
+        s.removeprefix(OBSERVED_PREFIX): d[0]
+        for s, d in draws.items()
+        if kinds.get(s) == "data" and s.startswith(OBSERVED_PREFIX)
+    }
+
+
+def is_loglik_row(site: str) -> bool:
+    """A row the log-likelihood group reads (not a library model's own data site)."""
+    return site == DRAWS_SITE or site.startswith((OBSERVED_PREFIX, LOGLIK_PREFIX))

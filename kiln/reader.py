@@ -306,21 +306,20 @@ class Reader:
         with self._sessionmaker()() as session:
             return get_draws(session, get_job(session, job_id).id, kind=None, sites=sites)
 
-    def results(self, job_id: str, id_column: str | None = None) -> JobResults:
+    def results(
+        self, job_id: str, id_column: str | None = None, warmup: bool = False
+    ) -> JobResults:
         """Everything a succeeded job stored, gathered (what samples, export and plot read);
-        with `id_column`, its data rows labelled by that column of its data (kiln.rowlabels).
+        with `id_column`, its data rows labelled by that column of its data (kiln.rowlabels);
+        with `warmup`, an MCMC fit's warmup draws too (kiln.warmup).
 
-        Raises SpecError for a job that has not succeeded, DataError for a bad id_column.
+        Raises SpecError for a job that has not succeeded or kept no warmup draws, DataError
+        for a bad id_column.
         """
-        from kiln.export import load_results
+        from kiln.warmup import read_results
 
         with self._sessionmaker()() as session:
-            results = load_results(session, job_id)
-            if id_column is not None:
-                from kiln.rowlabels import label_rows
-
-                results = label_rows(session, results, id_column)
-            return results
+            return read_results(session, job_id, id_column, warmup)
 
     # -- sweeps -----------------------------------------------------------------------------
 

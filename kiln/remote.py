@@ -36,7 +36,7 @@ FIT_FIELDS = frozenset({
     "model", "formula", "priors", "guide", "guide_function", "elbo", "optim", "steps", "lr",
     "num_samples", "init", "method", "warmup", "samples", "chains", "target_accept",
     "max_tree_depth", "num_steps", "jit", "seed", "device", "queue", "priority",
-    "checkpoint_every", "checkpoint_every_s",
+    "checkpoint_every", "checkpoint_every_s", "keep_warmup",
 })  # fmt: skip
 LIBRARY_FIELDS = frozenset({"model", "options", "data_kind", "optim", "num_samples", "seed",
                             "device", "queue", "priority", "checkpoint_every",
@@ -119,6 +119,8 @@ class RemoteClient(RemoteResults, RemoteFleet, Client):
                 for key in ("model_file", "model_function", "model_source"):
                     fields.pop(key, None)
                 fields.setdefault("method", "svi")
+                if not fields.get("keep_warmup"):  # the default: older servers take no field
+                    fields.pop("keep_warmup", None)
                 source = (upload.source or "").encode()
                 files["model_file"] = (request.spec.model_file, source)
             if fields.get("priors"):

@@ -19,6 +19,7 @@ from urllib.parse import quote
 import numpy as np
 
 from kiln.errors import InfraError, KilnError, NotAllowed, NotFound, UserError
+from kiln.rowlabels import check_column, checked_labels
 
 if TYPE_CHECKING:
     import httpx
@@ -36,6 +37,7 @@ ARRAY_KINDS = "biufc"  # bool, integers, floats, complex: never objects, strings
 # JobResults' fields held as arrays: a dict of site -> array, or one array (or None).
 SITE_FIELDS = (
     "posterior", "row_sites", "sample_stats", "item_sites", "data_sites", "observed", "log_lik",
+    "warmup",
 )  # fmt: skip
 ARRAY_FIELDS = ("X", "y", "rows", "log_lik_draws")
 LOSS_FIELDS = ("loss_steps", "loss_values")
@@ -46,14 +48,18 @@ def encode_results(r: JobResults) -> bytes:
     arrays: list[tuple[str, str | None, np.ndarray]] = []
     for name in SITE_FIELDS:
         arrays += [(name, site, values) for site, values in getattr(r, name).items()]
+    # Rows labelled by a text column (--id-column) travel as JSON strings: .npy of a str
+    # dtype is fine, but the reader takes numbers only, so there is one rule for members.
+    text_rows = r.rows is not None and np.asarray(r.rows).dtype.kind == "U"
     arrays += [(name, None, getattr(r, name)) for name in ARRAY_FIELDS
-               if getattr(r, name) is not None]  # fmt: skip
+               if getattr(r, name) is not None and not (name == "rows" and text_rows)]  # fmt: skip
     steps = np.asarray([s for s, _ in r.losses], dtype=np.int64)
     losses = np.asarray([v for _, v in r.losses], dtype=np.float64)
     arrays += [("loss_steps", None, steps), ("loss_values", None, losses)]
     plain = {f.name: getattr(r, f.name) for f in fields(r)
              if f.name not in (*SITE_FIELDS, *ARRAY_FIELDS, "losses")}  # fmt: skip
     plain["terms"] = list(r.terms)
+    plain["row_labels"] = np.asarray(r.rows).tolist() if text_rows else None
     meta = {"format": BUNDLE_FORMAT, "fields": plain,
             "arrays": [[name, site] for name, site, _ in arrays]}  # fmt: skip
     buffer = io.BytesIO()
@@ -91,9 +97,10 @@ def decode_results(body: bytes) -> JobResults:
             if names != {"meta.npy", *(f"a{i}.npy" for i in range(len(listed)))}:
                 raise _bad("its members are not the ones it lists")
             given: dict[str, Any] = dict(meta["fields"])
-            if set(given) != set(PLAIN_TYPES):
-                raise _bad(f"fields {sorted(set(given) ^ set(PLAIN_TYPES))} (un)expected")
+            if set(given) != set(BUNDLE_TYPES):
+                raise _bad(f"fields {sorted(set(given) ^ set(BUNDLE_TYPES))} (un)expected")
             _check_fields(given)
+            labels = given.pop("row_labels")
             given.update({name: {} for name in SITE_FIELDS})
             loss: dict[str, np.ndarray] = {}
             for i, (name, site) in enumerate(listed):
@@ -114,19 +121,30 @@ def decode_results(body: bytes) -> JobResults:
         raise _bad("its losses are missing or not steps (integers) and losses (floats)")
     given["losses"] = list(zip(steps.tolist(), losses.tolist(), strict=True))
     given["terms"] = tuple(given.get("terms", ()))
+    if labels is not None:
+        if given.get("rows") is not None:
+            raise _bad("it has row positions and row labels")
+        try:
+            given["rows"] = checked_labels(labels)
+        except ValueError as e:
+            raise _bad(str(e)) from None
     return JobResults(**given)
 
 
 PLAIN_TYPES: dict[str, type | tuple[type, ...]] = {
     "job_id": str, "kind": str, "status": str, "fit_id": str, "fit_spec": dict, "info": dict,
     "kinds": dict, "terms": list, "response": str, "new_data": bool, "chains": int,
-    "user_data": dict,
+    "user_data": dict, "labels": dict,
+}  # fmt: skip
+# Fields of the bundle that are no JobResults field: rows labelled by text (--id-column).
+BUNDLE_TYPES: dict[str, type | tuple[type, ...]] = {
+    **PLAIN_TYPES, "row_labels": (list, type(None)),
 }  # fmt: skip
 
 
 def _check_fields(given: dict[str, Any]) -> None:
     for name, value in given.items():
-        if not isinstance(value, PLAIN_TYPES.get(name, object)):
+        if not isinstance(value, BUNDLE_TYPES.get(name, object)):
             raise _bad(f"field {name} is a {type(value).__name__}")
 
 
@@ -220,11 +238,18 @@ class RemoteResults:
         return {s: decode_array(self._fetch(f"/jobs/{_q(job_id)}/samples/{_q(s)}"))
                 for s in chosen}  # fmt: skip
 
-    def results(self, job_id: str, id_column: str | None = None) -> JobResults:
-        if id_column is not None:  # the labels are read from the data set, which stays there
-            raise UserError("--id-column does not work over the HTTP API yet (KILN_API_URL is"
-                            " set); unset KILN_API_URL to use the database directly")  # fmt: skip
-        return decode_results(self._fetch(f"/jobs/{_q(job_id)}/results"))
+    def results(
+        self, job_id: str, id_column: str | None = None, warmup: bool = False
+    ) -> JobResults:
+        """kiln.reader.Reader.results over the API: the server labels the rows (it has the
+        data set) and reads the warmup draws."""
+        params: dict[str, Any] = {}
+        if id_column is not None:
+            check_column(id_column)  # the same refusal as directly, before any request
+            params["id_column"] = id_column
+        if warmup:
+            params["warmup"] = "true"
+        return decode_results(self._fetch(f"/jobs/{_q(job_id)}/results", params=params))
 
     def latest_prediction(self, fit_id: str) -> str | None:
         found = self._call("GET", f"/jobs/{_q(fit_id)}/latest-prediction")["id"]

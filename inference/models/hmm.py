@@ -22,9 +22,10 @@ from pyro.infer.autoguide import AutoNormal
 from pyro.infer.autoguide.initialization import init_to_value
 
 from inference.library import DataRef, LibraryPrediction, Problem
+from inference.loglik import LogLik, chosen_draws
 from kiln.library.hmm import read_hmm_series
 
-__all__ = ["HMM", "GaussianHmm", "HmmModel", "forward_backward", "viterbi"]
+__all__ = ["HMM", "GaussianHmm", "HmmModel", "forward_backward", "step_log_likelihood", "viterbi"]
 
 STICKY = 0.9  # the transition matrix starts with this on its diagonal
 INIT_SCALE = 0.05  # AutoNormal's starting sd (unconstrained space)
@@ -109,6 +110,26 @@ def viterbi(y: _F64, initial: _F64, transition: _F64, means: _F64, sds: _F64) ->
     return path
 
 
+def step_log_likelihood(
+    y: torch.Tensor, initial: torch.Tensor, transition: torch.Tensor, means: torch.Tensor,
+    sds: torch.Tensor,
+) -> torch.Tensor:  # fmt: skip
+    """log p(y_t | y_1..y_t-1) per draw and step, (draws, T): the forward algorithm's
+    normalisers, vectorised over draws (initial (S, K), transition (S, K, K), means and sds
+    (S, K)). They sum over t to log p(y), DiscreteHMM's log_prob of the series: as there,
+    `initial` is the state before the first step, so one transition precedes y_0."""
+    log_e = dist.Normal(means[:, None, :], sds[:, None, :]).log_prob(y[None, :, None])
+    log_a = transition.log()
+    log_a = log_a - torch.logsumexp(log_a, -1, keepdim=True)  # rows sum to 1, as DiscreteHMM's
+    alpha = initial.log() - torch.logsumexp(initial.log(), -1, keepdim=True)
+    terms = []
+    for t in range(y.shape[0]):  # alpha: filtered log p(z_t-1 = k | y_0..y_t-1)
+        alpha = torch.logsumexp(alpha[:, :, None] + log_a, dim=1) + log_e[:, t]
+        terms.append(torch.logsumexp(alpha, -1))
+        alpha = alpha - terms[-1][:, None]
+    return torch.stack(terms, dim=-1)
+
+
 def _permuted(name: str, values: NDArray[Any], order: NDArray[np.intp]) -> NDArray[Any]:
     """Relabel states by `order` (new state j is old state order[j])."""
     if name == "transition":
@@ -150,6 +171,8 @@ class HmmModel:
             priors=f"initial and transition rows Dirichlet(1); means Normal({center:.4g},"
             f" {2 * spread:.4g}); sds LogNormal(log {spread:.4g}, 1)",
             order="states numbered by increasing fitted mean",
+            log_likelihood_of=f"each of the {values.size} steps' one-step-ahead term"
+            " log p(y_t | y_1..y_t-1) (they sum to the series' log-likelihood)",
         )
         return Problem(
             model=model, guide=guide, batch=lambda step: ((), {"y": y}), steps_per_epoch=1,
@@ -196,6 +219,28 @@ class HmmModel:
                 "viterbi_share": np.round(occupancy, 6).tolist(),
             },
         )
+
+    def log_likelihood(
+        self, problem: Problem, draws: Mapping[str, NDArray[Any]], *, num_samples: int,
+        seed: int,
+    ) -> LogLik:  # fmt: skip
+        """The one-step-ahead terms log p(y_t | y_1..y_t-1) per step and stored posterior
+        draw: the forward algorithm's per-step factors (the series is one sequence, so these
+        are its items; PSIS-LOO over them leaves out a step's term, not y_t from the chain)."""
+        values = np.asarray(problem.extra["y"], dtype=np.float64)
+        total = len(draws["means"]) if "means" in draws else 0
+        rows = chosen_draws(total, 1, values.size)
+        if len(rows) == 0 or any(name not in draws for name in LATENTS):
+            return LogLik(note=f"log-likelihood not computed: {total} draws of {values.size}"
+                          " steps is too few draws or over the cap")  # fmt: skip
+        given = {k: torch.as_tensor(np.asarray(draws[k])[rows], dtype=torch.float64)
+                 for k in LATENTS}  # fmt: skip
+        with torch.no_grad():
+            terms = step_log_likelihood(torch.as_tensor(values), *(given[k] for k in LATENTS))
+        out = terms.cpu().numpy()
+        if np.isnan(out).any() or np.isposinf(out).any():
+            return LogLik(note="log-likelihood not computed: NaN at site `obs`")
+        return LogLik({"obs": out}, {"obs": values}, rows, {"obs": ["step"]}, vectorized=True)
 
 
 HMM = HmmModel()

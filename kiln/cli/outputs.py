@@ -73,13 +73,21 @@ def samples(app: App, job_id: str, site: str | None, raw: bool, fmt: str | None)
     help="Label the data rows with this column of the job's data (e.g. isocode) instead of"
     " their positions: unique short strings or integers.",
 )  # fmt: skip
+@click.option(
+    "--warmup", is_flag=True, default=False,
+    help="Add the warmup draws as ArviZ's warmup_posterior (netcdf; an MCMC fit submitted"
+    " with --keep-warmup).",
+)  # fmt: skip
 @click.pass_obj
-def export(app: App, job_id: str, fmt: str | None, output: str, id_column: str | None) -> None:
+def export(app: App, job_id: str, fmt: str | None, output: str, id_column: str | None,
+           warmup: bool) -> None:  # fmt: skip
     """Write a job's results to a file: posterior, predictive draws, observed data, losses."""
     from kiln.export import write_export
+    from kiln.warmup import check_warmup_format
 
     fmt = export_format(app, fmt, output)
-    results = app.client.results(job_id, id_column=id_column)
+    check_warmup_format(fmt, warmup)
+    results = app.client.results(job_id, id_column=id_column, warmup=warmup)
     written = write_export(results, fmt, output)
     app.say(f"wrote {written} ({fmt}, job {results.job_id})")
 

@@ -93,6 +93,8 @@ def submit() -> None:
     "--jit", type=click.Choice(["auto", "off"]), default=None,
     help="MCMC: auto compiles the model (falls back where tracing fails) [default: auto].",
 )  # fmt: skip
+@click.option("--keep-warmup", is_flag=True, default=None,
+              help="MCMC: store the warmup draws too (jobs export --warmup).")  # fmt: skip
 @click.option("--seed", type=int, default=None, help="RNG seed (default: random, recorded).")
 @click.option(
     "--elbo", type=click.Choice(ELBOS), default="auto", show_default=True,
@@ -149,7 +151,7 @@ def fit(app: App, /, data_path: str, priors: tuple[str, ...], wait: bool, timeou
     jobs submit fit --continue 3f2a9c1d --steps 500 --lr 0.005
     """
     mcmc_options = ("warmup", "samples", "chains", "target_accept", "max_tree_depth", "num_steps",
-                    "jit")  # fmt: skip
+                    "jit", "keep_warmup")  # fmt: skip
     continue_from = options.pop("continue_from")
     if continue_from is not None:
         request = _continue_request(app, continue_from, options["steps"])

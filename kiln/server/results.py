@@ -14,6 +14,7 @@ from fastapi.responses import FileResponse, Response
 from starlette.background import BackgroundTask
 
 from kiln.errors import NotFound
+from kiln.rowlabels import MAX_COLUMN
 from kiln.server.auth import Caller, Identity
 from kiln.server.jobs import visible_job
 from kiln.server.problems import PROBLEM_RESPONSES
@@ -26,6 +27,11 @@ if TYPE_CHECKING:
 router = APIRouter(responses=PROBLEM_RESPONSES, tags=["results"])
 EXPORTS = {"netcdf": ("nc", "application/x-netcdf"), "csv": ("csv", "text/csv"),
            "json": ("json", "application/json")}  # fmt: skip
+# `jobs export --id-column COL`: the server reads the job's data set and labels its rows.
+IdColumn = Annotated[str | None, Query(min_length=1, max_length=MAX_COLUMN,
+                                       description="Label data rows by this column")]  # fmt: skip
+# `jobs export --warmup`: an MCMC fit's warmup draws (kept with keep_warmup), else 422.
+Warmup = Annotated[bool, Query(description="Add the warmup draws (warmup_posterior)")]
 # pyplot keeps one current figure per process: one figure at a time.
 _drawing = threading.Lock()
 
@@ -36,11 +42,13 @@ class VisibleResults:
     def __init__(self, state: ServerState, identity: Identity) -> None:
         self.state, self.identity = state, identity
 
-    def results(self, job_id: str) -> JobResults:
-        from kiln.export import load_results
+    def results(self, job_id: str, id_column: str | None = None,
+                warmup: bool = False) -> JobResults:  # fmt: skip
+        from kiln.warmup import read_results
 
         with self.state.sessions() as session:
-            return load_results(session, visible_job(session, self.identity, job_id).id)
+            job = visible_job(session, self.identity, job_id)
+            return read_results(session, job.id, id_column, warmup)
 
     def latest_prediction(self, fit_id: str) -> str | None:
         """The fit's latest prediction of its own rows, if the caller may see it too."""
@@ -154,25 +162,30 @@ def latest_prediction(request: Request, identity: Caller, job_id: str) -> dict[s
     "/jobs/{job_id}/results", summary="Everything a succeeded job stored, as one bundle",
     response_class=Response, responses={200: {"content": {"application/x-kiln-results+zip": {}}}},
 )  # fmt: skip
-def results(request: Request, identity: Caller, job_id: str) -> Response:
+def results(request: Request, identity: Caller, job_id: str, id_column: IdColumn = None,
+            warmup: Warmup = False) -> Response:  # fmt: skip
     """A zip of .npy members: `meta.npy` (JSON as uint8: the scalar and dict fields, and what
-    each other member `a0`, `a1`... holds) and the arrays (kiln.remote_results reads it).
-    422 for a job that has not succeeded."""
+    each other member `a0`, `a1`... holds) and the arrays (kiln.remote_results reads it);
+    string row labels (`id_column`) are a JSON field. 422 for a job that has not succeeded,
+    a column that cannot label its rows, or warmup draws it did not keep."""
     from kiln.remote_results import BUNDLE, encode_results
 
-    r = VisibleResults(state_of(request), identity).results(job_id)
+    r = VisibleResults(state_of(request), identity).results(job_id, id_column, warmup)
     return Response(encode_results(r), media_type=BUNDLE)
 
 
 @router.get("/jobs/{job_id}/export", summary="A job's results as a file",
             response_class=FileResponse)  # fmt: skip
 def export(request: Request, identity: Caller, job_id: str,
-           format: Literal["netcdf", "csv", "json"] = "netcdf") -> FileResponse:  # fmt: skip
+           format: Literal["netcdf", "csv", "json"] = "netcdf", id_column: IdColumn = None,
+           warmup: Warmup = False) -> FileResponse:  # fmt: skip
     """What `jobs export` writes: netcdf (ArviZ InferenceData), csv (one row per draw) or json
-    (summaries and draws), as an attachment."""
+    (summaries and draws), as an attachment; `id_column` and `warmup` as `jobs export`'s."""
     from kiln.export import write_export
+    from kiln.warmup import check_warmup_format
 
-    r = VisibleResults(state_of(request), identity).results(job_id)
+    check_warmup_format(format, warmup)
+    r = VisibleResults(state_of(request), identity).results(job_id, id_column, warmup)
     suffix, media_type = EXPORTS[format]
     folder = Path(tempfile.mkdtemp(prefix="kiln-export-"))
     try:

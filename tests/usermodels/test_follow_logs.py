@@ -60,7 +60,11 @@ def test_follow_prints_a_running_models_lines_before_it_ends_and_exits_with_its_
         finally:
             stop_process(follow, timeout=5)
         reader.join(timeout=10)
-        assert code == 0, (follow.stderr.read() if follow.stderr else "", seen)
+        errors = follow.stderr.read() if follow.stderr else ""
+        for pipe in (follow.stdout, follow.stderr):
+            if pipe is not None:
+                pipe.close()
+        assert code == 0, (errors, seen)
         assert status_at_first_line == ["running"], seen
         assert kiln.job(job_id)["status"] == "succeeded"
         steps = [line for line in seen if line.startswith("step line")]

@@ -4,6 +4,7 @@ epoch, and predictions from the stored fitted state in a fresh process."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from db.jobs import get_job
 from db.results import add_metrics
+from inference.events import Event
 from inference.fit import resolve_device
 from inference.library import LibraryPrediction, Problem
 from inference.models import LIBRARY
@@ -24,6 +26,7 @@ from kiln.specs import LibraryFitSpec, LibraryPredictSpec
 from worker.context import DataBlob, JobContext
 from worker.runners.base import Runner
 from worker.runners.fitted import load_fit, store_prediction
+from worker.runners.loglik import add_loglik_rows, loglik_rows
 from worker.runners.svi import Summary, SviJob, SviRunner
 
 log = logging.getLogger(__name__)
@@ -80,6 +83,22 @@ class LibraryFit(SviRunner[LibraryFitSpec]):
         }  # fmt: skip
         lr = float(spec.options.get("lr", 0.01))
         return SviJob(problem, summarize, steps, lr, problem.elbo, "library", options)
+
+    def run(self, ctx: JobContext[LibraryFitSpec], job: SviJob) -> Iterator[Event]:
+        """The fit, then the pointwise log-likelihood of its training items over posterior
+        draws (the stored draws where it stores some), for `compare`."""
+        yield from super().run(ctx, job)
+        spec = ctx.spec
+        assert spec.seed is not None
+        found = LIBRARY[spec.model].log_likelihood(
+            job.problem, job.summary[1], num_samples=spec.num_samples, seed=spec.seed
+        )
+        job.extra_rows, facts = loglik_rows(found)
+        ctx.info.add_facts(facts)
+
+    def store(self, ctx: JobContext[LibraryFitSpec], job: SviJob, session: Session) -> None:
+        super().store(ctx, job, session)
+        add_loglik_rows(session, ctx.job_id, job.extra_rows, len(job.summary[1]))
 
 
 @dataclass

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from db.models import Sample
 from db.results import sample_row, summary_of
-from inference.loglik import MAX_DIM_NAME, MAX_DRAWS, MAX_FLOATS
+from inference.loglik import MAX_DIM_NAME, MAX_DRAWS, MAX_FLOATS, LogLik
 from kiln.errors import ModelError
 from worker.sandbox.wire import Frame
 
@@ -75,6 +75,24 @@ def read_loglik(result: Frame, total_draws: int) -> tuple[Rows, dict[str, Any]]:
             raise ModelError(f"the model's process sent malformed observed data of `{site[:80]}`")
         rows[OBSERVED_PREFIX + site] = ("data", np.asarray(v)[None, ...])
     rows[DRAWS_SITE] = ("data", np.asarray(draws, dtype=np.int64)[None, :])
+    return rows, facts
+
+
+def loglik_rows(found: LogLik) -> tuple[Rows, dict[str, Any]]:
+    """(rows to store, info facts) from a log-likelihood computed in this process (a library
+    model's): the layout read_loglik gives a sandbox's, without re-checking our own arrays."""
+    facts: dict[str, Any] = {"site_dims": _dims(found.dims)}
+    if found.note:
+        facts["log_likelihood_note"] = found.note[:1000]
+    if not found.values:
+        return {}, facts
+    rows: Rows = {
+        LOGLIK_PREFIX + site: ("log_likelihood", np.asarray(v, dtype=np.float64))
+        for site, v in found.values.items()
+    }
+    for site, v in found.observed.items():
+        rows[OBSERVED_PREFIX + site] = ("data", np.asarray(v)[None, ...])
+    rows[DRAWS_SITE] = ("data", np.asarray(found.draws, dtype=np.int64)[None, :])
     return rows, facts
 
 

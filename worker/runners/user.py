@@ -94,14 +94,18 @@ def _numeric(
 
 def _checked(event: McmcFinished, spec: UserMcmcFitSpec) -> McmcFinished:
     """The sandbox's McmcFinished, if its arrays are chains x samples as the spec asked."""
-    lead = (spec.chains, spec.samples)
-    for what, arrays in (("draws", event.draws), ("stats", event.stats)):
+    lead, warmup = (spec.chains, spec.samples), (spec.chains, spec.warmup)
+    kept = event.warmup_draws if spec.keep_warmup else {}
+    if event.warmup_draws and not kept or set(kept) - set(event.draws):
+        raise ModelError("the model's process sent warmup draws the spec did not ask for")
+    for what, arrays, shape in (("draws", event.draws, lead), ("stats", event.stats, lead),
+                                ("warmup draws", kept, warmup)):  # fmt: skip
         _numeric(arrays, what)
         for name, value in arrays.items():
-            if value.shape[:2] != lead:
+            if value.shape[:2] != shape:
                 raise ModelError(
                     f"the model's process sent MCMC {what} of `{name}` shaped {value.shape},"
-                    f" not {lead[0]} chains x {lead[1]} draws"
+                    f" not {shape[0]} chains x {shape[1]} draws"
                 )
     if len(event.chain_seconds) != spec.chains or not event.draws:
         raise ModelError("the model's process sent an MCMC result without its chains")
@@ -164,6 +168,8 @@ class UserMcmcFit(Runner[UserMcmcFitSpec, _Mcmc]):
         }
         for name, values in finished.stats.items():
             stored[name] = ("sample_stats", np.asarray(values).reshape(-1))
+        for site, values in finished.warmup_draws.items():  # read back by kiln.warmup
+            stored[f"warmup:{site}"] = ("warmup", values.reshape(-1, *values.shape[2:]))
         stored.update(m.loglik)
         per_chain = chain_summary(finished.stats, list(finished.chain_seconds))
         r_hats = [float(np.nanmax(d[0])) for d in diagnostics.values() if np.isfinite(d[0]).any()]

@@ -19,6 +19,7 @@ from kiln.specs import UserMcmcFitSpec, UserModelRef, UserPredictSpec, UserSviFi
 from worker.context import JobContext
 from worker.runners.base import Runner
 from worker.runners.fitted import Fitted, load_fit, store_prediction, stored_state
+from worker.runners.loglik import add_loglik_rows, read_loglik
 from worker.runners.sandboxed import allow_user_code, data_arrays, in_sandbox
 from worker.sandbox.wire import as_bytes_array
 
@@ -36,6 +37,7 @@ class _UserPredict:
     sites: dict[str, tuple[str, np.ndarray]] = field(default_factory=dict)
     observed: dict[str, np.ndarray] = field(default_factory=dict)
     vectorized: bool = False
+    loglik: dict[str, tuple[str, np.ndarray]] = field(default_factory=dict)  # loglik.py's rows
 
 
 class UserPredict(Runner[UserPredictSpec, _UserPredict]):
@@ -79,6 +81,11 @@ class UserPredict(Runner[UserPredictSpec, _UserPredict]):
             p.sites[site] = (str(kinds[site]), values)
         p.observed = {k: v for k, v in result.group("observed").items() if k in drawn}
         p.vectorized = result.header.get("vectorized") is True
+        # The observed values' log-likelihood per draw (test-set log predictive density, for
+        # compare); their `observed:` rows are stored with the prediction's already.
+        rows, facts = read_loglik(result, ctx.spec.num_samples)
+        p.loglik = {k: v for k, v in rows.items() if not k.startswith(OBSERVED_PREFIX)}
+        ctx.info.add_facts(facts)
 
     def store(self, ctx: JobContext[UserPredictSpec], p: _UserPredict, session: Session) -> None:
         sites = dict(p.sites)
@@ -90,6 +97,7 @@ class UserPredict(Runner[UserPredictSpec, _UserPredict]):
         if coverage is not None:
             details["coverage_90"], details["observed"] = coverage
         store_prediction(ctx, session, sites, details)
+        add_loglik_rows(session, ctx.job_id, p.loglik, len(sites))
         log.info("job %s: %d draws of %s from %s", ctx.job_id, ctx.spec.num_samples,
                  ", ".join(s for s, (k, _) in p.sites.items() if k == "predictive"),
                  ctx.spec.from_job)  # fmt: skip

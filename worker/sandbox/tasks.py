@@ -106,7 +106,7 @@ def _mcmc(spec: UserMcmcFitSpec, request: Frame) -> Generator[Event, None, LogLi
         method=spec.method, warmup=spec.warmup, samples=spec.samples, chains=spec.chains,
         seed=spec.seed, target_accept=spec.target_accept, max_tree_depth=spec.max_tree_depth,
         num_steps=spec.num_steps, jit=spec.jit != "off", device=str(h["device"]),
-        processes=bool(h["processes"]),
+        processes=bool(h["processes"]), keep_warmup=spec.keep_warmup,
     )  # fmt: skip
 
 
@@ -139,4 +139,6 @@ def _predict_result(o: ut.PredictOutcome) -> tuple[dict[str, Any], dict[str, np.
     arrays = {f"site/{k}": v for k, (_, v) in o.sites.items()}
     arrays.update({f"observed/{k}": v for k, v in o.observed.items()})
     kinds = {k: kind for k, (kind, _) in o.sites.items()}
-    return {"kinds": kinds, "order": list(o.sites), "vectorized": o.vectorized}, arrays
+    header, loglik = loglik_result(o.loglik)  # its `observed/` arrays are the same values
+    arrays.update(loglik)
+    return {"kinds": kinds, "order": list(o.sites), "vectorized": o.vectorized, **header}, arrays
