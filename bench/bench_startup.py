@@ -59,12 +59,18 @@ def submit_args(steps: int, *extra: str) -> list[str]:
             FORMULA, "--steps", str(steps), "--lr", "0.02", "--seed", "0", *extra]  # fmt: skip
 
 
+READ_FLOOR = "import sqlalchemy.orm, pydantic_settings, rich.console, click"
+
+
 def startup(env: dict[str, str], runs: int, submits: int) -> None:
     timed([*KILN, "db", "upgrade"], env)
     _, out = timed(submit_args(100, "--json"), env)  # starts the embedded broker; stays queued
     job_id = json.loads(out)["id"]
     rows: list[tuple[str, float]] = [
         ("python -c pass", best([sys.executable, "-c", "pass"], env, runs)),
+        # The floor of a read command: the libraries it cannot do without (the ORM it queries
+        # with, the settings it reads, the table it prints, the CLI), imported and nothing else.
+        ("import of the read floor", best([sys.executable, "-c", READ_FLOOR], env, runs)),
         ("kiln --help", best([*KILN, "--help"], env, runs)),
         ("kiln list", best([*KILN, "list"], env, runs)),
         ("kiln show ID", best([*KILN, "show", job_id], env, runs)),
