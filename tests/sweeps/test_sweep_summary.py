@@ -13,7 +13,7 @@ from click.testing import CliRunner, Result
 
 from kiln.errors import SpecError
 from tests.conftest import (
-    EMBEDDED_AND_FLEET,
+    FLEET_AND_SLOW_EMBEDDED,
     RUGGED,
     RUGGED_FORMULA,
     Stack,
@@ -83,7 +83,7 @@ def jobs(stack: Stack, *args: str) -> Result:
     return CliRunner().invoke(get_cli(), list(args), env=env)
 
 
-@EMBEDDED_AND_FLEET
+@FLEET_AND_SLOW_EMBEDDED
 def test_sweep_show_by_summarises_seeds_per_grid_point_as_the_client_does(
     stack: Stack,
 ) -> None:

@@ -14,7 +14,6 @@ import pytest
 from kiln.client import Client
 from kiln.errors import SpecError
 from tests.conftest import (
-    EMBEDDED_AND_FLEET,
     FLEET_AND_SLOW_EMBEDDED,
     Stack,
     offline_client,
@@ -77,7 +76,7 @@ def az_loo(idata: Any) -> Any:
         return az.loo(idata)
 
 
-@EMBEDDED_AND_FLEET
+@FLEET_AND_SLOW_EMBEDDED
 def test_a_user_svi_fit_stores_its_log_likelihood_and_compare_agrees_with_az_loo(
     stack: Stack, tmp_path: Path
 ) -> None:
@@ -129,7 +128,7 @@ def test_a_user_nuts_fit_stores_its_log_likelihood_per_draw_of_each_chain(
         assert svi_only not in shown.stdout, shown.stdout
 
 
-@EMBEDDED_AND_FLEET
+@FLEET_AND_SLOW_EMBEDDED
 def test_compare_refuses_a_job_without_log_likelihood_or_with_other_data(
     stack: Stack, tmp_path: Path
 ) -> None:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from kiln.errors import SpecError
-from tests.conftest import EMBEDDED_AND_FLEET, Stack, offline_client, run_cli, run_in_process
+from tests.conftest import FLEET_AND_SLOW_EMBEDDED, Stack, offline_client, run_cli, run_in_process
 
 MODEL = """
 import pyro
@@ -41,7 +41,7 @@ def fitted(stack: Stack, tmp_path: Path, **options: Any) -> str:
     return job_id
 
 
-@EMBEDDED_AND_FLEET
+@FLEET_AND_SLOW_EMBEDDED
 def test_a_nuts_fit_that_keeps_warmup_exports_it_as_warmup_posterior(
     stack: Stack, tmp_path: Path
 ) -> None:
@@ -75,7 +75,7 @@ def test_a_nuts_fit_that_keeps_warmup_exports_it_as_warmup_posterior(
     assert not (tmp_path / "f.csv").exists()
 
 
-@EMBEDDED_AND_FLEET
+@FLEET_AND_SLOW_EMBEDDED
 def test_asking_for_warmup_a_fit_did_not_keep_says_to_resubmit_with_keep_warmup(
     stack: Stack, tmp_path: Path
 ) -> None:

@@ -18,7 +18,7 @@ from db.models import Checkpoint, Job
 from kiln.client import Client
 from kiln.errors import NotFound, SpecError
 from tests.conftest import (
-    EMBEDDED_AND_FLEET,
+    FLEET_AND_SLOW_EMBEDDED,
     Stack,
     cli_json,
     offline_client,
@@ -26,7 +26,7 @@ from tests.conftest import (
     run_in_process,
 )
 
-pytestmark = EMBEDDED_AND_FLEET
+pytestmark = FLEET_AND_SLOW_EMBEDDED
 
 RUGGED = Path("/work/shared/data/rugged_data.csv")
 FORMULA = "log(rgdppc_2000) ~ cont_africa * rugged"

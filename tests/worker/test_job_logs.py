@@ -14,10 +14,10 @@ import pytest
 
 from db.joblogs import DROPPED, log_rows, log_state
 from kiln.client import Client
-from tests.conftest import EMBEDDED_AND_FLEET, Stack, offline_client, run_cli, run_in_process
+from tests.conftest import FLEET_AND_SLOW_EMBEDDED, Stack, offline_client, run_cli, run_in_process
 from worker.joblog import JobLog, capturing
 
-pytestmark = EMBEDDED_AND_FLEET
+pytestmark = FLEET_AND_SLOW_EMBEDDED
 
 RUGGED = Path("/work/shared/data/rugged_data.csv")
 FORMULA = "log(rgdppc_2000) ~ cont_africa * rugged"
