@@ -59,11 +59,17 @@ class Problem:
 class LibraryPrediction:
     """Draws and summaries a predict job stores: sites as (kind, array) with kind one of
     `posterior`, `deterministic`, `predictive`, `data` (first axis: draws, or 1 for `data`
-    and for per-item summaries such as class probabilities), and plain metrics."""
+    and for per-item summaries such as class probabilities), and plain metrics.
+
+    `log_lik`: log p(y_i | draw) of the predicted items whose observed values are known, over
+    the draws the prediction made (positions among them), for `compare`; a LogLik with only a
+    note says why there is none; None where the model computes none. `info` then says which
+    items (`log_likelihood_of`)."""
 
     sites: dict[str, tuple[str, NDArray[Any]]]
     metrics: dict[str, float] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
+    log_lik: LogLik | None = None
 
 
 class LibraryModel(Protocol):

@@ -7,6 +7,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
@@ -15,7 +16,14 @@ from pyro.infer.autoguide import AutoNormal
 from pyro.nn import PyroModule, PyroSample
 
 from inference.library import DataRef, LibraryPrediction, Problem
-from inference.loglik import MAX_DRAWS, MAX_FLOATS, LogLik, pointwise_log_likelihood
+from inference.loglik import (
+    MAX_DRAWS,
+    MAX_FLOATS,
+    MIN_DRAWS,
+    LogLik,
+    chosen_draws,
+    pointwise_log_likelihood,
+)
 from kiln.library.digits import batch_indices, load_images, steps_per_epoch
 
 __all__ = [
@@ -99,12 +107,28 @@ def ensure_guide(
 
 def class_probs(guide: Callable[..., Any], x: torch.Tensor, draws: int) -> torch.Tensor:
     """Class probabilities (rows, classes) averaged over `draws` networks from the guide."""
+    return probs_and_log_lik(guide, x, None, draws, np.zeros(0, dtype=np.int64))[0]
+
+
+def probs_and_log_lik(
+    guide: Callable[..., Any], x: torch.Tensor, y: torch.Tensor | None, draws: int,
+    keep: NDArray[np.int64],
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Class probabilities (rows, classes) averaged over `draws` networks from the guide, and
+    log p(y_i | x_i, network) (len(keep), rows) of the networks at positions `keep` (sorted),
+    from the same networks: one pass, so the probabilities are class_probs' to the bit."""
     total = torch.zeros((), device=x.device)
-    for _ in range(draws):
+    wanted = set(keep.tolist()) if y is not None else set()
+    kept: list[torch.Tensor] = []
+    for i in range(draws):
         weights = guide(x)  # AutoNormal returns {site: value}: one network
         logits = _logits(x, *(weights[name] for name in SITES))
         total = total + torch.softmax(logits, dim=-1)
-    return total / draws
+        if i in wanted:  # Categorical(logits).log_prob(y), as the model's `obs` site scores it
+            assert y is not None
+            kept.append(torch.log_softmax(logits, -1).gather(-1, y.long()[:, None]).squeeze(-1))
+    log_lik = torch.stack(kept) if kept else torch.zeros((0, x.shape[0]), device=x.device)
+    return total / draws, log_lik
 
 
 def _entropy(probs: torch.Tensor) -> torch.Tensor:
@@ -192,10 +216,11 @@ class BnnClassifier:
         predictive entropy, and the accuracy of the images it does not abstain on."""
         x, y = problem.extra["x_test"], problem.extra["y_test"]
         threshold = problem.extra["threshold"]
+        keep = chosen_draws(num_samples, 1, len(x))  # the fit's caps on draws and values
         with forked_rng(problem.device), torch.no_grad():
             ensure_guide(problem.guide, problem.batch)
             torch.manual_seed(seed)
-            probs = class_probs(problem.guide, x, num_samples)
+            probs, log_lik = probs_and_log_lik(problem.guide, x, y, num_samples, keep)
         predicted = probs.argmax(-1)
         entropy = _entropy(probs)
         correct = (predicted == y).float()
@@ -222,12 +247,28 @@ class BnnClassifier:
             "image_shape": problem.info.get("image_shape"),
             "stored_images": stored,
             "test": len(x),
+            "log_likelihood_of": f"each of the {len(x)} held-out test images' label",
         }
         return LibraryPrediction(
             sites={name: (kind, value.cpu().numpy()) for name, (kind, value) in sites.items()},
             metrics=metrics,
             info=info,
+            log_lik=_test_log_lik(log_lik, y, keep, num_samples),
         )
+
+
+def _test_log_lik(
+    log_lik: torch.Tensor, y: torch.Tensor, keep: NDArray[np.int64], num_samples: int
+) -> LogLik:
+    """The predict job's LogLik of its test labels (a note where the caps left no draws)."""
+    if len(keep) == 0:
+        return LogLik(note=f"log-likelihood not computed: {num_samples} draws of {len(y)}"
+                      f" test images is too few draws (under {MIN_DRAWS})")  # fmt: skip
+    values = log_lik.double().cpu().numpy()
+    if np.isnan(values).any() or np.isposinf(values).any():
+        return LogLik(note="log-likelihood not computed: NaN at site `obs`")
+    observed = y.cpu().numpy()
+    return LogLik({"obs": values}, {"obs": observed}, keep, {"obs": ["data"]}, vectorized=True)
 
 
 BNN_CLASSIFIER = BnnClassifier()

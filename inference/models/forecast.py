@@ -218,12 +218,20 @@ class _Forecast:
         for name, values in weights.items():
             result[name] = ("posterior", values)
         result.update(self.derived(weights))
+        # log Normal(y_t | mean_t, sigma) per held-out day over these draws: the fit's code
+        # and caps, on the test rows (positions among this job's draws).
+        y_test = torch.as_tensor(observed, dtype=X_test.dtype, device=X_test.device)
+        log_lik = pointwise_log_likelihood(
+            problem.model, {"X": X_test, "y": y_test}, weights, device=problem.device
+        )
         return LibraryPrediction(
             sites=result,
             metrics=forecast_metrics(observed, mean.mean(axis=0), forecast),
             info={"num_samples": num_samples, "days": int(observed.size),
                   "holdout_from": problem.info.get("holdout_from"),
-                  "holdout_to": problem.info.get("holdout_to")},
+                  "holdout_to": problem.info.get("holdout_to"),
+                  "log_likelihood_of": f"each of the {observed.size} held-out days' % change"},
+            log_lik=log_lik,
         )  # fmt: skip
 
     def derived(self, draws: Mapping[str, NDArray[Any]]) -> dict[str, tuple[str, NDArray[Any]]]:

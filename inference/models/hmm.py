@@ -209,6 +209,10 @@ class HmmModel:
             stacked = torch.stack([d[name] for d in draws]).detach().cpu().numpy()
             sites[name] = ("posterior", _permuted(name, stacked, order))
         occupancy = np.bincount(path, minlength=len(order)) / path.size
+        # Its observed values are the series it was fitted to: the one-step-ahead terms over
+        # this job's draws (relabelling the states leaves them as they were).
+        stored = {name: sites[name][1] for name in LATENTS}
+        log_lik = self.log_likelihood(problem, stored, num_samples=num_samples, seed=seed)
         return LibraryPrediction(
             sites=sites,
             metrics={"log_likelihood": log_p, "log_likelihood_per_step": log_p / values.size},
@@ -217,7 +221,9 @@ class HmmModel:
                 "order": "states numbered by increasing fitted mean",
                 "point": {k: np.round(v, 6).tolist() for k, v in point.items()},
                 "viterbi_share": np.round(occupancy, 6).tolist(),
+                "log_likelihood_of": problem.info.get("log_likelihood_of"),
             },
+            log_lik=log_lik,
         )
 
     def log_likelihood(

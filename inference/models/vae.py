@@ -206,6 +206,7 @@ class VaeModel:
                 "test": len(x),
                 "elbo_particles": PREDICT_PARTICLES,
             },
+            log_lik=LogLik(note=NO_LOGLIK),  # as its fit: the latent codes are per image
         )
 
     def log_likelihood(

@@ -15,6 +15,7 @@ from db.results import add_metrics
 from inference.events import Event
 from inference.fit import resolve_device
 from inference.library import LibraryPrediction, Problem
+from inference.loglik import LogLik
 from inference.models import LIBRARY
 from inference.posterior import summarize_draws
 from inference.state import load_state
@@ -128,9 +129,17 @@ class LibraryPredict(Runner[LibraryPredictSpec, _Predict]):
         return iter(())
 
     def store(self, ctx: JobContext[LibraryPredictSpec], p: _Predict, session: Session) -> None:
+        """The prediction's sites and metrics, then the pointwise log-likelihood of its items
+        (the rows and caps of a fit's, after the sites) or the note saying why there is none."""
         prediction = p.prediction
         assert prediction is not None
         store_prediction(ctx, session, prediction.sites, dict(prediction.info))
+        found = prediction.log_lik or LogLik(
+            note=f"{p.fit_spec.model}'s predict computes no pointwise log-likelihood"
+        )
+        rows, facts = loglik_rows(found)
+        ctx.info.add_facts(facts)
+        add_loglik_rows(session, ctx.job_id, rows, len(prediction.sites))
         add_metrics(session, ctx.job_id, prediction.metrics)
         ctx.info.metrics = {k: float(v) for k, v in prediction.metrics.items()}
         log.info("job %s: %s prediction, metrics %s", ctx.job_id, p.fit_spec.model,
