@@ -104,9 +104,10 @@ def demo(app: App, data_path: str | None, guide: str, steps: int, seed: int, out
         title=f"Kiln fit {job.id} + predict {predict.id}: {RUGGED_FORMULA} ({guide})",
     )  # fmt: skip
     app.emit(f"wrote {written}")
+    me = command_name()
     app.emit(
-        f"next: `jobs samples {predict.id} --site obs`, `jobs export {predict.id} -o rugged.nc`,"
-        f" `jobs plot {predict.id} --kind params -o params.png`"
+        f"next: `{me} samples {predict.id} --site obs`, `{me} export {predict.id} -o rugged.nc`,"
+        f" `{me} plot {predict.id} --kind params -o params.png`"
     )
     _dashboard_hint(app, job.id)
 
@@ -118,10 +119,17 @@ def _dashboard_hint(app: App, fit_id: str) -> None:
 
     with app.sessions() as session:
         view, token = create_token(session, "demo", "read")
-    home = os.environ.get("KILN_HOME")
-    start = f"KILN_HOME={home} jobs server" if home else "jobs server"
+    home, me = os.environ.get("KILN_HOME"), command_name()
+    start = f"KILN_HOME={home} {me} server" if home else f"{me} server"
     app.emit(
         f"dashboard: run `{start}` (in another terminal), open"
         f" http://127.0.0.1:8321/ui/jobs/{fit_id} and log in with this token (role read;"
-        f" `jobs token revoke {view.id}` ends it):\n  {token}"
+        f" `{me} token revoke {view.id}` ends it):\n  {token}"
     )
+
+
+def command_name() -> str:
+    """The name the user ran the CLI by (`kiln`, or `jobs`), for the commands the demo
+    suggests; `kiln` when run otherwise (python -m kiln.cli)."""
+    name = click.get_current_context().find_root().info_name
+    return name if name in ("kiln", "jobs") else "kiln"

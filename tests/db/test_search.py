@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,9 +14,6 @@ from db.jobs import create_job
 from db.models import Job, JobTag, Metric, Param
 from db.search import search_jobs
 from kiln.query import parse_columns, parse_order, parse_query
-from tests.conftest import EACH_DATABASE, Stack
-
-pytestmark = EACH_DATABASE
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 SVI = {"kind": "linreg_fit", "guide": "AutoNormal", "lr": 0.02, "steps": 100}
@@ -42,9 +39,14 @@ def add_job(session: Session, job_id: str, n: int, spec: dict[str, Any], *,
 
 
 @pytest.fixture
-def sessions(stack: Stack) -> sessionmaker[Session]:
-    """Five jobs: svi fits a-c (study a or b, rugged's mean), an MCMC fit d, an untagged e."""
-    made = stack.sessions()
+def sessions(db_url: str) -> Iterator[sessionmaker[Session]]:
+    """Five jobs: svi fits a-c (study a or b, rugged's mean), an MCMC fit d, an untagged e.
+    The database alone (no broker: these tests send nothing)."""
+    from db.session import make_engine, make_sessionmaker
+    from kiln.settings import normalise_db_url
+
+    engine = make_engine(normalise_db_url(db_url))
+    made = make_sessionmaker(engine)
     with made() as session:
         add_job(session, "job0000a", 1, SVI, name="rugged-base", owner="alice", final_loss=2.5,
                 tags={"study": "a"}, params={"rugged": {"mean": -0.1, "sd": 0.1}},
@@ -59,7 +61,8 @@ def sessions(stack: Stack) -> sessionmaker[Session]:
                 params={"theta": {"mean": 1.0, "r_hat": 1.2}})  # fmt: skip
         add_job(session, "job0000e", 5, {**SVI, "lr": "0.02"}, final_loss=3.0)
         session.commit()
-    return made
+    yield made
+    engine.dispose()
 
 
 def ids(sessions: sessionmaker[Session], where: str | None, order: str | None = None,

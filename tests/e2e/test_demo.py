@@ -31,7 +31,7 @@ def test_the_demo_ends_with_the_dashboard_its_url_and_a_working_token(tmp_path: 
     fit = re.search(r"^fit (\w+): 200 steps", done.stdout, re.M)
     assert fit is not None, done.stdout
     hint = re.search(
-        r"dashboard: run `KILN_HOME=(\S+) jobs server` \(in another terminal\), open"
+        r"dashboard: run `KILN_HOME=(\S+) (?:kiln|jobs) server` \(in another terminal\), open"
         r" http://127\.0\.0\.1:8321/ui/jobs/(\w+) and log in with this token .*\n  (kiln_\S+)$",
         done.stdout, re.M,
     )  # fmt: skip
