@@ -13,7 +13,7 @@ from kiln.errors import NotFound, SpecError
 from kiln.labels import check_name, labels_of, parse_tags
 from scheduler.limits import Owner
 from tests.conftest import (
-    DIRECT_AND_API,
+    DIRECT_AND_SLOW_API,
     RUGGED,
     RUGGED_FORMULA,
     Stack,
@@ -130,7 +130,7 @@ def test_tag_sets_replaces_and_removes_a_jobs_tags(stack: Stack) -> None:
         client.tag("no-such-name", ["a=1"])
 
 
-@DIRECT_AND_API
+@DIRECT_AND_SLOW_API
 def test_cli_names_tags_and_finds_a_job_directly_and_through_the_api(
     stack: Stack, via: str
 ) -> None:
