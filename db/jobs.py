@@ -10,10 +10,9 @@ from sqlalchemy.orm import Session
 
 from db.finish import settle_dependants
 from db.labels import job_by_name
-from db.models import TERMINAL, Job, JobStatus, plausible_id, shown_id, utcnow
+from db.models import TERMINAL, Job, JobStatus, plausible_id, plausible_name, shown_id, utcnow
 from db.search import searchable_columns
 from kiln.errors import NotFound
-from kiln.labels import MAX_NAME_CHARS
 
 
 def create_job(session: Session, *, status: JobStatus = JobStatus.QUEUED, **fields: Any) -> Job:
@@ -34,7 +33,7 @@ def get_job(session: Session, job_id: str, owner: str | None = None) -> Job:
     With `owner`, only that user's jobs count: another's is not found, and a prefix is
     ambiguous only among the owner's own (the HTTP API tells no one whose job exists).
     """
-    if not plausible_id(job_id) and not (len(job_id) <= MAX_NAME_CHARS and job_id.isprintable()):
+    if not plausible_id(job_id) and not plausible_name(job_id):
         raise NotFound(f"job {shown_id(job_id)} not found")
     job = session.get(Job, job_id) if plausible_id(job_id) else None
     if job is not None and (owner is None or job.owner == owner):

@@ -51,6 +51,12 @@ def plausible_id(given: str) -> bool:
     return len(given) <= MAX_ID_CHARS and given.isprintable()
 
 
+def plausible_name(given: str) -> bool:
+    """Whether `given` could be a job's or sweep's name (kiln.labels checks what a name may
+    be): anything longer or with control characters is not found, before a query."""
+    return len(given) <= MAX_NAME_CHARS and given.isprintable()
+
+
 def shown_id(given: str) -> str:
     """An id as a message may quote it: clipped, control characters escaped."""
     text = given if given.isprintable() else repr(given)[1:-1]

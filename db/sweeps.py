@@ -25,21 +25,19 @@ from db.models import (
     Param,
     Sweep,
     plausible_id,
+    plausible_name,
     shown_id,
     utcnow,
 )  # fmt: skip
 from db.search import searchable_columns
 from kiln.errors import NotFound
 from kiln.jobinfo import BatchInfo, SviInfo
-from kiln.labels import MAX_NAME_CHARS
 
 
 def get_sweep(session: Session, sweep_id: str, owner: str | None = None) -> Sweep:
     """The sweep with this id, name or unique id prefix (at least 4 characters); with `owner`, among
     that user's sweeps only (as db.jobs.get_job)."""
-    if not plausible_id(sweep_id) and not (
-        len(sweep_id) <= MAX_NAME_CHARS and sweep_id.isprintable()
-    ):
+    if not plausible_id(sweep_id) and not plausible_name(sweep_id):
         raise NotFound(f"sweep {shown_id(sweep_id)} not found")
     sweep = session.get(Sweep, sweep_id) if plausible_id(sweep_id) else None
     if sweep is not None and (owner is None or sweep.owner == owner):

@@ -72,6 +72,7 @@ def list_jobs(
     Or those a query finds (`where`, as `jobs list --where`; kiln.query), sorted by
     `order_by`, each with `values`: its value of every field in `columns` (comma-separated)."""
     from db.jobs import list_jobs as rows
+    from db.labels import tags_of
 
     mine = identity.owner_filter
     if mine is not None and owner not in (None, mine):
@@ -84,7 +85,9 @@ def list_jobs(
     with state_of(request).sessions() as session:
         found = rows(session, status, limit, offset, owner=mine or owner, kind=kind,
                      model=model, sweep_id=sweep)  # fmt: skip
-        return [job_document(session, job, attempts=False) for job in found]
+        tags = tags_of(session, [job.id for job in found])  # one query for the page
+        return [job_document(session, job, attempts=False, tags=tags.get(job.id, {}))
+                for job in found]  # fmt: skip
 
 
 def search(request: Request, owner: str | None, status: str | None, where: str | None,
