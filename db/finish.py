@@ -8,6 +8,7 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, delete, select, update
 from sqlalchemy.orm import Session
 
+from db.chains import settle_unit
 from db.models import TERMINAL, Attempt, Checkpoint, Job, JobStatus, utcnow
 from db.search import searchable_columns
 from db.sweeps import settle_batch_members
@@ -72,8 +73,20 @@ def finish_job(
     else:  # a sweep's batch job: members it did not store follow it
         settle_batch_members(session, job_id, status.value, error, requeue)
     released = [] if requeue else settle_dependants(session, job_id)
+    if not requeue:
+        released += settled_unit(session, job_id)
     session.commit()
     return released
+
+
+def settled_unit(session: Session, job_id: str) -> list[Released]:
+    """If `job_id` is an MCMC job's unit of work: its job queued to gather (returned, to be
+    sent) when all its units succeeded, or ended (its dependants settled) when this one
+    did not. No commit."""
+    settled = settle_unit(session, job_id)
+    if settled.ended is not None:
+        settle_dependants(session, settled.ended)
+    return [Released(*settled.queued)] if settled.queued is not None else []
 
 
 def release_dependants(session: Session, job_id: str) -> list[Released]:

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from db.chains import cancel_unit_job, cancel_units
 from db.finish import settle_dependants
 from db.labels import job_by_name
 from db.models import TERMINAL, Job, JobStatus, plausible_id, plausible_name, shown_id, utcnow
@@ -103,6 +104,8 @@ def request_cancel(session: Session, job_id: str) -> str:
     Returns the job's status after the request.
     """
     job = get_job(session, job_id)
+    cancel_unit_job(session, job.id)  # an MCMC job running through its units: at once
+    cancel_units(session, job.id)
     session.execute(
         update(Job)
         .where(Job.id == job.id, Job.status.in_([JobStatus.QUEUED.value, JobStatus.WAITING.value]))

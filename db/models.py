@@ -168,6 +168,8 @@ class Job(Base):
     batch_id: Mapped[str | None] = mapped_column(
         ForeignKey("jobs.id", ondelete="SET NULL"), index=True
     )
+    # A unit of work of an MCMC job (kind chain): that job, which gathers its units' chains.
+    parent_id: Mapped[str | None] = mapped_column(String(32), index=True)
     queue: Mapped[str] = mapped_column(String(32))
     priority: Mapped[int] = mapped_column(Integer, default=0)
     # Step counters are 64-bit (migration 0008): a long fit's steps may pass 2**31.

@@ -11,7 +11,7 @@ from sqlalchemy import CursorResult, or_, select, update
 from sqlalchemy.orm import Session
 
 from db.claims import close_open_attempts
-from db.finish import Released, settle_dependants
+from db.finish import Released, settle_dependants, settled_unit
 from db.models import Job, JobStatus, utcnow
 from db.sweeps import settle_batch_members
 
@@ -67,6 +67,7 @@ def reap_expired(session: Session) -> Reaped:
         if give_up:
             failed.append(job.id)
             settle_dependants(session, job.id)
+            requeued += settled_unit(session, job.id)  # an MCMC unit's job: ends with it
         else:
             requeued.append(Released(job.id, job.queue, job.priority))
     session.commit()

@@ -70,13 +70,17 @@ def site_dims(trace: Any) -> dict[str, list[str | None]]:
     return out
 
 
-def chosen_draws(total: int, chains: int, points: int) -> NDArray[np.int64]:
+def chosen_draws(
+    total: int, chains: int, points: int, job_chains: int | None = None
+) -> NDArray[np.int64]:
     """Positions of the draws to use, evenly spaced within each chain (chain-major), so that
     at most MAX_DRAWS draws and MAX_FLOATS values are computed. Empty when fewer than
-    MIN_DRAWS would remain."""
+    MIN_DRAWS would remain. `job_chains`: the job's chains, when these are a unit's part of
+    them (each unit then keeps what its chains' share of the job would)."""
     per_chain = total // max(chains, 1)
-    keep = min(per_chain, MAX_DRAWS // chains, MAX_FLOATS // max(points * chains, 1))
-    if keep * chains < MIN_DRAWS:
+    every = max(job_chains or chains, chains)
+    keep = min(per_chain, MAX_DRAWS // every, MAX_FLOATS // max(points * every, 1))
+    if keep * every < MIN_DRAWS:
         return np.zeros(0, dtype=np.int64)
     within = np.unique(np.linspace(0, per_chain - 1, keep).round().astype(np.int64))
     return np.concatenate([c * per_chain + within for c in range(chains)])
@@ -89,6 +93,7 @@ def pointwise_log_likelihood(
     *,
     chains: int = 1,
     device: str = "cpu",
+    job_chains: int | None = None,
 ) -> LogLik:
     """Log-likelihood of each observed site per draw of `latents` (site -> (draws, *shape),
     chain-major over `chains`) and per data point. Never raises for the model's sake: a model
@@ -105,7 +110,7 @@ def pointwise_log_likelihood(
     shapes = {s: tuple(_log_prob(trace.nodes[s]).shape) for s in observed}
     points = sum(int(np.prod(v, dtype=np.int64)) for v in shapes.values())
     total = len(next(iter(latents.values()))) if latents else 0
-    rows = chosen_draws(total, chains, points)
+    rows = chosen_draws(total, chains, points, job_chains)
     if len(rows) == 0:
         return LogLik(dims=dims, note=(
             f"log-likelihood not computed: {total} draws of {points} data points is too few"

@@ -98,6 +98,15 @@ class McmcInfo(JobInfo):
     divergences: int | None = None
     per_chain: list[Json] = Field(default_factory=list)
     max_r_hat: float | None = None
+    # Kiln's own NUTS (`kiln`) or Pyro's kernels (`pyro`: a model with a discrete latent).
+    engine: str | None = None
+    # A unit of work (user_mcmc_chain): the iterations it resumed at, one per resume.
+    resumed_at: list[int] = Field(default_factory=list)
+    # The job: its units, each {id, first, count, status, worker, attempts, resumed_at}.
+    units: list[Json] = Field(default_factory=list)
+    # --until: targets, each check {draws, r_hat, ess_bulk, ess_tail, failing}, met, draws.
+    until: Json | None = None
+    deterministic_sites: list[str] = Field(default_factory=list)
 
 
 class PredictInfo(JobInfo):
@@ -134,6 +143,7 @@ INFO_BY_KIND: dict[str, type[JobInfo]] = {
     "library_predict": PredictInfo,
     "user_predict": PredictInfo,
     "batch": BatchInfo,
+    "user_mcmc_chain": McmcInfo,
 }
 
 

@@ -38,7 +38,7 @@ class RemoteFleet:
         labels: Labels | None = None,
     ) -> SubmittedSweep:  # fmt: skip
         """Send the sweep to the server, which checks and stores it as `jobs submit sweep`."""
-        from kiln.specs import parse_sweep_spec
+        from kiln.sweepspec import parse_sweep_spec
         from scheduler.sweep import Submitted
 
         if owner is not None:

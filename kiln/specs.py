@@ -27,10 +27,11 @@ from kiln.catalog import ElboName, GuideName, LibraryModelName, ModelName, Optim
 from kiln.continuation import Continued
 from kiln.priors import Prior, parse_prior_option
 from kiln.specerrors import spec_error
+from kiln.until import parse_until
 
 __all__ = ["Prior", "parse_prior_option"]  # re-exported: the CLI's --prior and --grid
 
-Family = Literal["fit", "predict", "batch"]
+Family = Literal["fit", "predict", "batch", "chain"]
 Device = Literal["cpu", "cuda", "auto"]
 Seed = Annotated[int | None, Field(default=None, ge=0, lt=2**32)]
 # allow_inf_nan=False: a NaN or infinite number in a spec is refused by name at the edge.
@@ -63,14 +64,6 @@ def plain_value(value: Any) -> int | float | str | bool:
             raise ValueError("must not hold control characters (line breaks, NUL...)")
         return value
     raise ValueError("must be a number, text or true/false")
-
-
-def _grid_value(value: Any) -> float | int | str | dict[str, Any]:
-    """A grid value: a scalar as plain_value, or a whole prior (a dict, checked with the
-    member's spec)."""
-    if isinstance(value, dict):
-        return value
-    return plain_value(value)
 
 
 OptionValue = Annotated[int | float | str | bool, PlainValidator(plain_value)]
@@ -207,11 +200,56 @@ class UserMcmcFitSpec(UserModelRef):
     num_steps: PositiveInt | None = Field(default=None, le=10_000)  # HMC leapfrog steps
     jit: Literal["auto", "off"] = "auto"  # auto: jit_compile, falling back where tracing fails
     keep_warmup: bool = False  # store the warmup draws too (`jobs export --warmup`)
+    # Chains run as units of work (child jobs of kind user_mcmc_chain), this many chains each,
+    # vectorised in one process: any worker of the queue claims a unit.
+    chains_per_unit: PositiveInt = Field(default=1, le=64)
+    # Stop on convergence: "r_hat<1.01,ess_bulk>400"; sample in chunks of check_every draws
+    # up to max_samples (then `samples` is the least kept). All chains run in one unit.
+    until: str | None = Field(default=None, max_length=200)
+    max_samples: PositiveInt | None = Field(default=None, le=1_000_000)
+    check_every: PositiveInt = Field(default=250, le=1_000_000)
+
+    @model_validator(mode="after")
+    def _until(self) -> UserMcmcFitSpec:
+        if self.until is None:
+            if self.max_samples is not None:
+                raise ValueError("max_samples: only with --until (it caps the draws --until takes)")
+            return self
+        parse_until(self.until)
+        return self
+
+    @property
+    def draws_cap(self) -> int:
+        """The most draws a chain keeps: samples, or with --until max_samples (default:
+        samples)."""
+        return self.max_samples if self.until is not None and self.max_samples else self.samples
+
+    @property
+    def units(self) -> list[tuple[int, int]]:
+        """(first chain, chains) of each unit of work."""
+        size = self.chains if self.until is not None else min(self.chains_per_unit, self.chains)
+        return [(c, min(size, self.chains - c)) for c in range(0, self.chains, size)]
 
     @property
     def total_steps(self) -> int:
         """Progress units: warmup + draws, summed over the chains."""
-        return self.chains * (self.warmup + self.samples)
+        return self.chains * (self.warmup + self.draws_cap)
+
+
+class UserMcmcChainSpec(BaseSpec):
+    """A unit of work of a user_mcmc_fit job: `count` of its chains from `first`, sampled in
+    one process (made by the scheduler with the job; its settings are the parent's)."""
+
+    family: ClassVar[Family] = "chain"
+    kind: Literal["user_mcmc_chain"] = "user_mcmc_chain"
+    parent: str = Field(min_length=4, max_length=32)
+    first: int = Field(ge=0, le=63)
+    count: PositiveInt = Field(le=64)
+    steps: PositiveInt  # count x (warmup + the draws cap)
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps
 
 
 class PredictOptions(BaseSpec):
@@ -270,7 +308,8 @@ JobSpec = Annotated[
     | PredictSpec
     | LibraryPredictSpec
     | UserPredictSpec
-    | BatchSpec,
+    | BatchSpec
+    | UserMcmcChainSpec,
     Field(discriminator="kind"),
 ]
 UserFitSpec = UserSviFitSpec | UserMcmcFitSpec
@@ -286,6 +325,7 @@ SPEC_CLASSES: tuple[type[BaseSpec], ...] = (
     LibraryPredictSpec,
     UserPredictSpec,
     BatchSpec,
+    UserMcmcChainSpec,
 )
 JOB_KINDS: tuple[str, ...] = tuple(str(c.model_fields["kind"].default) for c in SPEC_CLASSES)
 
@@ -296,65 +336,6 @@ PREDICT_KIND: dict[str, type[PredictOptions]] = {
     "user_svi_fit": UserPredictSpec,
     "user_mcmc_fit": UserPredictSpec,
 }
-
-# What a sweep's grid may vary: FitSpec fields, each with the type its values are read as.
-GRID_KEYS: dict[str, type] = {
-    "lr": float,
-    "guide": str,
-    "steps": int,
-    "init": str,
-    "elbo": str,
-    "optim": str,
-    "num_samples": int,
-}
-# `prior.SITE` grid keys set a site's whole prior: --grid "prior.rugged=normal(0,1),normal(0,10)".
-PRIOR_KEY_PREFIX = "prior."
-# Members that differ only in these (and in seed, resample and group) can share a batch: each
-# is a tensor with one entry per member (priors: one loc/scale or low/high per member and site).
-PACKABLE_KEYS = ("lr", "priors")
-
-
-def is_grid_key(key: str) -> bool:
-    return key in GRID_KEYS or (
-        key.startswith(PRIOR_KEY_PREFIX) and len(key) > len(PRIOR_KEY_PREFIX)
-    )
-
-
-GridValue = float | int | str | dict[str, Any]
-GridValues = list[Annotated[GridValue, PlainValidator(_grid_value)]]
-
-
-class SweepSpec(BaseModel):
-    """Many linreg fits: every combination of `grid`, times `seeds` seeds, times `bootstrap`
-    resamples (if any), times the groups of `group_by` (if any). `base` holds the settings
-    shared by every member (a FitSpec without seed). A submission, not a job: its members and
-    batches are the jobs."""
-
-    model_config = FROZEN
-    kind: Literal["sweep"] = "sweep"
-    base: FitSpec
-    grid: dict[Key, Annotated[GridValues, Field(max_length=100_000)]] = Field(
-        default_factory=dict, max_length=len(GRID_KEYS) + 100
-    )
-    seeds: PositiveInt = Field(default=1, le=100_000)
-    bootstrap: int | None = Field(default=None, ge=1, le=100_000)
-    group_by: str | None = Field(default=None, min_length=1, max_length=255)
-    vectorize: Literal["auto", "on", "off"] = "auto"
-    batch_size: int | None = Field(default=None, ge=1, le=100_000)
-    seed: Seed = None
-
-    @model_validator(mode="after")
-    def _grid_keys(self) -> SweepSpec:
-        for key, values in self.grid.items():
-            if not is_grid_key(key):
-                have = ", ".join([*GRID_KEYS, f"{PRIOR_KEY_PREFIX}SITE"])
-                raise ValueError(f"grid key `{key}` cannot be swept (have: {have})")
-            if not values:
-                raise ValueError(f"grid key `{key}` has no values")
-            if len(set(map(str, values))) != len(values):
-                raise ValueError(f"grid key `{key}` repeats a value")
-        return self
-
 
 Spec = TypeVar("Spec", bound=BaseModel)
 
@@ -378,11 +359,6 @@ def parse_job_spec(raw: dict[str, Any]) -> JobSpec:
 def parse_spec(raw: dict[str, Any]) -> FitSpec:
     """Validate a linreg fit spec; raise one SpecError listing every bad field."""
     return validate_spec(FitSpec, raw)
-
-
-def parse_sweep_spec(raw: dict[str, Any]) -> SweepSpec:
-    """Validate a sweep spec; raise one SpecError listing every bad field."""
-    return validate_spec(SweepSpec, raw)
 
 
 def parse_user_spec(raw: dict[str, Any]) -> UserSviFitSpec | UserMcmcFitSpec:

@@ -23,10 +23,10 @@ from kiln.specs import (
     parse_library_spec,
     parse_prior_option,
     parse_spec,
-    parse_sweep_spec,
     parse_user_spec,
     validate_spec,
 )
+from kiln.sweepspec import parse_sweep_spec
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -299,7 +299,7 @@ class Submitter:
         labels: Labels | None = None,
     ) -> SubmittedSweep:  # fmt: skip
         """Queue a sweep given as its spec document (`{"base": {...}, "grid": {...}, "seeds":
-        N, ...}`, kiln.specs.SweepSpec) and its data; `owner` as for `submit`; `labels`: the
+        N, ...}`, kiln.sweepspec.SweepSpec) and its data; `owner` as for `submit`; `labels`: the
         sweep's name and the tags it and every member carry."""
         from scheduler.limits import Limits
         from scheduler.sweep import submit_sweep

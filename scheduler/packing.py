@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from kiln.errors import SpecError
-from kiln.specs import PACKABLE_KEYS, FitSpec, SweepSpec
+from kiln.specs import FitSpec
+from kiln.sweepspec import PACKABLE_KEYS, SweepSpec
 
 VECTOR_GUIDES = ("AutoNormal",)  # a guide whose parameters are per member (inference.vectorized)
 VECTOR_OPTIMS = ("Adam",)

@@ -22,7 +22,8 @@ from kiln.continuation import ContinueSpec
 from kiln.errors import InfraError, SpecError
 from kiln.jobinfo import PredictInfo
 from kiln.labels import Labels
-from kiln.specs import PREDICT_KIND, BaseSpec
+from kiln.specs import PREDICT_KIND, BaseSpec, UserMcmcFitSpec
+from scheduler.chains import add_units
 from scheduler.kinds import CHECKS, REQUESTS, CheckContext, Checked, Upload
 from scheduler.limits import Limits, Owner
 from scheduler.routing import broker_priority, route
@@ -78,6 +79,8 @@ def submit_job(
             owner.check(session, 1 if then_predict is None else 2)
         job = _store(session, checked, spec, queue, limits)
         created.append(job)
+        if isinstance(spec, UserMcmcFitSpec):  # its chains run as units of work
+            created += add_units(session, job, spec, limits, new_job_id)
         if then_predict is not None:
             created.append(_then_predict(session, spec, job.id, then_predict, checked, limits))
         for row in created:
@@ -94,7 +97,7 @@ def submit_job(
             session.refresh(job)
     send_or_forget(sessions, ready, created, send)
     log.info("job %s: %s of %s %s on %s", job.id, kind, job.model, job.status, job.queue)
-    return created
+    return [j for j in created if j.parent_id is None]  # an MCMC job's units are its own
 
 
 def _store(session: Session, checked: Checked, spec: Any, queue: str, limits: Limits) -> Job:

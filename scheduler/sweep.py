@@ -23,17 +23,14 @@ from kiln.jobinfo import BatchInfo, SviInfo, SweepRef
 from kiln.labels import Labels
 from kiln.specs import (
     CONTROL,
-    GRID_KEYS,
     MAX_TEXT,
-    PRIOR_KEY_PREFIX,
     BatchSpec,
     FitSpec,
-    GridValue,
-    SweepSpec,
     parse_prior_option,
     parse_spec,
     validate_spec,
 )
+from kiln.sweepspec import GRID_KEYS, PRIOR_KEY_PREFIX, GridValue, SweepSpec
 from kiln.tables import group_values, member_design
 from scheduler.kinds.linreg import check_linreg_data
 from scheduler.limits import Limits, Owner

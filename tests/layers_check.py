@@ -8,7 +8,7 @@ Layers (docs/architecture.md), lowest first:
 
 - kiln base: the kiln modules in `KILN_BASE`. They import nothing of ours but each other, so
   every folder may import them: kiln/__init__ (which has no eager import at all), catalog,
-  errors, settings, records, specs, priors, formula, jobinfo, labels, tables, userdata, diagnostics,
+  errors, settings, records, specs, priors, formula, jobinfo, labels, tables, userdata, until, sweepspec, diagnostics,
   logs, redact and the library cards (kiln/library/__init__, cards, digits, forecast, hmm).
 - db, inference: base only (and themselves).
 - scheduler: db and base.
@@ -71,6 +71,8 @@ KILN_BASE = frozenset(
         "kiln.formula",
         "kiln.tables",
         "kiln.userdata",
+        "kiln.until",
+        "kiln.sweepspec",
     }
 )
 

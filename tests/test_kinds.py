@@ -18,7 +18,8 @@ def test_every_kind_has_a_check_a_runner_and_an_info_model() -> None:
     from worker.runners import RUNNERS
 
     assert set(RUNNERS) == set(JOB_KINDS) == set(INFO_BY_KIND)
-    assert set(CHECKS) == set(JOB_KINDS) - {"batch"}  # batches are made by sweeps
+    # batches are made by sweeps, chain units with their MCMC job
+    assert set(CHECKS) == set(JOB_KINDS) - {"batch", "user_mcmc_chain"}
     fits = {k for k in JOB_KINDS if k.endswith("_fit")}
     assert set(PREDICT_KIND) == fits
 

@@ -32,7 +32,7 @@ async def submit_sweep(
     name: Name = None, tag: Tags = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Many linreg fits of one data set: a grid of settings x seeds x resamples x groups, as
-    `jobs submit sweep` (kiln.specs.SweepSpec). Members count against the user's cap."""
+    `jobs submit sweep` (kiln.sweepspec.SweepSpec). Members count against the user's cap."""
     state = state_of(request)
     table = await read_upload(data, "data")
     assert table is not None

@@ -64,7 +64,7 @@ def test_a_bad_sweep_writes_nothing(stack, monkeypatch, args, message) -> None:
 @EMBEDDED
 def test_a_sweep_the_broker_refuses_leaves_nothing(stack, monkeypatch) -> None:
     from kiln.errors import InfraError
-    from kiln.specs import parse_sweep_spec
+    from kiln.sweepspec import parse_sweep_spec
     from scheduler.limits import Limits
     from scheduler.sweep import submit_sweep
 

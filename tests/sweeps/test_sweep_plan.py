@@ -13,7 +13,7 @@ import torch
 from inference.vector_loss import _Adam
 from kiln.errors import DataError, SpecError
 from kiln.priors import NormalPrior, Prior, UniformPrior
-from kiln.specs import SweepSpec, parse_sweep_spec
+from kiln.sweepspec import SweepSpec, parse_sweep_spec
 from kiln.tables import build_design, group_values, member_design, read_csv_bytes
 from scheduler.limits import Limits
 from scheduler.packing import plan

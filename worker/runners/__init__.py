@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from worker.runners.base import AnyRunner, Runner
 from worker.runners.batch import BatchRunner
+from worker.runners.chain import UserMcmcChain
 from worker.runners.library import LibraryFit, LibraryPredict
 from worker.runners.linreg import LinregFit, LinregPredict
 from worker.runners.user import UserMcmcFit, UserSviFit
@@ -20,6 +21,7 @@ RUNNERS: dict[str, AnyRunner] = {
         UserMcmcFit(),
         UserPredict(),
         BatchRunner(),
+        UserMcmcChain(),
     )
 }
 

@@ -4,13 +4,15 @@
 from __future__ import annotations
 
 import logging
-import multiprocessing
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
+from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
+from db.chains import units_of
+from db.models import JobStatus, Sample
 from db.results import store_mcmc_results
 from inference.events import Event, McmcFinished
 from inference.posterior import summarize_draws
@@ -22,9 +24,10 @@ from kiln.specs import UserMcmcFitSpec, UserSviFitSpec
 from worker.context import JobContext
 from worker.runners.base import Runner
 from worker.runners.loglik import add_loglik_rows, read_loglik
+from worker.runners.mcmcgather import gather, unit_record
 from worker.runners.sandboxed import data_arrays, in_sandbox, stored_source
 from worker.runners.svi import SviJob, SviRunner, checkpoint_intervals, saved_checkpoint
-from worker.sandbox.wire import Frame, as_bytes_array
+from worker.sandbox.wire import as_bytes_array
 
 log = logging.getLogger(__name__)
 
@@ -92,66 +95,35 @@ def _numeric(
     return arrays
 
 
-def _checked(event: McmcFinished, spec: UserMcmcFitSpec) -> McmcFinished:
-    """The sandbox's McmcFinished, if its arrays are chains x samples as the spec asked."""
-    lead, warmup = (spec.chains, spec.samples), (spec.chains, spec.warmup)
-    kept = event.warmup_draws if spec.keep_warmup else {}
-    if event.warmup_draws and not kept or set(kept) - set(event.draws):
-        raise ModelError("the model's process sent warmup draws the spec did not ask for")
-    for what, arrays, shape in (("draws", event.draws, lead), ("stats", event.stats, lead),
-                                ("warmup draws", kept, warmup)):  # fmt: skip
-        _numeric(arrays, what)
-        for name, value in arrays.items():
-            if value.shape[:2] != shape:
-                raise ModelError(
-                    f"the model's process sent MCMC {what} of `{name}` shaped {value.shape},"
-                    f" not {shape[0]} chains x {shape[1]} draws"
-                )
-    if len(event.chain_seconds) != spec.chains or not event.draws:
-        raise ModelError("the model's process sent an MCMC result without its chains")
-    return event
-
-
 @dataclass
 class _Mcmc:
-    source: str
+    """The units' draws gathered: chain-major by site and kind, in unit order."""
+
+    units: list[tuple[str, int, int]]  # (unit id, first chain, chains)
     finished: McmcFinished | None = None
     loglik: dict[str, tuple[str, np.ndarray]] = field(default_factory=dict)
+    infos: list[McmcInfo] = field(default_factory=list)
 
 
 class UserMcmcFit(Runner[UserMcmcFitSpec, _Mcmc]):
-    """Chains in the sandbox (inference.mcmc: in parallel processes there, unless this worker
-    process may not have children), then draws chain-major, diagnostics by site and a summary
-    by chain."""
+    """Its chains ran as units of work (worker/runners/chain.py), each storing its draws under
+    its own id; once all succeeded this job gathers them: draws chain-major, diagnostics by
+    site, a summary by chain, the units' records; the units' draws are then dropped."""
 
     kind = "user_mcmc_fit"
 
     def prepare(self, ctx: JobContext[UserMcmcFitSpec]) -> _Mcmc:
-        if ctx.data is None:
-            raise UserError(f"job {ctx.job_id} has no stored data")
-        return _Mcmc(stored_source(ctx, ctx.source_id))
-
-    def run(self, ctx: JobContext[UserMcmcFitSpec], m: _Mcmc) -> Iterator[Event]:
-        header, arrays = data_arrays("data", ctx.data)
-        daemonic = multiprocessing.current_process().daemon  # a Celery prefork child
-        header.update(source=m.source, processes=not daemonic)
-        events = in_sandbox(ctx, header, arrays)
-        try:
-            while True:
-                try:
-                    event = next(events)
-                except StopIteration as stop:
-                    result: Frame = stop.value
-                    break
-                if isinstance(event, McmcFinished):
-                    m.finished = _checked(event, ctx.spec)
-                yield event
-        finally:
-            events.close()  # a cancel or a lost lease: the sandbox and its chains are killed
-        if m.finished is None:
-            raise ModelError("the model's process ended without its draws")
-        m.loglik, facts = read_loglik(result, ctx.spec.chains * ctx.spec.samples)
-        ctx.info.add_facts(facts)
+        with ctx.sessions() as session:
+            units = units_of(session, ctx.job_id)
+            if not units or any(u.status != JobStatus.SUCCEEDED.value for u in units):
+                raise UserError(f"job {ctx.job_id}: its chain units have not all succeeded")
+            m = _Mcmc([(u.id, int(u.spec["first"]), int(u.spec["count"])) for u in units])
+            m.infos = [McmcInfo.model_validate(u.info or {}) for u in units]
+            m.finished, m.loglik = gather(session, ctx.spec, m.units, m.infos)
+        info = ctx.info
+        assert isinstance(info, McmcInfo)
+        info.units = [unit_record(u, i) for u, i in zip(units, m.infos, strict=True)]
+        return m
 
     def store(self, ctx: JobContext[UserMcmcFitSpec], m: _Mcmc, session: Session) -> None:
         spec, finished = ctx.spec, m.finished
@@ -176,13 +148,25 @@ class UserMcmcFit(Runner[UserMcmcFitSpec, _Mcmc]):
         info = ctx.info
         assert isinstance(info, McmcInfo)
         info.method, info.chains = spec.method, chains
-        info.warmup, info.samples, info.jit = spec.warmup, spec.samples, finished.jit
+        info.warmup, info.jit = spec.warmup, finished.jit
+        info.samples = int(next(iter(draws.values())).shape[1])
         info.chain_seconds = [round(float(s), 3) for s in finished.chain_seconds]
         info.divergences = sum(int(c.get("divergences", 0)) for c in per_chain)
         info.per_chain = per_chain
         info.max_r_hat = max(r_hats) if r_hats else None
+        engines = {i.engine for i in m.infos if i.engine}
+        info.engine = engines.pop() if len(engines) == 1 else ",".join(sorted(engines)) or None
+        info.parallel = "units" if len(m.units) > 1 else ("vectorized" if chains > 1 else "single")
         info.fit_seconds = ctx.seconds()
+        if m.infos and m.infos[0].until is not None:
+            info.until = m.infos[0].until
+        for key in ("site_dims", "log_likelihood_note"):
+            value = getattr(m.infos[0], key, None) if m.infos else None
+            if value is not None:
+                setattr(info, key, value)
         if finished.note:
             info.note = finished.note
         store_mcmc_results(session, ctx.job_id, sites=sites, diagnostics=diagnostics, draws=stored)
-        log.info("job %s: %d chains done, max r_hat %s", ctx.job_id, chains, info.max_r_hat)
+        session.execute(delete(Sample).where(Sample.job_id.in_([u for u, _, _ in m.units])))
+        log.info("job %s: %d chains gathered from %d units, max r_hat %s", ctx.job_id, chains,
+                 len(m.units), info.max_r_hat)  # fmt: skip

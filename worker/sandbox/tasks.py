@@ -12,7 +12,15 @@ import numpy as np
 from inference import usertasks as ut
 from inference.events import Event
 from inference.loglik import LogLik
-from kiln.specs import UserMcmcFitSpec, UserPredictSpec, UserSviFitSpec, parse_job_spec
+from inference.mcmc_units import UnitOutcome, UnitRun, run_unit
+from kiln.specs import (
+    UserMcmcChainSpec,
+    UserMcmcFitSpec,
+    UserPredictSpec,
+    UserSviFitSpec,
+    parse_job_spec,
+)
+from kiln.until import parse_until
 from kiln.userdata import parse_user_data
 from worker.sandbox.messages import event_frame
 from worker.sandbox.wire import Frame, WireError, as_bytes_array, write_frame
@@ -25,6 +33,8 @@ def run_task(request: Frame, out: IO[bytes], before_result: Callable[[], None]) 
         result_header, arrays = _drive(_svi(spec, request), out, _svi_result)
     elif isinstance(spec, UserMcmcFitSpec):
         result_header, arrays = _drive(_mcmc(spec, request), out, loglik_result)
+    elif isinstance(spec, UserMcmcChainSpec):
+        result_header, arrays = _drive(_unit(spec, request), out, _unit_result)
     elif isinstance(spec, UserPredictSpec):
         result_header, arrays = _drive(_predict(spec, request), out, _predict_result)
     else:
@@ -108,6 +118,43 @@ def _mcmc(spec: UserMcmcFitSpec, request: Frame) -> Generator[Event, None, LogLi
         num_steps=spec.num_steps, jit=spec.jit != "off", device=str(h["device"]),
         processes=bool(h["processes"]), keep_warmup=spec.keep_warmup,
     )  # fmt: skip
+
+
+def _unit(spec: UserMcmcChainSpec, request: Frame) -> Generator[Event, None, UnitOutcome]:
+    h = request.header
+    job = parse_job_spec(h["fit_spec"])
+    if not isinstance(job, UserMcmcFitSpec) or job.seed is None:
+        raise WireError("a chain unit's request names no MCMC job")
+    return run_unit(
+        UnitRun(
+            source=h["source"],
+            filename=job.model_file,
+            function=job.model_function,
+            data=_data(request, "data"),
+            chains=tuple(range(spec.first, spec.first + spec.count)),
+            job_chains=job.chains,
+            method=job.method,
+            warmup=job.warmup,
+            samples=job.draws_cap,
+            seed=job.seed,
+            target_accept=job.target_accept,
+            max_tree_depth=job.max_tree_depth,
+            num_steps=job.num_steps,
+            jit=job.jit != "off",
+            device=str(h["device"]),
+            keep_warmup=job.keep_warmup,
+            until=parse_until(job.until) if job.until is not None else None,
+            check_every=job.check_every,
+            checkpoint_every_draws=int(h["checkpoint_every_draws"]),
+            checkpoint_every_s=float(h["checkpoint_every_s"]),
+            resume=request.blob("resume"),
+        )  # fmt: skip
+    )
+
+
+def _unit_result(o: UnitOutcome) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    header, arrays = loglik_result(o.loglik)
+    return {**header, "facts": o.facts}, arrays
 
 
 def _predict(spec: UserPredictSpec, request: Frame) -> Generator[Event, None, ut.PredictOutcome]:

@@ -1,0 +1,363 @@
+"""Iterative NUTS and HMC in pure torch, C chains in lockstep, with a fully serialisable state."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import torch
+from torch import Tensor
+
+from inference.nuts_adapt import adapt, draw_momentum, find_step_size, hamiltonian
+from inference.nuts_state import (
+    ChainState,
+    GradFn,
+    decode_state,
+    encode_state,
+    generator_states,
+    generators,
+    select_chains,
+)
+
+__all__ = [
+    "ChainState",
+    "GradFn",
+    "SamplerConfig",
+    "decode_state",
+    "encode_state",
+    "init_state",
+    "select_chains",
+    "step",
+]
+
+MAX_DELTA_H = 1000.0  # a leapfrog step whose energy error exceeds this diverges
+_F64 = torch.float64
+_INF = math.inf
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """What to run: "nuts" or "hmc"; adaptation happens during the first `warmup` iterations.
+
+    `num_steps` (HMC only) fixes the leapfrog steps; None takes round(2 pi / step size), at
+    least 1 and at most 2**max_tree_depth.
+    """
+
+    method: str
+    warmup: int
+    target_accept: float = 0.8
+    max_tree_depth: int = 10
+    num_steps: int | None = None
+    adapt_step_size: bool = True
+    adapt_mass: bool = True
+
+    def __post_init__(self) -> None:
+        if self.method not in ("nuts", "hmc"):
+            raise ValueError(f"method must be 'nuts' or 'hmc', not {self.method!r}")
+        if self.warmup < 0:
+            raise ValueError("warmup must be >= 0")
+        if not 0.0 < self.target_accept < 1.0:
+            raise ValueError("target_accept must be in (0, 1)")
+        if not 1 <= self.max_tree_depth <= 30:
+            raise ValueError("max_tree_depth must be in [1, 30]")
+        if self.num_steps is not None and self.num_steps < 1:
+            raise ValueError("num_steps must be >= 1 (or None)")
+
+
+def _uniforms(gens: Sequence[torch.Generator], draw: Sequence[bool], n: int) -> Tensor:
+    """(C, n) uniforms, row i from chain i's generator; zeros (and no draw) where not `draw`."""
+    out = torch.zeros((len(gens), n), dtype=_F64)
+    for i, g in enumerate(gens):
+        if draw[i]:
+            out[i] = torch.rand(n, generator=g, dtype=_F64)
+    return out
+
+
+def _log_weight(h0: Tensor, h: Tensor) -> Tensor:
+    """H0 - H, the log multinomial weight of a state; -inf for a non-finite energy."""
+    return torch.nan_to_num(h0 - h, nan=-_INF, posinf=-_INF, neginf=-_INF)
+
+
+def _turning(rho: Tensor, p_a: Tensor, p_b: Tensor, inv_mass: Tensor) -> Tensor:
+    """The generalised no-U-turn criterion fails: rho . M^-1 p <= 0 at either end."""
+    return ((rho * (p_a * inv_mass)).sum(-1) <= 0) | ((rho * (p_b * inv_mass)).sum(-1) <= 0)
+
+
+def checkpoint_slots(n: int) -> tuple[int, int]:
+    """Leaf n of a subtree (0-based, in build order) and the checkpoint slots it uses.
+
+    Even n: (0, slot), its own slot popcount(n), where it stores its checkpoint. Odd n: the
+    aligned sub-subtrees that end at n (sizes 2, 4, .., 2**trailing_ones(n)) start at even
+    leaves whose slots are lo .. hi - 1, (lo, hi) = (popcount(n) - trailing_ones(n),
+    popcount(n)); no leaf in between overwrites them (its popcount is larger).
+    """
+    if n % 2 == 0:
+        return 0, n.bit_count()
+    hi = n.bit_count()
+    return hi - ((n ^ (n + 1)).bit_length() - 1), hi
+
+
+def _nuts(
+    state: ChainState, grad_fn: GradFn, gens: Sequence[torch.Generator], max_depth: int
+) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
+    """One multinomial NUTS transition (Betancourt 2017) for every chain, in lockstep.
+
+    Each doubling, every active chain draws its direction, the subtree acceptance uniform and
+    one uniform per leaf; the new subtree is built leaf by leaf from the tree's end in that
+    direction, all chains' leapfrog steps in one grad_fn call. A subtree is sampled uniformly
+    (progressively) within and biased-progressively against the old tree. U-turns of every
+    aligned sub-subtree are checked at its last leaf from checkpoints of momentum and momentum
+    prefix sums indexed by the leaf counter's bits; a U-turn or divergence rejects the subtree
+    and stops that chain's tree, whose values are masked from then on. Per-chain scalars are
+    kept as (C, 1) columns.
+    """
+    z0, g0, im = state.z, state.grad, state.inv_mass
+    pe0, eps = state.pe[:, None], state.step_size[:, None]
+    c, d = z0.shape
+    r0 = draw_momentum(gens, im, [True] * c)
+    h0 = hamiltonian(pe0, r0, im)
+    lz, lr, lg = z0, r0, g0  # the tree's backward end
+    rz, rr, rg = z0, r0, g0  # its forward end
+    pz, ppe, pg = z0, pe0, g0  # its multinomial sample
+    tree_lw = torch.zeros((c, 1), dtype=_F64)
+    rsum = r0
+    not_built = torch.full((c, 1), math.nan, dtype=_F64)  # a leaf's weight where not building
+    min_lw = torch.tensor(-MAX_DELTA_H, dtype=_F64)
+    zero = torch.zeros((), dtype=_F64)
+    depth = torch.zeros((c, 1), dtype=torch.int64)
+    n_steps = torch.zeros((c, 1), dtype=torch.int64)
+    sum_accept = torch.zeros((c, 1), dtype=_F64)
+    diverging = torch.zeros((c, 1), dtype=torch.bool)
+    active = torch.ones((c, 1), dtype=torch.bool)
+    active_list = [True] * c
+    # Checkpoints (see checkpoint_slots): M^-1 p(n0) and the subtree's momentum sum before n0.
+    ck_v = torch.empty((max(max_depth - 1, 1), c, d), dtype=_F64)
+    ck_base = torch.empty_like(ck_v)
+    for level in range(max_depth):
+        u = _uniforms(gens, active_list, (1 << level) + 2)
+        forward = u[:, :1] < 0.5
+        log_accept_u = u[:, 1:2].log()
+        log_u = u[:, 2:].log().T.unsqueeze(-1).unbind(0)  # leaf n: (C, 1)
+        step = torch.where(forward, eps, -eps)
+        half = 0.5 * step
+        step_im = step * im
+        ez, er, eg = (
+            torch.where(forward, rz, lz),
+            torch.where(forward, rr, lr),
+            torch.where(forward, rg, lg),
+        )
+        sz, spe, sg = ez, pe0, eg  # the subtree's sample (every building chain takes leaf 0)
+        sub_lw = tree_lw
+        sub_sum = torch.zeros((c, d), dtype=_F64)
+        # Leaf n's log weight per chain (NaN where it did not build, -inf for an infinite
+        # energy); reduced once per doubling, over every leaf of the level, so that a chain's
+        # stats do not depend on how long the other chains of its batch kept building.
+        leaf_lw = torch.full((1 << level, c, 1), math.nan, dtype=_F64)
+        b = active
+        # Values of chains that are not building are never used again in this iteration.
+        kick = half * eg  # the half-step momentum change at the edge
+        for n in range(1 << level):
+            r_half = er - kick
+            zn = torch.where(b, ez + step_im * r_half, ez)
+            pen, gn = grad_fn(zn)
+            kick = half * gn
+            rn = r_half - kick
+            vn = rn * im  # M^-1 p: the kinetic energy and the U-turn checks
+            pen = pen.unsqueeze(1)
+            h = torch.add(pen, (rn * vn).sum(-1, keepdim=True), alpha=0.5)  # as hamiltonian()
+            lw = torch.where(b, _log_weight(h0, h), not_built)
+            leaf_lw[n] = lw
+            ok = lw >= min_lw
+            if n == 0:
+                take = ok
+                sub_lw = lw
+            else:
+                new_lw = torch.logaddexp(sub_lw, lw)
+                take = ok & (log_u[n] < lw - new_lw)
+                sub_lw = new_lw
+            sz, spe, sg = torch.where(take, zn, sz), torch.where(take, pen, spe), torch.where(take, gn, sg)
+            ez, er, eg = zn, rn, gn
+            if n % 2 == 0:
+                slot = checkpoint_slots(n)[1]
+                ck_base[slot] = sub_sum
+                ck_v[slot] = vn
+                sub_sum += rn
+                b = ok
+            else:
+                sub_sum += rn
+                lo, hi = checkpoint_slots(n)
+                rho = sub_sum - ck_base[lo:hi]
+                ends = torch.minimum(
+                    (rho * vn).sum(-1, keepdim=True),
+                    (rho * ck_v[lo:hi]).sum(-1, keepdim=True),
+                )
+                b = ok & (ends > zero).all(0)
+            if not bool(b.any()):
+                break
+        leaves = leaf_lw.permute(1, 0, 2).contiguous()  # (C, 2**level, 1)
+        built = ~leaves.isnan()
+        n_steps += built.sum(1)
+        sum_accept += torch.where(built, leaves.clamp(max=0.0).exp(), zero).sum(1)
+        diverging |= (leaves < min_lw).any(1)
+        valid = b
+        take = valid & (log_accept_u < sub_lw - tree_lw)
+        pz, ppe, pg = torch.where(take, sz, pz), torch.where(take, spe, ppe), torch.where(take, sg, pg)
+        tree_lw = torch.where(valid, torch.logaddexp(tree_lw, sub_lw), tree_lw)
+        vf, vb = valid & forward, valid & ~forward
+        rz, rr, rg = torch.where(vf, ez, rz), torch.where(vf, er, rr), torch.where(vf, eg, rg)
+        lz, lr, lg = torch.where(vb, ez, lz), torch.where(vb, er, lr), torch.where(vb, eg, lg)
+        rsum = torch.where(valid, rsum + sub_sum, rsum)
+        depth += valid
+        active = valid & ~_turning(rsum, lr, rr, im)[:, None]
+        if not bool(active.any()):
+            break
+        active_list = active[:, 0].tolist()
+    stats = {
+        "diverging": diverging[:, 0],
+        "accept_prob": (sum_accept / n_steps)[:, 0],
+        "energy": h0[:, 0],
+        "tree_depth": depth[:, 0],
+        "n_steps": n_steps[:, 0],
+    }
+    return pz, ppe[:, 0], pg, stats
+
+
+def _hmc(
+    state: ChainState, grad_fn: GradFn, gens: Sequence[torch.Generator], config: SamplerConfig
+) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
+    """One HMC transition per chain: a fixed number of leapfrog steps and a Metropolis test.
+
+    A chain whose trajectory diverges stops there and rejects; chains with fewer steps than
+    the longest wait masked.
+    """
+    z0, pe0, g0, eps, im = state.z, state.pe, state.grad, state.step_size, state.inv_mass
+    c = z0.shape[0]
+    if config.num_steps is not None:
+        n_leap = torch.full((c,), config.num_steps, dtype=torch.int64)
+    else:
+        cap = float(1 << config.max_tree_depth)
+        n_leap = (2.0 * math.pi / eps).round().clamp(1.0, cap).to(torch.int64)
+    longest = int(n_leap.max())
+    r0 = draw_momentum(gens, im, [True] * c)
+    log_u = _uniforms(gens, [True] * c, 1)[:, 0].log()
+    h0 = hamiltonian(pe0, r0, im)
+    step = eps[:, None]
+    half = 0.5 * step
+    step_im = step * im
+    z, r, pe, g = z0, r0, pe0, g0
+    running = torch.ones(c, dtype=torch.bool)
+    diverging = torch.zeros(c, dtype=torch.bool)
+    n_steps = torch.zeros(c, dtype=torch.int64)
+    for n in range(longest):
+        building = running & (n_leap > n)
+        if not bool(building.any()):
+            break
+        r_half = r - half * g
+        zn = torch.where(building[:, None], z + step_im * r_half, z)
+        pen, gn = grad_fn(zn)
+        rn = r_half - half * gn
+        lw = _log_weight(h0, hamiltonian(pen, rn, im))
+        ok = building & (lw >= -MAX_DELTA_H)
+        diverging |= building ^ ok
+        running &= ~diverging
+        n_steps += building
+        okc = ok[:, None]
+        z, r, pe, g = (
+            torch.where(okc, zn, z),
+            torch.where(okc, rn, r),
+            torch.where(ok, pen, pe),
+            torch.where(okc, gn, g),
+        )
+    lw_end = torch.where(diverging, -_INF, _log_weight(h0, hamiltonian(pe, r, im)))
+    accept = log_u < lw_end
+    acc = accept[:, None]
+    stats = {
+        "diverging": diverging,
+        "accept_prob": lw_end.clamp(max=0.0).exp(),
+        "energy": h0,
+        "tree_depth": torch.zeros(c, dtype=torch.int64),
+        "n_steps": n_steps,
+    }
+    return torch.where(acc, z, z0), torch.where(accept, pe, pe0), torch.where(acc, g, g0), stats
+
+
+def _evaluate(grad_fn: GradFn, z: Tensor) -> tuple[Tensor, Tensor]:
+    pe, grad = grad_fn(z)
+    c, d = z.shape
+    if not isinstance(pe, Tensor) or pe.shape != (c,) or pe.dtype != _F64:
+        raise ValueError(f"grad_fn must return a float64 potential of shape ({c},)")
+    if not isinstance(grad, Tensor) or grad.shape != (c, d) or grad.dtype != _F64:
+        raise ValueError(f"grad_fn must return a float64 gradient of shape ({c}, {d})")
+    if not (bool(torch.isfinite(pe).all()) and bool(torch.isfinite(grad).all())):
+        raise ValueError("the potential or its gradient is not finite at the initial position")
+    return pe.detach().clone(), grad.detach().clone()
+
+
+def init_state(
+    grad_fn: GradFn, z0: Tensor, config: SamplerConfig, seeds: Sequence[int]
+) -> ChainState:
+    """C chains at positions z0 (C, D), chain i with a CPU generator seeded with seeds[i].
+
+    Evaluates grad_fn at z0 (ValueError unless finite), starts from the identity mass matrix
+    and searches each chain's initial step size from 1; dual averaging starts around it.
+    """
+    z = torch.as_tensor(z0).detach().to(device="cpu", dtype=_F64).clone().contiguous()
+    if z.ndim != 2 or z.shape[0] < 1 or z.shape[1] < 1:
+        raise ValueError(f"z0 must be (chains, dimensions), not {tuple(z.shape)}")
+    c, d = z.shape
+    if len(seeds) != c:
+        raise ValueError(f"{len(seeds)} seeds for {c} chains")
+    pe, grad = _evaluate(grad_fn, z)
+    gens = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
+    inv_mass = torch.ones((c, d), dtype=_F64)
+    eps = find_step_size(grad_fn, z, pe, grad, inv_mass, torch.ones(c, dtype=_F64), gens)
+    return ChainState(
+        iteration=0,
+        z=z,
+        pe=pe,
+        grad=grad,
+        step_size=eps,
+        inv_mass=inv_mass,
+        da_mu=(10.0 * eps).log(),
+        da_log_step_bar=torch.zeros(c, dtype=_F64),
+        da_h_bar=torch.zeros(c, dtype=_F64),
+        da_count=0,
+        welford_count=0,
+        welford_mean=torch.zeros((c, d), dtype=_F64),
+        welford_m2=torch.zeros((c, d), dtype=_F64),
+        mass_window=0,
+        rng=generator_states(gens),
+    )
+
+
+def step(
+    state: ChainState, grad_fn: GradFn, config: SamplerConfig
+) -> tuple[ChainState, dict[str, Tensor]]:
+    """One NUTS (or HMC) iteration for all chains; `state` is left unchanged.
+
+    Adapts while state.iteration < config.warmup (the last warmup iteration fixes the step
+    size to exp(log_step_bar)). Stats, each (C,): diverging, step_size (used), accept_prob,
+    energy (H at the start), tree_depth (valid doublings; HMC 0), n_steps (leapfrog steps)
+    and lp (minus the new potential energy).
+    """
+    gens = generators(state)
+    if config.method == "nuts":
+        z, pe, grad, stats = _nuts(state, grad_fn, gens, config.max_tree_depth)
+    else:
+        z, pe, grad, stats = _hmc(state, grad_fn, gens, config)
+    stats["step_size"] = state.step_size.clone()
+    stats["lp"] = -pe
+    new = replace(state, z=z, pe=pe, grad=grad)
+    if state.iteration < config.warmup:
+        new = adapt(
+            new,
+            stats["accept_prob"],
+            gens,
+            grad_fn,
+            config.warmup,
+            config.target_accept,
+            config.adapt_step_size,
+            config.adapt_mass,
+        )
+    return replace(new, iteration=state.iteration + 1, rng=generator_states(gens)), stats
