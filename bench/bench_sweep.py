@@ -62,7 +62,7 @@ def wait_sweep(sessions: sessionmaker[Session], sweep_id: str, every: float = 0.
 def run_sweep(
     sessions: sessionmaker[Session], sender: Sender, limits: Limits, members: int, vectorize: str
 ) -> tuple[float, str]:
-    from kiln.specs import parse_sweep_spec
+    from kiln.sweepspec import parse_sweep_spec
     from scheduler.sweep import submit_sweep
 
     spec = parse_sweep_spec({
