@@ -37,6 +37,26 @@ def mark_running(session: Session, job_id: str) -> None:
     )
 
 
+def merge_progress(
+    session: Session, job_id: str, chains: dict[str, Any], metrics: dict[str, float]
+) -> None:
+    """A unit's chains' progress and latest metrics (--until's R-hat and ESS) into its job's
+    info, under a lock on the job's row (units flush concurrently). No commit."""
+    row = session.execute(
+        select(Job.info, Job.status).where(Job.id == job_id).with_for_update()
+    ).one_or_none()
+    if row is None or row.status not in (JobStatus.WAITING.value, JobStatus.RUNNING.value):
+        return
+    info = dict(row.info or {})
+    info["chain_progress"] = {**dict(info.get("chain_progress") or {}), **chains}
+    if metrics:
+        info["metrics"] = {**dict(info.get("metrics") or {}), **metrics}
+    session.execute(
+        update(Job).where(Job.id == job_id).values(info=info)
+        .execution_options(synchronize_session=False)
+    )  # fmt: skip
+
+
 def gather_progress(session: Session, job_id: str) -> None:
     """The job's progress: the sum of its units'. No commit."""
     unit = aliased(Job)

@@ -15,7 +15,7 @@ import torch
 from numpy.typing import NDArray
 
 from inference.checkpoint import peek
-from inference.events import ChainProgress, Checkpoint, Event, McmcFinished, McmcStarted
+from inference.events import ChainProgress, Checkpoint, Event, McmcFinished, McmcStarted, Metric
 from inference.loglik import LogLik, pointwise_log_likelihood
 from inference.mcmc_chain import _ChainSpec, _replay, _run_chain, chain_seed
 from inference.mcmc_kernels import HMC_STATS, STATS
@@ -79,6 +79,8 @@ class _Progress:
     stats: dict[str, list[torch.Tensor]]
     checks: list[dict[str, Any]]
     resumed_at: list[int]
+    # --until: the deterministic sites' values of the draws checked so far, by chain.
+    replayed: list[dict[str, list[NDArray[Any]]]] = field(default_factory=list)
 
 
 def run_unit(run: UnitRun) -> Generator[Event, None, UnitOutcome]:
@@ -130,9 +132,12 @@ def _kiln_unit(
             divergences += stats["diverging"].to(torch.int64)
             drawn = state.iteration - run.warmup
             if run.until is not None and drawn % run.check_every == 0:
-                check = _check(potential, progress, run.until)
+                check = _check(potential, progress, run.until, model, tensors, run.filename)
                 progress.checks.append(check)
                 stop = not check["failing"]
+                for name in ("r_hat", "ess_bulk", "ess_tail"):  # live: `kiln show`'s metrics
+                    if check[name] is not None:
+                        yield Metric(name, drawn, float(check[name]))
         now = time.monotonic()
         done = state.iteration == total or stop
         if done or now - sent >= run.progress_every_s:
@@ -248,12 +253,27 @@ def _replay_chains(
     return {s: np.stack([d[s] for d in out]) for s in out[0]}, deterministic
 
 
-def _check(potential: Potential, progress: _Progress, until: Mapping[str, float]) -> dict[str, Any]:
-    """Rank-normalised R-hat and ESS of every latent site over the chains so far."""
+def _check(
+    potential: Potential, progress: _Progress, until: Mapping[str, float],
+    model: Callable[..., Any], tensors: dict[str, Any], filename: str,
+) -> dict[str, Any]:  # fmt: skip
+    """Rank-normalised R-hat and ESS of every site (latent and deterministic, as the job
+    stores them) over the chains so far."""
     z = torch.stack(progress.kept, dim=1)
     count = z.shape[0]
     latent = potential.constrain(z.reshape(-1, potential.dim))
     draws = {s: v.reshape(count, -1, *v.shape[1:]).numpy() for s, v in latent.items()}
+    if not progress.replayed:
+        progress.replayed = [{} for _ in range(count)]
+    done = sum(len(a) for a in next(iter(progress.replayed[0].values()), []))
+    new = z.shape[1] - done
+    for c in range(count):  # only the draws not replayed at an earlier check
+        part = {s: torch.as_tensor(v[c, done:]) for s, v in draws.items()}
+        values, deterministic = _replay(model, tensors, part, new, filename, None)
+        for s in deterministic:
+            progress.replayed[c].setdefault(s, []).append(values[s])
+    for s in progress.replayed[0]:
+        draws[s] = np.stack([np.concatenate(progress.replayed[c][s]) for c in range(count)])
     diagnostics = all_diagnostics(draws)
     worst = {"r_hat": -np.inf, "ess_bulk": np.inf, "ess_tail": np.inf}
     failing: list[str] = []

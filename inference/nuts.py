@@ -67,11 +67,9 @@ class SamplerConfig:
 
 def _uniforms(gens: Sequence[torch.Generator], draw: Sequence[bool], n: int) -> Tensor:
     """(C, n) uniforms, row i from chain i's generator; zeros (and no draw) where not `draw`."""
-    out = torch.zeros((len(gens), n), dtype=_F64)
-    for i, g in enumerate(gens):
-        if draw[i]:
-            out[i] = torch.rand(n, generator=g, dtype=_F64)
-    return out
+    skip = torch.zeros(n, dtype=_F64)
+    rows = [torch.rand(n, generator=g, dtype=_F64) if draw[i] else skip for i, g in enumerate(gens)]
+    return torch.stack(rows)
 
 
 def _log_weight(h0: Tensor, h: Tensor) -> Tensor:
@@ -176,7 +174,11 @@ def _nuts(
                 new_lw = torch.logaddexp(sub_lw, lw)
                 take = ok & (log_u[n] < lw - new_lw)
                 sub_lw = new_lw
-            sz, spe, sg = torch.where(take, zn, sz), torch.where(take, pen, spe), torch.where(take, gn, sg)
+            sz, spe, sg = (
+                torch.where(take, zn, sz),
+                torch.where(take, pen, spe),
+                torch.where(take, gn, sg),
+            )
             ez, er, eg = zn, rn, gn
             if n % 2 == 0:
                 slot = checkpoint_slots(n)[1]
@@ -202,7 +204,11 @@ def _nuts(
         diverging |= (leaves < min_lw).any(1)
         valid = b
         take = valid & (log_accept_u < sub_lw - tree_lw)
-        pz, ppe, pg = torch.where(take, sz, pz), torch.where(take, spe, ppe), torch.where(take, sg, pg)
+        pz, ppe, pg = (
+            torch.where(take, sz, pz),
+            torch.where(take, spe, ppe),
+            torch.where(take, sg, pg),
+        )
         tree_lw = torch.where(valid, torch.logaddexp(tree_lw, sub_lw), tree_lw)
         vf, vb = valid & forward, valid & ~forward
         rz, rr, rg = torch.where(vf, ez, rz), torch.where(vf, er, rr), torch.where(vf, eg, rg)
@@ -231,55 +237,55 @@ def _hmc(
     A chain whose trajectory diverges stops there and rejects; chains with fewer steps than
     the longest wait masked.
     """
-    z0, pe0, g0, eps, im = state.z, state.pe, state.grad, state.step_size, state.inv_mass
+    z0, g0, im = state.z, state.grad, state.inv_mass
+    pe0, eps = state.pe[:, None], state.step_size[:, None]
     c = z0.shape[0]
     if config.num_steps is not None:
-        n_leap = torch.full((c,), config.num_steps, dtype=torch.int64)
+        n_leap = torch.full((c, 1), config.num_steps, dtype=torch.int64)
     else:
         cap = float(1 << config.max_tree_depth)
         n_leap = (2.0 * math.pi / eps).round().clamp(1.0, cap).to(torch.int64)
     longest = int(n_leap.max())
+    # leaf n: the chains whose trajectory has a step n, (C, 1)
+    has_step = (n_leap > torch.arange(longest)).T.unsqueeze(-1).unbind(0)
     r0 = draw_momentum(gens, im, [True] * c)
-    log_u = _uniforms(gens, [True] * c, 1)[:, 0].log()
+    log_u = _uniforms(gens, [True] * c, 1).log()
     h0 = hamiltonian(pe0, r0, im)
-    step = eps[:, None]
-    half = 0.5 * step
-    step_im = step * im
+    half = 0.5 * eps
+    step_im = eps * im
+    min_lw = torch.tensor(-MAX_DELTA_H, dtype=_F64)
     z, r, pe, g = z0, r0, pe0, g0
-    running = torch.ones(c, dtype=torch.bool)
-    diverging = torch.zeros(c, dtype=torch.bool)
-    n_steps = torch.zeros(c, dtype=torch.int64)
+    diverging = torch.zeros((c, 1), dtype=torch.bool)
+    n_steps = torch.zeros((c, 1), dtype=torch.int64)
     for n in range(longest):
-        building = running & (n_leap > n)
-        if not bool(building.any()):
+        b = has_step[n] & ~diverging
+        if not bool(b.any()):
             break
         r_half = r - half * g
-        zn = torch.where(building[:, None], z + step_im * r_half, z)
+        zn = torch.where(b, z + step_im * r_half, z)
         pen, gn = grad_fn(zn)
+        pen = pen.unsqueeze(1)
         rn = r_half - half * gn
-        lw = _log_weight(h0, hamiltonian(pen, rn, im))
-        ok = building & (lw >= -MAX_DELTA_H)
-        diverging |= building ^ ok
-        running &= ~diverging
-        n_steps += building
-        okc = ok[:, None]
+        ok = b & (_log_weight(h0, hamiltonian(pen, rn, im)) >= min_lw)
+        diverging |= b ^ ok
+        n_steps += b
         z, r, pe, g = (
-            torch.where(okc, zn, z),
-            torch.where(okc, rn, r),
+            torch.where(ok, zn, z),
+            torch.where(ok, rn, r),
             torch.where(ok, pen, pe),
-            torch.where(okc, gn, g),
+            torch.where(ok, gn, g),
         )
     lw_end = torch.where(diverging, -_INF, _log_weight(h0, hamiltonian(pe, r, im)))
     accept = log_u < lw_end
-    acc = accept[:, None]
     stats = {
-        "diverging": diverging,
-        "accept_prob": lw_end.clamp(max=0.0).exp(),
-        "energy": h0,
+        "diverging": diverging[:, 0],
+        "accept_prob": lw_end.clamp(max=0.0).exp()[:, 0],
+        "energy": h0[:, 0],
         "tree_depth": torch.zeros(c, dtype=torch.int64),
-        "n_steps": n_steps,
+        "n_steps": n_steps[:, 0],
     }
-    return torch.where(acc, z, z0), torch.where(accept, pe, pe0), torch.where(acc, g, g0), stats
+    z, pe, g = torch.where(accept, z, z0), torch.where(accept, pe, pe0), torch.where(accept, g, g0)
+    return z, pe[:, 0], g, stats
 
 
 def _evaluate(grad_fn: GradFn, z: Tensor) -> tuple[Tensor, Tensor]:

@@ -1,4 +1,4 @@
-"""Warmup adaptation for the NUTS/HMC sampler: dual averaging, windowed mass matrix, step-size search."""
+"""Warmup adaptation for NUTS/HMC: dual averaging, windowed diagonal metric, step-size search."""
 
 from __future__ import annotations
 
@@ -32,14 +32,17 @@ def hamiltonian(pe: Tensor, r: Tensor, inv_mass: Tensor) -> Tensor:
     return torch.add(pe, (r * (r * inv_mass)).sum(-1, keepdim=pe.ndim == 2), alpha=0.5)
 
 
-def draw_momentum(gens: Sequence[torch.Generator], inv_mass: Tensor, draw: Sequence[bool]) -> Tensor:
+def draw_momentum(
+    gens: Sequence[torch.Generator], inv_mass: Tensor, draw: Sequence[bool]
+) -> Tensor:
     """r ~ N(0, M) per chain from that chain's generator; zeros (and no draw) where not `draw`."""
-    c, d = inv_mass.shape
-    noise = torch.zeros((c, d), dtype=torch.float64)
-    for i, g in enumerate(gens):
-        if draw[i]:
-            noise[i] = torch.randn(d, generator=g, dtype=torch.float64)
-    return noise / inv_mass.sqrt()
+    d = inv_mass.shape[1]
+    skip = torch.zeros(d, dtype=torch.float64)
+    rows = [
+        torch.randn(d, generator=g, dtype=torch.float64) if draw[i] else skip
+        for i, g in enumerate(gens)
+    ]
+    return torch.stack(rows) / inv_mass.sqrt()
 
 
 def warmup_schedule(warmup: int) -> tuple[int, int, tuple[int, ...]]:

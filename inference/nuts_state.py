@@ -9,7 +9,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-# z (C, D) float64 unconstrained positions -> (potential energy (C,), its gradient (C, D)).
+# z (C, D) float64 unconstrained positions -> (potential energy (C,), its gradient (C, D)),
+# float64, fresh tensors (the sampler keeps them); non-finite values reject that point. Row i
+# must depend on z's row i only (for a chain's draws not to depend on its batch).
 GradFn = Callable[[Tensor], tuple[Tensor, Tensor]]
 
 FORMAT_VERSION = 1
@@ -28,7 +30,7 @@ _INTS = ("iteration", "da_count", "welford_count", "mass_window")  # () int64
 NAMES = frozenset(("format_version", "rng", *_ROWS, *_VECS, *_INTS))
 
 
-@dataclass
+@dataclass(eq=False)
 class ChainState:
     """C chains at once; every tensor is float64 on the CPU with the chain as its first axis.
 
@@ -89,7 +91,9 @@ def encode_state(state: ChainState) -> dict[str, np.ndarray]:
     return out
 
 
-def _array(arrays: Mapping[str, np.ndarray], name: str, dtype: type, shape: tuple[int, ...]) -> np.ndarray:
+def _array(
+    arrays: Mapping[str, np.ndarray], name: str, dtype: type, shape: tuple[int, ...]
+) -> np.ndarray:
     a = arrays[name]
     if not isinstance(a, np.ndarray):
         raise ValueError(f"state array {name!r} is a {type(a).__name__}, not a numpy array")

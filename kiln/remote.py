@@ -36,7 +36,8 @@ FIT_FIELDS = frozenset({
     "model", "formula", "priors", "guide", "guide_function", "elbo", "optim", "steps", "lr",
     "num_samples", "init", "method", "warmup", "samples", "chains", "target_accept",
     "max_tree_depth", "num_steps", "jit", "seed", "device", "queue", "priority",
-    "checkpoint_every", "checkpoint_every_s", "keep_warmup",
+    "checkpoint_every", "checkpoint_every_s", "keep_warmup", "chains_per_unit", "until",
+    "max_samples", "check_every",
 })  # fmt: skip
 LIBRARY_FIELDS = frozenset({"model", "options", "data_kind", "optim", "num_samples", "seed",
                             "device", "queue", "priority", "checkpoint_every",

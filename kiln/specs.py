@@ -201,8 +201,9 @@ class UserMcmcFitSpec(UserModelRef):
     jit: Literal["auto", "off"] = "auto"  # auto: jit_compile, falling back where tracing fails
     keep_warmup: bool = False  # store the warmup draws too (`jobs export --warmup`)
     # Chains run as units of work (child jobs of kind user_mcmc_chain), this many chains each,
-    # vectorised in one process: any worker of the queue claims a unit.
-    chains_per_unit: PositiveInt = Field(default=1, le=64)
+    # vectorised in one process: any worker of the queue claims a unit. None: the submitter
+    # spreads the chains over the queue's live workers (all in one unit when there is one).
+    chains_per_unit: PositiveInt | None = Field(default=None, le=64)
     # Stop on convergence: "r_hat<1.01,ess_bulk>400"; sample in chunks of check_every draws
     # up to max_samples (then `samples` is the least kept). All chains run in one unit.
     until: str | None = Field(default=None, max_length=200)
@@ -227,7 +228,8 @@ class UserMcmcFitSpec(UserModelRef):
     @property
     def units(self) -> list[tuple[int, int]]:
         """(first chain, chains) of each unit of work."""
-        size = self.chains if self.until is not None else min(self.chains_per_unit, self.chains)
+        size = self.chains_per_unit or self.chains
+        size = self.chains if self.until is not None else min(size, self.chains)
         return [(c, min(size, self.chains - c)) for c in range(0, self.chains, size)]
 
     @property

@@ -17,7 +17,7 @@ from db.jobs import create_job
 from db.labels import commit_labelled, label_job
 from db.models import Dataset, Job, JobStatus, ModelSource
 from db.sources import store_source
-from db.workers import idle_gpu_workers
+from db.workers import idle_gpu_workers, live_workers
 from kiln.continuation import ContinueSpec
 from kiln.errors import InfraError, SpecError
 from kiln.jobinfo import PredictInfo
@@ -73,6 +73,9 @@ def submit_job(
     if spec.seed is None:  # record the seed so every job can be reproduced later
         spec = spec.model_copy(update={"seed": secrets.randbelow(2**31)})
     queue = route(spec, lambda: gpu_free(sessions, limits))
+    if isinstance(spec, UserMcmcFitSpec) and spec.chains_per_unit is None:
+        spec = spec.model_copy(update={"chains_per_unit": _chains_per_unit(sessions, spec, queue,
+                                                                           limits)})  # fmt: skip
     created: list[Job] = []
     with sessions() as session:
         if owner is not None:
@@ -155,6 +158,15 @@ def _then_predict(
         max_attempts=limits.max_attempts,
         info=PredictInfo(rows=checked.predict_rows, num_samples=num_samples).dump(),
     )
+
+
+def _chains_per_unit(
+    sessions: sessionmaker[Session], spec: UserMcmcFitSpec, queue: str, limits: Limits
+) -> int:
+    """An MCMC job's chains spread over the live workers of its queue (one unit each)."""
+    with sessions() as session:
+        workers = len(live_workers(session, queue, limits.worker_alive_s))
+    return -(-spec.chains // max(1, min(workers, spec.chains)))
 
 
 def new_job_id() -> str:

@@ -8,6 +8,7 @@ import click
 
 from kiln.cli.app import JOB_FAILED, OK, App, jobs
 from kiln.cli.complete import job_ids
+from kiln.cli.mcmcshow import mcmc_lines
 from kiln.errors import NotFound
 from kiln.jobinfo import BatchInfo, JobInfo, McmcInfo, PredictInfo, SviInfo, info_for
 from kiln.records import STATS as STAT_KEYS
@@ -356,6 +357,7 @@ def _info_lines(family: str, depends_on: str | None, sweep: str, info: JobInfo) 
             + (f"; {info.divergences} divergences, max r_hat {info.max_r_hat:.4f}"
                if info.max_r_hat is not None else "")
         )  # fmt: skip
+        lines += mcmc_lines(info)
         for chain, p in sorted(info.chain_progress.items(), key=lambda x: int(x[0])):
             phase = "warmup" if p.warmup else "sampling"
             lines.append(f"chain {chain:<4} {p.done}/{p.total} ({phase}),"

@@ -7,6 +7,9 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from kiln.cli.mcmcopts import OPTIONS as UNIT_OPTIONS
+from kiln.cli.mcmcopts import mcmc_unit_options
+
 from kiln.catalog import ELBOS, GUIDES, LIBRARY_MODELS, MODELS, OPTIMS, QUEUES
 from kiln.cli.app import App, jobs
 from kiln.cli.complete import job_ids
@@ -95,6 +98,7 @@ def submit() -> None:
 )  # fmt: skip
 @click.option("--keep-warmup", is_flag=True, default=None,
               help="MCMC: store the warmup draws too (jobs export --warmup).")  # fmt: skip
+@mcmc_unit_options
 @click.option("--seed", type=int, default=None, help="RNG seed (default: random, recorded).")
 @click.option(
     "--elbo", type=click.Choice(ELBOS), default="auto", show_default=True,
@@ -151,7 +155,7 @@ def fit(app: App, /, data_path: str, priors: tuple[str, ...], wait: bool, timeou
     jobs submit fit --continue 3f2a9c1d --steps 500 --lr 0.005
     """
     mcmc_options = ("warmup", "samples", "chains", "target_accept", "max_tree_depth", "num_steps",
-                    "jit", "keep_warmup")  # fmt: skip
+                    "jit", "keep_warmup", *UNIT_OPTIONS)  # fmt: skip
     continue_from = options.pop("continue_from")
     if continue_from is not None:
         request = _continue_request(app, continue_from, options["steps"])

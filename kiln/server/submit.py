@@ -73,6 +73,8 @@ async def submit_fit(
     jit: Opt = None, seed: OptInt = None, device: Opt = None, queue: Opt = None,
     priority: OptInt = None, checkpoint_every: OptInt = None, checkpoint_every_s: OptFloat = None,
     then_predict: OptInt = None, keep_warmup: Annotated[bool | None, Form()] = None,
+    chains_per_unit: OptInt = None, until: Opt = None, max_samples: OptInt = None,
+    check_every: OptInt = None,
     options: Annotated[str | None, Form(description="A library model's options, a JSON"
                                         " object (`jobs models` lists them)")] = None,
     data_kind: Annotated[Literal["csv", "npz"] | None, Form()] = None,
@@ -91,7 +93,8 @@ async def submit_fit(
         "max_tree_depth": max_tree_depth, "num_steps": num_steps, "jit": jit, "seed": seed,
         "device": device, "queue": queue, "priority": priority,
         "checkpoint_every": checkpoint_every, "checkpoint_every_s": checkpoint_every_s,
-        "keep_warmup": keep_warmup,
+        "keep_warmup": keep_warmup, "chains_per_unit": chains_per_unit, "until": until,
+        "max_samples": max_samples, "check_every": check_every,
     }.items() if v is not None}  # fmt: skip
     table = await read_upload(data, "data")
     if table is None and model not in LIBRARY_MODELS:

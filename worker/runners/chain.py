@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy.orm import Session
 
-from db.chains import gather_progress, mark_running
+from db.chains import gather_progress, mark_running, merge_progress
 from db.claims import get_checkpoint
 from db.jobs import get_job
 from db.results import add_samples
@@ -62,6 +62,10 @@ class UserMcmcChain(Runner[UserMcmcChainSpec, _Unit]):
     def on_flush(self, ctx: JobContext[UserMcmcChainSpec], session: Session,
                  step: int | None) -> None:  # fmt: skip
         gather_progress(session, ctx.spec.parent)
+        info = ctx.info
+        assert isinstance(info, McmcInfo)
+        chains = {k: v.model_dump(mode="json") for k, v in info.chain_progress.items()}
+        merge_progress(session, ctx.spec.parent, chains, dict(info.metrics))
 
     def run(self, ctx: JobContext[UserMcmcChainSpec], u: _Unit) -> Iterator[Event]:
         header, arrays = data_arrays("data", ctx.data)

@@ -159,12 +159,18 @@ class UserMcmcFit(Runner[UserMcmcFitSpec, _Mcmc]):
         info.parallel = "units" if len(m.units) > 1 else ("vectorized" if chains > 1 else "single")
         info.fit_seconds = ctx.seconds()
         if m.infos and m.infos[0].until is not None:
-            info.until = m.infos[0].until
+            info.until = until = m.infos[0].until
+            checks = until.get("checks") or [{}]
+            if not until.get("met"):
+                failing = ", ".join(checks[-1].get("failing") or []) or "?"
+                finished_note = (f"--until {spec.until} not met at the cap of {until.get('cap')}"
+                                 f" draws per chain; sites failing: {failing}")  # fmt: skip
+                info.note = finished_note + (f"; {finished.note}" if finished.note else "")
         for key in ("site_dims", "log_likelihood_note"):
             value = getattr(m.infos[0], key, None) if m.infos else None
             if value is not None:
                 setattr(info, key, value)
-        if finished.note:
+        if finished.note and not (info.until and not info.until.get("met")):
             info.note = finished.note
         store_mcmc_results(session, ctx.job_id, sites=sites, diagnostics=diagnostics, draws=stored)
         session.execute(delete(Sample).where(Sample.job_id.in_([u for u, _, _ in m.units])))
