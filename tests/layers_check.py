@@ -8,8 +8,9 @@ Layers (docs/architecture.md), lowest first:
 
 - kiln base: the kiln modules in `KILN_BASE`. They import nothing of ours but each other, so
   every folder may import them: kiln/__init__ (which has no eager import at all), catalog,
-  errors, settings, records, specs, priors, formula, jobinfo, labels, tables, userdata, until, sweepspec, diagnostics,
-  logs, redact and the library cards (kiln/library/__init__, cards, digits, forecast, hmm).
+  errors, settings, records, specs, sweepspec, until, priors, formula, jobinfo, labels, tables,
+  userdata, diagnostics, logs, redact and the library cards (kiln/library/__init__, cards,
+  digits, forecast, hmm).
 - db, inference: base only (and themselves).
 - scheduler: db and base.
 - worker: db, inference, scheduler and base.

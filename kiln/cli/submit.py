@@ -7,12 +7,11 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from kiln.cli.mcmcopts import OPTIONS as UNIT_OPTIONS
-from kiln.cli.mcmcopts import mcmc_unit_options
-
 from kiln.catalog import ELBOS, GUIDES, LIBRARY_MODELS, MODELS, OPTIMS, QUEUES
 from kiln.cli.app import App, jobs
 from kiln.cli.complete import job_ids
+from kiln.cli.mcmcopts import OPTIONS as UNIT_OPTIONS
+from kiln.cli.mcmcopts import mcmc_unit_options
 from kiln.errors import SpecError
 from kiln.labels import labels_of
 
