@@ -52,6 +52,7 @@ class UnitRun:
     max_tree_depth: int = 10
     num_steps: int | None = None
     jit: bool = True
+    inductor: bool = False
     device: str = "cpu"
     keep_warmup: bool = False
     until: Mapping[str, float] | None = None
@@ -92,7 +93,7 @@ def run_unit(run: UnitRun) -> Generator[Event, None, UnitOutcome]:
     tensors = to_tensors(run.data, run.device, getattr(module, "DTYPES", None))
     try:
         potential = Potential(model, tensors, len(run.chains), compile=run.jit,
-                              filename=run.filename)  # fmt: skip
+                              filename=run.filename, inductor=run.inductor)  # fmt: skip
     except Unsupported as e:
         return (yield from _pyro_unit(run, str(e)))
     except KilnError:

@@ -87,7 +87,7 @@ class Potential:
 
     def __init__(
         self, model: Callable[..., Any], kwargs: Mapping[str, Any], chains: int, *,
-        compile: bool = True, filename: str = "",
+        compile: bool = True, filename: str = "", inductor: bool = False,
     ) -> None:  # fmt: skip
         self.model, self.kwargs, self.chains, self.filename = model, dict(kwargs), chains, filename
         self.sites = _layout(model, self.kwargs)
@@ -95,8 +95,9 @@ class Potential:
         self.compiled = False
         self.note = ""
         self._graph: Callable[[torch.Tensor], Any] | None = None
+        self.compiler = ""  # "torch.jit" or "inductor" once compiled
         if compile:
-            self._compile()
+            self._compile(inductor)
 
     # ---- the model's density, one chain ----
     def values(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -152,7 +153,7 @@ class Potential:
         return torch.stack(pes), torch.stack(grads)
 
     # ---- compiled ----
-    def _compile(self) -> None:
+    def _compile(self, inductor: bool) -> None:
         from torch.fx.experimental.proxy_tensor import make_fx
 
         def single(z: torch.Tensor) -> torch.Tensor:  # make_fx reads a plain function's arity
@@ -170,7 +171,7 @@ class Potential:
             self.note = f"compiling the potential failed ({_headline(e)}); ran through Pyro"
             log.info("potential: %s", self.note)
             return
-        self._graph = traced
+        self._graph, self.compiler = traced, "torch.jit"
         generator = torch.Generator().manual_seed(1)
         for _ in range(2):
             z = self.initial(generator, self.chains)
@@ -192,9 +193,37 @@ class Potential:
                 break
         else:
             self.compiled = True
+            if inductor:
+                self._inductor(graph, example)
             return
         log.info("potential: %s", self.note)
-        self._graph = None
+        self._graph, self.compiler = None, ""
+
+    def _inductor(self, graph: Any, example: torch.Tensor) -> None:
+        """The same graph compiled to C++ by torch's inductor (a compiler on PATH; seconds to
+        build, then a fraction of torch.jit's time per step); kept if it agrees with it."""
+        try:
+            import torch._inductor.config as config
+            from torch._inductor.compile_fx import compile_fx
+
+            config.compile_threads = 1  # no pool of compiler processes inside the sandbox
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                compiled: Any = compile_fx(graph, [example])
+            assert self._graph is not None
+            z = self.initial(torch.Generator().manual_seed(2), self.chains)
+            grad, pe = compiled(z)
+            ref_grad, ref_pe = self._graph(z)
+            tol_pe = 1e-9 * (1.0 + float(ref_pe.abs().max()))
+            tol_grad = 1e-7 * (1.0 + float(ref_grad.abs().max()))
+            if not (float((pe - ref_pe).abs().max()) <= tol_pe
+                    and float((grad - ref_grad).abs().max()) <= tol_grad):  # fmt: skip
+                raise ValueError("the inductor graph disagreed with torch.jit's")
+        except Exception as e:
+            self.note = f"inductor failed ({_headline(e)}); torch.jit's graph ran instead"
+            log.info("potential: %s", self.note)
+            return
+        self._graph, self.compiler = compiled, "inductor"
 
     def _run_graph(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         assert self._graph is not None

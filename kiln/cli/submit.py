@@ -92,8 +92,10 @@ def submit() -> None:
 @click.option("--max-tree-depth", type=int, default=None, help="NUTS [default: 10].")
 @click.option("--num-steps", type=int, default=None, help="HMC leapfrog steps per draw.")
 @click.option(
-    "--jit", type=click.Choice(["auto", "off"]), default=None,
-    help="MCMC: auto compiles the model (falls back where tracing fails) [default: auto].",
+    "--jit", type=click.Choice(["auto", "off", "inductor"]), default=None,
+    help="MCMC: auto compiles the model's potential (falls back where tracing fails);"
+    " inductor also compiles it to C++ (a compiler on the worker; for long runs)"
+    " [default: auto].",
 )  # fmt: skip
 @click.option("--keep-warmup", is_flag=True, default=None,
               help="MCMC: store the warmup draws too (jobs export --warmup).")  # fmt: skip

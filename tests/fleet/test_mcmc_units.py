@@ -109,6 +109,7 @@ def max_r_hat(stack: Stack, job_id: str) -> float:
     assert done.returncode == 0, done.stderr
     rows = json.loads(done.stdout)["sites"]
     assert rows
+    assert all(row["r_hat"] is not None for row in rows), rows
     return max(float(row["r_hat"]) for row in rows)
 
 
@@ -133,6 +134,9 @@ def test_units_killed_in_warmup_and_in_sampling_resume_and_match_an_uninterrupte
         stack, job_id, "wb", WARMUP + 100, WARMUP + 800), timeout=300, every=0.05)  # fmt: skip
     second.kill()
     start_worker("wc")
+    start_worker("wd")
+    # the same job again, never interrupted, beside it
+    plain = submit_schools(stack, 2)
     shown = watch(stack, job_id)
     print(f"\nkilled wa with unit {warm[0]} at checkpoint {warm[1]},"
           f" wb with unit {sampling[0]} at checkpoint {sampling[1]}")  # fmt: skip
@@ -156,11 +160,11 @@ def test_units_killed_in_warmup_and_in_sampling_resume_and_match_an_uninterrupte
     assert killed["theta_tilde"].shape == (CHAINS, SAMPLES, 8)
     assert max_r_hat(stack, job_id) < 1.01
 
-    # the same job uninterrupted: the same draws, each once, in the same order (a resumed
-    # chain goes on from its checkpoint's state, random generator included)
-    start_worker("wd")
-    plain = submit_schools(stack, 2)
-    assert watch(stack, plain)["status"] == "succeeded"
+    # the uninterrupted job's draws: the same, each once, in the same order (a resumed chain
+    # goes on from its checkpoint's state, random generator included)
+    again = watch(stack, plain)
+    assert again["status"] == "succeeded", again.get("error")
+    assert all(u["resumed_at"] == [] and u["attempts"] == 1 for u in again["info"]["units"])
     uninterrupted = draws(stack, plain)
     assert sorted(killed) == sorted(uninterrupted)
     for site in killed:
