@@ -41,7 +41,7 @@ class Steps:
 
 def main() -> None:
     model_file, data_file, warmup, samples = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:5])
-    torch.set_num_threads(1)  # as inference.mcmc_runners: chains share the cores
+    torch.set_num_threads(1)  # as a Kiln chain: one thread
     pyro.set_rng_seed(0)
     t0 = time.perf_counter()
     found = importlib.util.spec_from_file_location("kiln_bench_model", model_file)

@@ -19,7 +19,7 @@ from torch.distributions import biject_to
 from torch.distributions.transforms import Transform
 
 from inference.usercode import describe_exception
-from kiln.errors import ModelError
+from kiln.errors import KilnError, ModelError
 
 log = logging.getLogger(__name__)
 
@@ -142,8 +142,10 @@ class Potential:
                 with torch.enable_grad():
                     pe = self._single(x)
                     (grad,) = torch.autograd.grad(pe, x)
-            except (RuntimeError, ValueError) as e:
-                if not _numerical(e):
+            except KilnError:
+                raise
+            except Exception as e:
+                if not (isinstance(e, RuntimeError | ValueError) and _numerical(e)):
                     raise ModelError(
                         f"the model raised {describe_exception(e, self.filename)}"
                     ) from e

@@ -12,10 +12,9 @@ import numpy as np
 import pyro
 from numpy.typing import NDArray
 
-from inference.events import Event, McmcFinished
+from inference.events import Event
 from inference.fit import resolve_device
 from inference.loglik import LogLik, pointwise_log_likelihood
-from inference.mcmc import run_mcmc
 from inference.state import dump_state, load_state, param_values
 from inference.svi import resolve_elbo, run_svi
 from inference.usercode import get_function, load_module, to_tensors
@@ -81,32 +80,6 @@ def svi_fit(run: SviRun) -> Generator[Event, None, SviOutcome]:
     return SviOutcome(
         state, guide_params, draws, latent, list(problem.info["deterministic_sites"]), loglik
     )
-
-
-def mcmc_fit(
-    source: str, filename: str, function: str, data: Mapping[str, Any], **options: Any
-) -> Generator[Event, None, LogLik]:
-    """run_mcmc's events (its McmcFinished carries the draws), then the pointwise
-    log-likelihood of the draws (chain-major, as the worker stores them)."""
-    finished: McmcFinished | None = None
-    for event in run_mcmc(source, filename, function, dict(data), **options):
-        if isinstance(event, McmcFinished):
-            finished = event
-        yield event
-    if finished is None or not finished.draws:
-        return LogLik(note="log-likelihood not computed: the chains sent no draws")
-    device = resolve_device(str(options.get("device", "cpu")))
-    module = load_module(source, filename)
-    model = user_model(get_function(module, function, filename), filename)
-    tensors = to_tensors(data, device, getattr(module, "DTYPES", None))
-    deterministic = set(finished.deterministic or ())
-    latents = {
-        site: v.reshape(v.shape[0] * v.shape[1], *v.shape[2:])
-        for site, v in finished.draws.items()
-        if site not in deterministic
-    }
-    chains = int(next(iter(finished.draws.values())).shape[0])
-    return pointwise_log_likelihood(model, tensors, latents, chains=chains, device=device)
 
 
 @dataclass(frozen=True, slots=True)

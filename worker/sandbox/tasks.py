@@ -31,8 +31,6 @@ def run_task(request: Frame, out: IO[bytes], before_result: Callable[[], None]) 
     spec = parse_job_spec(header["spec"])
     if isinstance(spec, UserSviFitSpec):
         result_header, arrays = _drive(_svi(spec, request), out, _svi_result)
-    elif isinstance(spec, UserMcmcFitSpec):
-        result_header, arrays = _drive(_mcmc(spec, request), out, loglik_result)
     elif isinstance(spec, UserMcmcChainSpec):
         result_header, arrays = _drive(_unit(spec, request), out, _unit_result)
     elif isinstance(spec, UserPredictSpec):
@@ -106,18 +104,6 @@ def loglik_result(ll: LogLik) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         arrays["loglik_draws"] = ll.draws
     facts = {"dims": ll.dims, "note": ll.note, "vectorized": ll.vectorized}
     return {"loglik": facts}, arrays
-
-
-def _mcmc(spec: UserMcmcFitSpec, request: Frame) -> Generator[Event, None, LogLik]:
-    h = request.header
-    assert spec.seed is not None
-    return ut.mcmc_fit(
-        h["source"], spec.model_file, spec.model_function, _data(request, "data"),
-        method=spec.method, warmup=spec.warmup, samples=spec.samples, chains=spec.chains,
-        seed=spec.seed, target_accept=spec.target_accept, max_tree_depth=spec.max_tree_depth,
-        num_steps=spec.num_steps, jit=spec.jit != "off", device=str(h["device"]),
-        processes=bool(h["processes"]), keep_warmup=spec.keep_warmup,
-    )  # fmt: skip
 
 
 def _unit(spec: UserMcmcChainSpec, request: Frame) -> Generator[Event, None, UnitOutcome]:
