@@ -93,7 +93,7 @@ def run_unit(run: UnitRun) -> Generator[Event, None, UnitOutcome]:
     tensors = to_tensors(run.data, run.device, getattr(module, "DTYPES", None))
     try:
         potential = Potential(model, tensors, len(run.chains), compile=run.jit,
-                              filename=run.filename, inductor=run.inductor)  # fmt: skip
+                              filename=run.filename)  # fmt: skip
     except Unsupported as e:
         return (yield from _pyro_unit(run, str(e)))
     except KilnError:
@@ -110,6 +110,7 @@ def _kiln_unit(
                            max_tree_depth=run.max_tree_depth, num_steps=run.num_steps)  # fmt: skip
     names = STATS if run.method == "nuts" else HMC_STATS
     started = time.perf_counter()
+    leaf = potential.leaf(run.inductor) if run.method == "nuts" else None
     state, progress = _start(run, potential, config, names)
     count = len(run.chains)
     total = run.warmup + run.samples
@@ -122,7 +123,7 @@ def _kiln_unit(
     saved_at = state.iteration
     stop = False
     while state.iteration < total and not stop:
-        state, stats = step(state, potential.grad_fn, config)
+        state, stats = step(state, potential.grad_fn, config, leaf)
         if state.iteration <= run.warmup:
             if run.keep_warmup:
                 progress.warmup.append(state.z.clone())

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 
 import torch
 from torch import Tensor
@@ -82,6 +83,37 @@ def _turning(rho: Tensor, p_a: Tensor, p_b: Tensor, inv_mass: Tensor) -> Tensor:
     return ((rho * (p_a * inv_mass)).sum(-1) <= 0) | ((rho * (p_b * inv_mass)).sum(-1) <= 0)
 
 
+# One leaf of a subtree for every chain: (edge z, r, half-step kick; step * M^-1, half step,
+# M^-1, H0, building mask, the subtree's sample z/pe/grad, its log weight, log u, NaN) ->
+# (z, r, grad, pe, M^-1 r, log weight, ok, new subtree log weight, sample z/pe/grad, kick).
+LeafFn = Callable[..., tuple[Tensor, ...]]
+
+
+def leaf_core(
+    grad_fn: GradFn, ez: Tensor, er: Tensor, kick: Tensor, step_im: Tensor, half: Tensor,
+    im: Tensor, h0: Tensor, b: Tensor, sz: Tensor, spe: Tensor, sg: Tensor, sub_lw: Tensor,
+    log_u: Tensor, not_built: Tensor,
+) -> tuple[Tensor, ...]:  # fmt: skip
+    """A leapfrog step from the subtree's edge, its energy and multinomial weight, and the
+    subtree's progressive sample. Tensor operations only, so a caller may compile it with the
+    potential inside (inference.potential.Potential.leaf); the first leaf of a subtree is the
+    general case with sub_lw = -inf."""
+    r_half = er - kick
+    zn = torch.where(b, ez + step_im * r_half, ez)
+    pen, gn = grad_fn(zn)
+    kick = half * gn
+    rn = r_half - kick
+    vn = rn * im  # M^-1 p: the kinetic energy and the U-turn checks
+    pe1 = pen.unsqueeze(1)
+    h = torch.add(pe1, (rn * vn).sum(-1, keepdim=True), alpha=0.5)  # as hamiltonian()
+    lw = torch.where(b, _log_weight(h0, h), not_built)
+    ok = lw >= -MAX_DELTA_H
+    new_lw = torch.logaddexp(sub_lw, lw)
+    take = ok & (log_u < lw - new_lw)
+    return (zn, rn, gn, pe1, vn, lw, ok, new_lw, torch.where(take, zn, sz),
+            torch.where(take, pe1, spe), torch.where(take, gn, sg), kick)  # fmt: skip
+
+
 def checkpoint_slots(n: int) -> tuple[int, int]:
     """Leaf n of a subtree (0-based, in build order) and the checkpoint slots it uses.
 
@@ -97,8 +129,9 @@ def checkpoint_slots(n: int) -> tuple[int, int]:
 
 
 def _nuts(
-    state: ChainState, grad_fn: GradFn, gens: Sequence[torch.Generator], max_depth: int
-) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
+    state: ChainState, grad_fn: GradFn, gens: Sequence[torch.Generator], max_depth: int,
+    leaf: LeafFn | None = None,
+) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:  # fmt: skip
     """One multinomial NUTS transition (Betancourt 2017) for every chain, in lockstep.
 
     Each doubling, every active chain draws its direction, the subtree acceptance uniform and
@@ -132,11 +165,14 @@ def _nuts(
     # Checkpoints (see checkpoint_slots): M^-1 p(n0) and the subtree's momentum sum before n0.
     ck_v = torch.empty((max(max_depth - 1, 1), c, d), dtype=_F64)
     ck_base = torch.empty_like(ck_v)
+    plain = partial(leaf_core, grad_fn)
+    core = leaf or plain
+    no_weight = torch.full((c, 1), -_INF, dtype=_F64)
     for level in range(max_depth):
         u = _uniforms(gens, active_list, (1 << level) + 2)
         forward = u[:, :1] < 0.5
         log_accept_u = u[:, 1:2].log()
-        log_u = u[:, 2:].log().T.unsqueeze(-1).unbind(0)  # leaf n: (C, 1)
+        log_u = u[:, 2:].log().T.contiguous().unsqueeze(-1).unbind(0)  # leaf n: (C, 1)
         step = torch.where(forward, eps, -eps)
         half = 0.5 * step
         step_im = step * im
@@ -146,7 +182,7 @@ def _nuts(
             torch.where(forward, rg, lg),
         )
         sz, spe, sg = ez, pe0, eg  # the subtree's sample (every building chain takes leaf 0)
-        sub_lw = tree_lw
+        sub_lw = no_weight
         sub_sum = torch.zeros((c, d), dtype=_F64)
         # Leaf n's log weight per chain (NaN where it did not build, -inf for an infinite
         # energy); reduced once per doubling, over every leaf of the level, so that a chain's
@@ -156,29 +192,14 @@ def _nuts(
         # Values of chains that are not building are never used again in this iteration.
         kick = half * eg  # the half-step momentum change at the edge
         for n in range(1 << level):
-            r_half = er - kick
-            zn = torch.where(b, ez + step_im * r_half, ez)
-            pen, gn = grad_fn(zn)
-            kick = half * gn
-            rn = r_half - kick
-            vn = rn * im  # M^-1 p: the kinetic energy and the U-turn checks
-            pen = pen.unsqueeze(1)
-            h = torch.add(pen, (rn * vn).sum(-1, keepdim=True), alpha=0.5)  # as hamiltonian()
-            lw = torch.where(b, _log_weight(h0, h), not_built)
+            args = (ez, er, kick, step_im, half, im, h0, b, sz, spe, sg, sub_lw, log_u[n],
+                    not_built)  # fmt: skip
+            try:
+                out = core(*args)
+            except Exception:  # a compiled leaf failing (an extreme point): the plain step
+                out = plain(*args)
+            zn, rn, gn, _, vn, lw, ok, sub_lw, sz, spe, sg, kick = out
             leaf_lw[n] = lw
-            ok = lw >= min_lw
-            if n == 0:
-                take = ok
-                sub_lw = lw
-            else:
-                new_lw = torch.logaddexp(sub_lw, lw)
-                take = ok & (log_u[n] < lw - new_lw)
-                sub_lw = new_lw
-            sz, spe, sg = (
-                torch.where(take, zn, sz),
-                torch.where(take, pen, spe),
-                torch.where(take, gn, sg),
-            )
             ez, er, eg = zn, rn, gn
             if n % 2 == 0:
                 slot = checkpoint_slots(n)[1]
@@ -338,7 +359,7 @@ def init_state(
 
 
 def step(
-    state: ChainState, grad_fn: GradFn, config: SamplerConfig
+    state: ChainState, grad_fn: GradFn, config: SamplerConfig, leaf: LeafFn | None = None
 ) -> tuple[ChainState, dict[str, Tensor]]:
     """One NUTS (or HMC) iteration for all chains; `state` is left unchanged.
 
@@ -349,7 +370,7 @@ def step(
     """
     gens = generators(state)
     if config.method == "nuts":
-        z, pe, grad, stats = _nuts(state, grad_fn, gens, config.max_tree_depth)
+        z, pe, grad, stats = _nuts(state, grad_fn, gens, config.max_tree_depth, leaf)
     else:
         z, pe, grad, stats = _hmc(state, grad_fn, gens, config)
     stats["step_size"] = state.step_size.clone()

@@ -9,7 +9,7 @@ import math
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import pyro
 import pyro.poutine as poutine
@@ -18,6 +18,7 @@ from pyro.poutine.util import site_is_subsample
 from torch.distributions import biject_to
 from torch.distributions.transforms import Transform
 
+from inference.nuts import LeafFn, leaf_core
 from inference.usercode import describe_exception
 from kiln.errors import KilnError, ModelError
 
@@ -27,6 +28,9 @@ _INIT_RADIUS = 2.0  # initial positions: uniform in (-2, 2) per unconstrained co
 _INIT_TRIES = 100
 # A compiled evaluation must agree with the model run through Pyro at random points.
 _CHECK_RTOL, _CHECK_ATOL = 1e-7, 1e-9
+
+
+_T = torch.Tensor
 
 
 class Unsupported(Exception):
@@ -87,7 +91,7 @@ class Potential:
 
     def __init__(
         self, model: Callable[..., Any], kwargs: Mapping[str, Any], chains: int, *,
-        compile: bool = True, filename: str = "", inductor: bool = False,
+        compile: bool = True, filename: str = "",
     ) -> None:  # fmt: skip
         self.model, self.kwargs, self.chains, self.filename = model, dict(kwargs), chains, filename
         self.sites = _layout(model, self.kwargs)
@@ -95,9 +99,10 @@ class Potential:
         self.compiled = False
         self.note = ""
         self._graph: Callable[[torch.Tensor], Any] | None = None
+        self._fx: Any = None  # the potential's graph of torch operations, when compiled
         self.compiler = ""  # "torch.jit" or "inductor" once compiled
         if compile:
-            self._compile(inductor)
+            self._compile()
 
     # ---- the model's density, one chain ----
     def values(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -155,7 +160,7 @@ class Potential:
         return torch.stack(pes), torch.stack(grads)
 
     # ---- compiled ----
-    def _compile(self, inductor: bool) -> None:
+    def _compile(self) -> None:
         from torch.fx.experimental.proxy_tensor import make_fx
 
         def single(z: torch.Tensor) -> torch.Tensor:  # make_fx reads a plain function's arity
@@ -173,7 +178,7 @@ class Potential:
             self.note = f"compiling the potential failed ({_headline(e)}); ran through Pyro"
             log.info("potential: %s", self.note)
             return
-        self._graph, self.compiler = traced, "torch.jit"
+        self._graph, self.compiler, self._fx = traced, "torch.jit", graph
         generator = torch.Generator().manual_seed(1)
         for _ in range(2):
             z = self.initial(generator, self.chains)
@@ -195,37 +200,84 @@ class Potential:
                 break
         else:
             self.compiled = True
-            if inductor:
-                self._inductor(graph, example)
             return
         log.info("potential: %s", self.note)
         self._graph, self.compiler = None, ""
 
-    def _inductor(self, graph: Any, example: torch.Tensor) -> None:
-        """The same graph compiled to C++ by torch's inductor (a compiler on PATH; seconds to
-        build, then a fraction of torch.jit's time per step); kept if it agrees with it."""
-        try:
-            import torch._inductor.config as config
-            from torch._inductor.compile_fx import compile_fx
+    def leaf(self, inductor: bool = False) -> LeafFn | None:
+        """The sampler's leaf step (inference.nuts.leaf_core) with this potential inside,
+        recorded as one graph and run by torch.jit, or compiled to C++ by torch's inductor
+        (`inductor`: a compiler on PATH, seconds to build, then a fraction of the time per
+        step); checked against the plain step at random points. None when the potential is
+        not compiled or the leaf fails to compile (`note` says why)."""
+        if not self.compiled or self._fx is None:
+            return None
+        from torch.fx.experimental.proxy_tensor import make_fx
 
-            config.compile_threads = 1  # no pool of compiler processes inside the sandbox
+        graph = self._fx
+
+        def grad(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            g, pe = graph(z)
+            return pe, g
+
+        def fn(ez: _T, er: _T, kick: _T, step_im: _T, half: _T, im: _T, h0: _T, b: _T,
+               sz: _T, spe: _T, sg: _T, sub_lw: _T, log_u: _T, not_built: _T,
+               ) -> tuple[_T, ...]:  # fmt: skip
+            return leaf_core(grad, ez, er, kick, step_im, half, im, h0, b, sz, spe, sg, sub_lw,
+                             log_u, not_built)  # fmt: skip
+
+        generator = torch.Generator().manual_seed(3)
+        examples = [self._leaf_example(generator) for _ in range(3)]
+        what = "inductor" if inductor else "torch.jit"
+        try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                compiled: Any = compile_fx(graph, [example])
-            assert self._graph is not None
-            z = self.initial(torch.Generator().manual_seed(2), self.chains)
-            grad, pe = compiled(z)
-            ref_grad, ref_pe = self._graph(z)
-            tol_pe = 1e-9 * (1.0 + float(ref_pe.abs().max()))
-            tol_grad = 1e-7 * (1.0 + float(ref_grad.abs().max()))
-            if not (float((pe - ref_pe).abs().max()) <= tol_pe
-                    and float((grad - ref_grad).abs().max()) <= tol_grad):  # fmt: skip
-                raise ValueError("the inductor graph disagreed with torch.jit's")
+                gm = make_fx(fn)(*examples[0])
+                compiled: Any
+                if inductor:
+                    import torch._inductor.config as config
+                    from torch._inductor.compile_fx import compile_fx
+
+                    config.compile_threads = 1  # no pool of compiler processes in the sandbox
+                    compiled = compile_fx(gm, list(examples[0]))
+                else:
+                    trace: Any = torch.jit.trace  # untyped in torch
+                    compiled = trace(gm, examples[0], check_trace=False)
+            for example in examples[1:]:
+                got = compiled(*example)
+                want = leaf_core(self.grad_fn, *example)
+                for g, w in zip(got, want, strict=True):
+                    if not torch.allclose(g, w, rtol=1e-7, atol=1e-9, equal_nan=True):
+                        raise ValueError("the compiled leaf disagreed with the plain one")
         except Exception as e:
-            self.note = f"inductor failed ({_headline(e)}); torch.jit's graph ran instead"
+            self.note = f"compiling the sampler's step ({what}) failed ({_headline(e)})"
             log.info("potential: %s", self.note)
-            return
-        self._graph, self.compiler = compiled, "inductor"
+            return None
+        self.compiler = what
+
+        def leaf(*args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            with torch.no_grad():  # a model's own module weights may require grad
+                return cast(tuple[torch.Tensor, ...], compiled(*args))
+
+        return leaf
+
+    def _leaf_example(self, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+        c, d = self.chains, self.dim
+
+        def rows(scale: float) -> torch.Tensor:
+            return torch.randn(c, d, generator=generator, dtype=torch.float64) * scale
+
+        def column(value: float) -> torch.Tensor:
+            return torch.full((c, 1), value, dtype=torch.float64)
+
+        z = self.initial(generator, c)
+        pe, g = self.grad_fn(z)
+        # Distinct tensors each (a tracer binds one tensor passed twice to one input).
+        example = (z, rows(1.0), rows(0.01), column(0.05) * torch.ones(c, d, dtype=torch.float64),
+                   column(0.05), torch.ones(c, d, dtype=torch.float64), pe[:, None] + 5.0,
+                   torch.ones((c, 1), dtype=torch.bool), z + rows(0.1), pe[:, None] + 1.0, g,
+                   column(-math.inf), column(-0.7), column(math.nan))  # fmt: skip
+        return tuple(t.clone() for t in example)
 
     def _run_graph(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         assert self._graph is not None
