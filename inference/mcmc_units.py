@@ -156,12 +156,15 @@ def _kiln_unit(
     seconds = time.perf_counter() - started
     z = torch.stack(progress.kept, dim=1)  # (C, n, D)
     latent = potential.constrain(z.reshape(-1, potential.dim))
-    draws, deterministic = _replay_chains(model, tensors, latent, count, run.filename)
+    flat_z = z.reshape(-1, potential.dim)
+    draws, deterministic = _replay_chains(model, tensors, latent, count, run.filename, potential,
+                                          flat_z)  # fmt: skip
     warmup_draws: dict[str, NDArray[Any]] = {}
     if progress.warmup:
         w = torch.stack(progress.warmup, dim=1)
         constrained = potential.constrain(w.reshape(-1, potential.dim))
-        warmup_draws, _ = _replay_chains(model, tensors, constrained, count, run.filename)
+        warmup_draws, _ = _replay_chains(model, tensors, constrained, count, run.filename,
+                                         potential, w.reshape(-1, potential.dim))  # fmt: skip
     stats_out: dict[str, NDArray[Any]] = {
         name: torch.stack(values, dim=1).cpu().numpy().astype(_STAT_DTYPES.get(name, np.float64))
         for name, values in progress.stats.items()
@@ -242,17 +245,38 @@ def _encode(state: ChainState, progress: _Progress) -> bytes:
 
 def _replay_chains(
     model: Callable[..., Any], tensors: dict[str, Any], latent: dict[str, torch.Tensor],
-    count: int, filename: str,
+    count: int, filename: str, potential: Potential | None = None, z: torch.Tensor | None = None,
 ) -> tuple[dict[str, NDArray[Any]], tuple[str, ...]]:  # fmt: skip
-    """(chains, draws, *shape) arrays of the latent and deterministic sites, model order."""
+    """(chains, draws, *shape) arrays of the latent and deterministic sites, model order.
+
+    With the potential and the positions z (chains * draws, dim), the deterministic sites
+    come from one vectorised run (checked against a plain run of the first draw), else from
+    one model run per draw."""
     per = next(iter(latent.values())).shape[0] // count
+    first, deterministic = _replay(model, tensors, {s: v[:1] for s, v in latent.items()}, 1,
+                                   filename, None)  # fmt: skip
+    if not deterministic:
+        return {s: _numpy(latent[s]).reshape(count, per, *latent[s].shape[1:]) for s in first}, ()
+    fast = potential.deterministic(z) if potential is not None and z is not None else None
+    if fast is not None and all(
+        s in fast and np.allclose(_numpy(fast[s][:1]), first[s], rtol=1e-9, atol=1e-12)
+        for s in deterministic
+    ):
+        every = {**latent, **fast}
+        return {
+            s: _numpy(every[s]).reshape(count, per, *every[s].shape[1:]) for s in first
+        }, deterministic
     out: list[dict[str, NDArray[Any]]] = []
-    deterministic: tuple[str, ...] = ()
     for c in range(count):
         part = {s: v[c * per : (c + 1) * per] for s, v in latent.items()}
-        draws, deterministic = _replay(model, tensors, part, per, filename, None)
+        draws, _ = _replay(model, tensors, part, per, filename, None)
         out.append(draws)
     return {s: np.stack([d[s] for d in out]) for s in out[0]}, deterministic
+
+
+def _numpy(value: torch.Tensor) -> NDArray[Any]:
+    array = value.detach().cpu().numpy()
+    return array.astype(np.float64) if array.dtype.kind == "f" else array
 
 
 def _check(

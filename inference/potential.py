@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 _INIT_RADIUS = 2.0  # initial positions: uniform in (-2, 2) per unconstrained coordinate
 _INIT_TRIES = 100
+_REPLAY_CHUNK = 1000  # draws per vectorised run of the model for its deterministic sites
 # A compiled evaluation must agree with the model run through Pyro at random points.
 _CHECK_RTOL, _CHECK_ATOL = 1e-7, 1e-9
 
@@ -317,6 +318,35 @@ class Potential:
                     " the model's priors and data"
                 )
         return torch.stack(rows)
+
+    def deterministic(self, z: torch.Tensor) -> dict[str, torch.Tensor] | None:
+        """The pyro.deterministic sites' values at positions z (n, dim), the model run once
+        vectorised over the n draws (torch.func.vmap, in chunks); None when the model cannot
+        run that way (the caller then runs it once per draw)."""
+
+        def one(row: torch.Tensor) -> dict[str, torch.Tensor]:
+            with pyro.validation_enabled(False):
+                trace = poutine.trace(poutine.condition(self.model, data=self.values(row)))
+                nodes = trace.get_trace(**self.kwargs).nodes
+            return {
+                name: torch.as_tensor(site["value"])
+                for name, site in nodes.items()
+                if site["type"] == "sample" and (site["infer"] or {}).get("_deterministic")
+            }
+
+        batched = torch.func.vmap(one)
+        chunks: list[dict[str, torch.Tensor]] = []
+        try:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                for start in range(0, z.shape[0], _REPLAY_CHUNK):
+                    chunks.append(batched(z[start : start + _REPLAY_CHUNK]))
+        except Exception as e:  # Python control flow on a value, an op vmap lacks...
+            log.info("deterministic sites one draw at a time: %s", _headline(e))
+            return None
+        if not chunks or not chunks[0]:
+            return {}
+        return {name: torch.cat([c[name] for c in chunks]) for name in chunks[0]}
 
     def constrain(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
         """Constrained values by site for positions z (n, dim): each (n, *site shape)."""
