@@ -79,7 +79,9 @@ def _watch(db: Path, proc: subprocess.Popen[str]) -> dict[int, dict[str, float]]
         time.sleep(0.2)
         try:
             conn = conn or sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
-            row = conn.execute("SELECT info FROM jobs WHERE status = 'running'").fetchone()
+            row = conn.execute(  # the MCMC job (its units' progress is merged into it)
+                "SELECT info FROM jobs WHERE status = 'running' AND parent_id IS NULL"
+            ).fetchone()
         except sqlite3.Error:
             continue  # locked for a write, or not created yet: next poll
         progress = json.loads(row[0] or "{}").get("chain_progress", {}) if row else {}
@@ -124,9 +126,12 @@ def kiln_job(env: dict[str, str], name: str, chains: int, warmup: int, samples: 
     job: dict[str, Any] = json.loads(out)
     info, log = job["info"], (home / "worker.log").read_text()
     job_id = job["id"]
-    claimed = _stamp(log, f"job {job_id}: claimed")
-    stored = _stamp(log, f"job {job_id}: succeeded in")  # after the results' commit
-    fit_end = claimed + float(info["fit_seconds"])
+    # The chains ran as units of work (jobs of their own); the job then gathered them.
+    units = [u["id"] for u in info.get("units", [])] or [job_id]
+    claimed = min(_stamp(log, f"job {u}: claimed") for u in units)
+    fit_end = max(_stamp(log, f"job {u}: succeeded in") for u in units)
+    gather_claimed = _stamp(log, f"job {job_id}: claimed")
+    stored = _stamp(log, f"job {job_id}: succeeded in")  # after the gathered results' commit
     per = [seen.get(c, {}) for c in range(chains)]
     drawing = [m["drawing"] for m in per if "drawing" in m]
     sampling = [m["sampling"] for m in per if "sampling" in m]
@@ -139,11 +144,12 @@ def kiln_job(env: dict[str, str], name: str, chains: int, warmup: int, samples: 
             "warmup (mean per chain)": statistics.mean(sampling) - statistics.mean(drawing),
             "sampling (mean per chain)": statistics.mean(done) - statistics.mean(sampling),
             "chain spread (first done -> last done)": max(done) - min(done),
-            "after the chains (replay, log-lik, summaries)": fit_end - max(done),
+            "after the chains (replay, log-lik, storing the units)": fit_end - max(done),
         }  # fmt: skip
     else:  # a run shorter than the flush interval: no per-chain marks
         phases["claimed -> chains done (not resolved: too short)"] = fit_end - claimed
-    phases["storing (draws, stats, diagnostics; commit)"] = stored - fit_end
+    phases["last unit stored -> job claimed to gather"] = gather_claimed - fit_end
+    phases["gathering (draws, stats, diagnostics; commit)"] = stored - gather_claimed
     phases["succeeded -> shell returns"] = t_end - stored
     step_ms = float("nan")
     if len(sampling) == len(done) == chains:

@@ -351,8 +351,17 @@ def run_in_process(stack: Stack, job_id: str) -> str:
     from worker.run import execute_job
     from worker.runtime import Runtime
 
+    from db.chains import units_of
+    from db.models import JobStatus
+
     settings = stack.settings().model_copy(update={"allow_user_code": True})
     runtime = Runtime(settings, stack.sessions(), "test-host", "in-process", "cpu")
+    with stack.sessions()() as session:  # an MCMC job's chains run as units first
+        units = [u.id for u in units_of(session, job_id) if u.status == JobStatus.QUEUED]
+    for unit in units:
+        status = execute_job(runtime, unit).status
+        if status != "succeeded":
+            break
     return execute_job(runtime, job_id).status
 
 

@@ -204,14 +204,40 @@ def test_cancelling_a_job_cancels_all_its_units(stack, start_worker) -> None:
     start_worker("w1")
     start_worker("w2")
     job_id = submit_schools(stack, 1, warmup=5000)
-    until("units running", lambda: sum(u[1] == "running" for u in units(stack, job_id)) >= 1,
-          timeout=120)  # fmt: skip
+
+    def sampling_on_both_workers() -> list[tuple[str, str]]:
+        running = [u for u in units(stack, job_id) if u[1] == "running" and u[3]]
+        on = [(u[0], str(u[2])) for u in running]
+        return on if {w for _, w in on} == {"w1", "w2"} else []
+
+    # two units mid-chain (each has checkpointed), two still queued
+    running = until("units sampling on both workers", sampling_on_both_workers, timeout=180)
+    started = time.monotonic()
     done = run_cli("cancel", job_id, env=stack.env)
     assert done.returncode == 0, done.stderr
 
     def all_cancelled() -> bool:
         return {u[1] for u in units(stack, job_id)} == {"cancelled"}
 
+    returned = time.monotonic()
     until("every unit cancelled", all_cancelled, timeout=30, every=0.2)
+    print(f"\n{len(running)} running units; all cancelled {time.monotonic() - started:.1f} s"
+          f" after `kiln cancel` started ({time.monotonic() - returned:.1f} s after it"
+          " returned)")  # fmt: skip
     assert show(stack, job_id)["status"] == "cancelled"
     assert len(units(stack, job_id)) == CHAINS
+    # the running units were stopped by their workers: their attempts ended cancelled
+    from sqlalchemy import select
+
+    from db.models import Attempt, Job
+
+    with stack.sessions()() as session:
+        attempts = session.execute(
+            select(Attempt.job_id, Attempt.worker, Attempt.outcome, Attempt.ended_at)
+            .join(Job, Job.id == Attempt.job_id)
+            .where(Job.parent_id == job_id)
+        ).all()
+    assert sorted((a[0], a[1], a[2]) for a in attempts) == sorted(
+        (unit_id, worker, "cancelled") for unit_id, worker in running
+    ), attempts
+    assert all(a[3] is not None for a in attempts)
