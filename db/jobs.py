@@ -62,8 +62,11 @@ def list_jobs(
     sweep_id: str | None = None,
 ) -> Sequence[Job]:  # fmt: skip
     """The newest `limit` jobs after skipping `offset` (with this status, of this owner, kind,
-    model or sweep, if given), newest first."""
+    model or sweep, if given), newest first. An MCMC job's units of work are listed only when
+    asked for by kind (`chain`): `show` of the job lists them."""
     query = select(Job).order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)
+    if kind != "chain":
+        query = query.where(Job.parent_id.is_(None))
     for column, value in ((Job.status, status), (Job.kind, kind), (Job.model, model),
                           (Job.sweep_id, sweep_id)):  # fmt: skip
         if value:

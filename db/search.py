@@ -93,6 +93,7 @@ def compile_search(
     sql = _Compiler(dialect)
     picked: list[Any] = [sql.value(f).label(f"c{i}") for i, f in enumerate(columns)]
     query: Select[*tuple[Any, ...]] = select(Job, *picked)
+    query = query.where(Job.parent_id.is_(None))  # an MCMC job's units: see its record
     if where is not None:
         query = query.where(sql.expr(where, negated=False))
     if owner is not None:
