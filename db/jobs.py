@@ -63,7 +63,7 @@ def list_jobs(
 ) -> Sequence[Job]:  # fmt: skip
     """The newest `limit` jobs after skipping `offset` (with this status, of this owner, kind,
     model or sweep, if given), newest first. An MCMC job's units of work are listed only when
-    asked for by kind (`chain`): `show` of the job lists them."""
+    asked for by kind (`chain`); its record lists them."""
     query = select(Job).order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)
     if kind != "chain":
         query = query.where(Job.parent_id.is_(None))
