@@ -348,11 +348,10 @@ def offline_client(stack: Stack) -> Client:
 
 def run_in_process(stack: Stack, job_id: str) -> str:
     """execute_job on the stack, here, as a worker that runs users' files; its outcome."""
-    from worker.run import execute_job
-    from worker.runtime import Runtime
-
     from db.chains import units_of
     from db.models import JobStatus
+    from worker.run import execute_job
+    from worker.runtime import Runtime
 
     settings = stack.settings().model_copy(update={"allow_user_code": True})
     runtime = Runtime(settings, stack.sessions(), "test-host", "in-process", "cpu")

@@ -27,5 +27,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index(op.f("ix_jobs_parent_id"), table_name="jobs")
-    with op.batch_alter_table("jobs") as batch:
-        batch.drop_column("parent_id")
+    if op.get_bind().dialect.name == "sqlite":  # DROP COLUMN without a rebuild (3.35+)
+        op.execute("ALTER TABLE jobs DROP COLUMN parent_id")
+    else:
+        op.drop_column("jobs", "parent_id")
