@@ -68,7 +68,7 @@ def test_a_checkpoint_of_other_chains_or_altered_bytes_is_refused() -> None:
 
 
 def test_a_discrete_latent_runs_pyros_kernel_per_chain() -> None:
-    source = '''
+    source = """
 import pyro, pyro.distributions as dist, torch
 
 def model(y):
@@ -76,7 +76,7 @@ def model(y):
     with pyro.plate("n", len(y)):
         z = pyro.sample("z", dist.Bernoulli(p), infer={"enumerate": "parallel"})
         pyro.sample("y", dist.Normal(z.double() * 3.0, 1.0), obs=y)
-'''
+"""
     run = _unit(source=source, filename="mix.py", data={"y": [2.5, 0.1, 2.9]}, warmup=20,
                 samples=20)  # fmt: skip
     finished, checkpoints, outcome = _drain(run)
