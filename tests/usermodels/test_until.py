@@ -72,6 +72,7 @@ def test_parse_until_refuses_what_is_not_a_target() -> None:
             parse_until(bad)
 
 
+@pytest.mark.slow  # the shell test below covers it in make test-slow too
 def test_the_centred_funnel_reaches_the_cap_and_names_the_failing_sites() -> None:
     finished, outcome, _ = _run("funnel", warmup=50, samples=100, check_every=50,
                                 max_tree_depth=5)  # fmt: skip
