@@ -34,7 +34,7 @@ def test_the_quick_run_prints_the_kiln_job_and_its_breakdown():
     assert "eight_schools: NUTS, 2 chains x (100 warmup + 100 draws)" in out
     assert "Kiln job, submit --wait from a shell" in out
     assert "submit from a shell -> claimed" in out
-    assert "storing (draws, stats, diagnostics; commit)" in out
+    assert "gathering (draws, stats, diagnostics; commit)" in out
     assert "per leapfrog step while sampling" in out
     assert "NumPyro" not in out
 
