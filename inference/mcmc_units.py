@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 from inference.checkpoint import peek
 from inference.events import ChainProgress, Checkpoint, Event, McmcFinished, McmcStarted, Metric
 from inference.loglik import LogLik, pointwise_log_likelihood
-from inference.mcmc_chain import _ChainSpec, _replay, _run_chain, chain_seed
+from inference.mcmc_chain import _ChainSpec, _replay, _run_chain, _to_numpy, chain_seed
 from inference.mcmc_kernels import HMC_STATS, STATS
 from inference.nuts import SamplerConfig, init_state, step
 from inference.nuts_state import ChainState, decode_state, encode_state
@@ -256,15 +256,17 @@ def _replay_chains(
     first, deterministic = _replay(model, tensors, {s: v[:1] for s, v in latent.items()}, 1,
                                    filename, None)  # fmt: skip
     if not deterministic:
-        return {s: _numpy(latent[s]).reshape(count, per, *latent[s].shape[1:]) for s in first}, ()
+        return {
+            s: _to_numpy(latent[s]).reshape(count, per, *latent[s].shape[1:]) for s in first
+        }, ()
     fast = potential.deterministic(z) if potential is not None and z is not None else None
     if fast is not None and all(
-        s in fast and np.allclose(_numpy(fast[s][:1]), first[s], rtol=1e-9, atol=1e-12)
+        s in fast and np.allclose(_to_numpy(fast[s][:1]), first[s], rtol=1e-9, atol=1e-12)
         for s in deterministic
     ):
         every = {**latent, **fast}
         return {
-            s: _numpy(every[s]).reshape(count, per, *every[s].shape[1:]) for s in first
+            s: _to_numpy(every[s]).reshape(count, per, *every[s].shape[1:]) for s in first
         }, deterministic
     out: list[dict[str, NDArray[Any]]] = []
     for c in range(count):
@@ -272,11 +274,6 @@ def _replay_chains(
         draws, _ = _replay(model, tensors, part, per, filename, None)
         out.append(draws)
     return {s: np.stack([d[s] for d in out]) for s in out[0]}, deterministic
-
-
-def _numpy(value: torch.Tensor) -> NDArray[Any]:
-    array = value.detach().cpu().numpy()
-    return array.astype(np.float64) if array.dtype.kind == "f" else array
 
 
 def _check(

@@ -18,6 +18,7 @@ from pyro.poutine.util import site_is_subsample
 from torch.distributions import biject_to
 from torch.distributions.transforms import Transform
 
+from inference.mcmc_chain import _headline
 from inference.nuts import LeafFn, leaf_core
 from inference.usercode import describe_exception
 from kiln.errors import KilnError, ModelError
@@ -176,7 +177,7 @@ class Potential:
                 trace: Any = torch.jit.trace  # untyped in torch
                 traced = trace(graph, (example,), check_trace=False)
         except Exception as e:  # any failure to trace: the model runs through Pyro
-            self.note = f"compiling the potential failed ({_headline(e)}); ran through Pyro"
+            self.note = f"compiling the potential failed ({_headline(e, 160)}); ran through Pyro"
             log.info("potential: %s", self.note)
             return
         self._graph, self.compiler, self._fx = traced, "torch.jit", graph
@@ -186,7 +187,7 @@ class Potential:
             try:
                 pe, grad = self._run_graph(z)
             except Exception as e:
-                self.note = f"the compiled potential failed ({_headline(e)}); ran through Pyro"
+                self.note = f"the compiled potential failed ({_headline(e, 160)}); ran through Pyro"
                 break
             ref_pe, ref_grad = self._eager(z)
             if not (
@@ -251,7 +252,7 @@ class Potential:
                     if not torch.allclose(g, w, rtol=1e-7, atol=1e-9, equal_nan=True):
                         raise ValueError("the compiled leaf disagreed with the plain one")
         except Exception as e:
-            self.note = f"compiling the sampler's step ({what}) failed ({_headline(e)})"
+            self.note = f"compiling the sampler's step ({what}) failed ({_headline(e, 160)})"
             log.info("potential: %s", self.note)
             return None
         self.compiler = what
@@ -342,7 +343,7 @@ class Potential:
                 for start in range(0, z.shape[0], _REPLAY_CHUNK):
                     chunks.append(batched(z[start : start + _REPLAY_CHUNK]))
         except Exception as e:  # Python control flow on a value, an op vmap lacks...
-            log.info("deterministic sites one draw at a time: %s", _headline(e))
+            log.info("deterministic sites one draw at a time: %s", _headline(e, 160))
             return None
         if not chunks or not chunks[0]:
             return {}
@@ -363,9 +364,3 @@ def _numerical(e: BaseException) -> bool:
     text = str(e).lower()
     return any(k in text for k in ("cholesky", "singular", "positive-definite",
                                    "positive definite", "not invertible", "nan"))  # fmt: skip
-
-
-def _headline(e: BaseException, limit: int = 160) -> str:
-    line = (str(e).strip().splitlines() or [""])[0]
-    line = line if len(line) <= limit else line[:limit] + "..."
-    return f"{type(e).__name__}: {line}" if line else type(e).__name__

@@ -4,7 +4,6 @@ until its job gathers them (worker/runners/user.UserMcmcFit)."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,7 +12,6 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from db.chains import gather_progress, mark_running, merge_progress
-from db.claims import get_checkpoint
 from db.jobs import get_job
 from db.results import add_samples
 from inference.events import Event, McmcFinished
@@ -25,9 +23,8 @@ from worker.context import JobContext
 from worker.runners.base import Runner
 from worker.runners.loglik import read_loglik
 from worker.runners.sandboxed import data_arrays, in_sandbox, stored_source
+from worker.runners.svi import saved_checkpoint
 from worker.sandbox.wire import Frame, as_bytes_array
-
-log = logging.getLogger(__name__)
 
 MAX_SITES = 10_000
 MAX_CHECKS = 10_000
@@ -69,7 +66,7 @@ class UserMcmcChain(Runner[UserMcmcChainSpec, _Unit]):
 
     def run(self, ctx: JobContext[UserMcmcChainSpec], u: _Unit) -> Iterator[Event]:
         header, arrays = data_arrays("data", ctx.data)
-        resume = _checkpoint(ctx)
+        resume = saved_checkpoint(ctx, UNIT_FORMAT)
         if resume is not None:
             arrays["resume"] = as_bytes_array(resume)
         header.update(
@@ -124,19 +121,6 @@ class UserMcmcChain(Runner[UserMcmcChainSpec, _Unit]):
             info.note = finished.note
         info.fit_seconds = ctx.seconds()
         gather_progress(session, ctx.spec.parent)
-
-
-def _checkpoint(ctx: JobContext[UserMcmcChainSpec]) -> bytes | None:
-    with ctx.sessions() as session:
-        saved = get_checkpoint(session, ctx.job_id)
-    if saved is None:
-        return None
-    if saved.format != UNIT_FORMAT:
-        log.warning("unit %s: checkpoint format %s unknown; starting over", ctx.job_id,
-                    saved.format)  # fmt: skip
-        return None
-    log.info("unit %s: resuming from its checkpoint at iteration %d", ctx.job_id, saved.step)
-    return bytes(saved.content)
 
 
 def _checked(event: McmcFinished, spec: UserMcmcChainSpec, job: UserMcmcFitSpec) -> McmcFinished:

@@ -88,15 +88,15 @@ def checkpoint_intervals(ctx: JobContext[Any], spec: SviOptions) -> tuple[int, f
     )
 
 
-def saved_checkpoint(ctx: JobContext[Any]) -> bytes | None:
-    """The job's stored checkpoint, if it has one this Kiln can resume from; else, for a
-    continued fit, its parent's state made into one (so a retry goes on from its own)."""
+def saved_checkpoint(ctx: JobContext[Any], format: str = CHECKPOINT_FORMAT) -> bytes | None:
+    """The job's stored checkpoint, if it has one of `format` this Kiln can resume from; else,
+    for a continued fit, its parent's state made into one (so a retry goes on from its own)."""
     with ctx.sessions() as session:
         saved = get_checkpoint(session, ctx.job_id)
         if saved is None:
             continued = getattr(ctx.spec, "continued", None)
             return None if continued is None else parent_state(ctx, session, continued)
-        if saved.format != CHECKPOINT_FORMAT:
+        if saved.format != format:
             log.warning("job %s: checkpoint format %s unknown; starting over", ctx.job_id,
                         saved.format)  # fmt: skip
             return None
