@@ -86,8 +86,19 @@ class _Progress:
 
 def run_unit(run: UnitRun) -> Generator[Event, None, UnitOutcome]:
     """McmcStarted, ChainProgress... and Checkpoint... events, then McmcFinished with the
-    unit's draws (chains, draws, *shape); returns the log-likelihood and the facts."""
+    unit's draws (chains, draws, *shape); returns the log-likelihood and the facts.
+
+    The unit samples in float64; the process's default dtype is put back when it ends, so
+    a worker's (or a test's) next job runs as it would have."""
+    previous = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
+    try:
+        return (yield from _unit(run))
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def _unit(run: UnitRun) -> Generator[Event, None, UnitOutcome]:
     module = load_module(run.source, run.filename)
     model = user_model(get_function(module, run.function, run.filename), run.filename)
     tensors = to_tensors(run.data, run.device, getattr(module, "DTYPES", None))

@@ -99,7 +99,8 @@ def plot_predictive(
         ax.set_title(label, fontsize=10)
         ax.set_xlabel(x_name)
         ax.set_ylabel(response)
-    axes[0].legend(fontsize=8, loc="best")
+    # An explicit place: loc="best" searches the data, seconds for a large figure.
+    axes[0].legend(fontsize=8, loc="upper right")
     if losses:
         _loss_axes(axes[-1], losses)
     if title:
@@ -119,7 +120,7 @@ def _loss_axes(ax: Any, losses: Sequence[tuple[int, float]]) -> None:
         # The first steps dwarf the rest: show the settled part.
         low, high = np.quantile(values, (0.0, 0.98))
         ax.set_ylim(low - 0.05 * (high - low), high + 0.05 * (high - low))
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper right")
     ax.set_title("ELBO loss")
     ax.set_xlabel("step")
     ax.set_ylabel("loss (negative ELBO)")
@@ -191,7 +192,7 @@ def plot_params(
         ax.axvspan(lo, hi, color="tab:orange", alpha=0.15, label="90% interval")
         ax.axvline(values.mean(), color="black", lw=1.2, label=f"mean {values.mean():.3g}")
         ax.set_title(name, fontsize=10)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper right")
     for ax in list(axes.flat)[len(panels) :]:
         ax.set_visible(False)
     _headed(fig, title, note)

@@ -141,7 +141,7 @@ def plot_forecast(
             label="observed")  # fmt: skip
     ax.set_title(title)
     ax.set_ylabel("% change from the day before")
-    ax.legend(loc="best", fontsize=8)
+    ax.legend(loc="upper left", fontsize=8)
     ax.grid(alpha=0.3)
     fig.autofmt_xdate()
     fig.tight_layout()

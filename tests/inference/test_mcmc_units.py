@@ -83,3 +83,16 @@ def model(y):
     assert outcome.facts["engine"] == "pyro" and not checkpoints
     assert finished.draws["p"].shape == (2, 20)
     assert "Pyro's NUTS kernel: latent site `z` is discrete" in finished.note
+
+
+def test_a_unit_puts_the_processs_default_dtype_back() -> None:
+    # A unit samples in float64; a float32 model run next in the same process (a worker's
+    # next job, an in-process test) must not find float64 as its default.
+    import torch
+
+    assert torch.get_default_dtype() == torch.float32
+    _drain(_unit(samples=5, warmup=10))
+    assert torch.get_default_dtype() == torch.float32
+    with pytest.raises(StateFormatError):
+        _drain(_unit(resume=b"not a checkpoint"))
+    assert torch.get_default_dtype() == torch.float32
