@@ -19,7 +19,7 @@ from inference.events import ChainProgress, Checkpoint, Event, McmcFinished, Mcm
 from inference.loglik import LogLik, pointwise_log_likelihood
 from inference.mcmc_chain import _ChainSpec, _replay, _run_chain, _to_numpy, chain_seed
 from inference.mcmc_kernels import HMC_STATS, STATS
-from inference.nuts import SamplerConfig, init_state, step
+from inference.nuts import SamplerConfig, checkpoint_count, init_state, step
 from inference.nuts_state import ChainState, decode_state, encode_state
 from inference.potential import Potential, Unsupported
 from inference.statecodec import StateFormatError, decode, encode
@@ -30,7 +30,13 @@ from kiln.errors import KilnError, ModelError
 
 log = logging.getLogger(__name__)
 
-UNIT_FORMAT = "kiln-mcmc-unit/npz-json/v1"
+UNIT_FORMAT = "kiln-mcmc-unit/npz-json/v2"
+# inductor=None (auto): after AUTO_PROBE iterations of the torch.jit step, a unit whose trees
+# project at least AUTO_LEAVES more lockstep leapfrog steps compiles its step with inductor
+# (seconds once, then a fraction of the time per step: docs/benchmarks.md). The projection
+# counts steps, not seconds, so a resumed unit decides as the uninterrupted one did.
+AUTO_PROBE = 50
+AUTO_LEAVES = 100_000
 _STAT_DTYPES = {"diverging": np.bool_, "tree_depth": np.int64}
 
 
@@ -52,7 +58,7 @@ class UnitRun:
     max_tree_depth: int = 10
     num_steps: int | None = None
     jit: bool = True
-    inductor: bool = False
+    inductor: bool | None = False  # None: decided after AUTO_PROBE iterations
     device: str = "cpu"
     keep_warmup: bool = False
     until: Mapping[str, float] | None = None
@@ -80,6 +86,8 @@ class _Progress:
     stats: dict[str, list[torch.Tensor]]
     checks: list[dict[str, Any]]
     resumed_at: list[int]
+    leaves: int = 0  # lockstep leapfrog steps so far (the most of any chain, per iteration)
+    inductor_from: int | None = None  # the iteration from which the step ran compiled by inductor
     # --until: the deterministic sites' values of the draws checked so far, by chain.
     replayed: list[dict[str, list[NDArray[Any]]]] = field(default_factory=list)
 
@@ -121,8 +129,15 @@ def _kiln_unit(
                            max_tree_depth=run.max_tree_depth, num_steps=run.num_steps)  # fmt: skip
     names = STATS if run.method == "nuts" else HMC_STATS
     started = time.perf_counter()
-    leaf = potential.leaf(run.inductor) if run.method == "nuts" else None
     state, progress = _start(run, potential, config, names)
+    slots = checkpoint_count(config.max_tree_depth)
+    leaf = None
+    if run.method == "nuts":
+        inductor = bool(run.inductor) or progress.inductor_from is not None
+        leaf = potential.leaf(inductor, slots)
+        if run.inductor is None and inductor and leaf is not None:
+            log.info("unit of chains %s: the step compiled by inductor again (from iteration"
+                     " %d)", run.chains, progress.inductor_from)  # fmt: skip
     count = len(run.chains)
     total = run.warmup + run.samples
     yield McmcStarted(run.method, run.device, count, run.warmup, run.samples, potential.compiled,
@@ -135,6 +150,14 @@ def _kiln_unit(
     stop = False
     while state.iteration < total and not stop:
         state, stats = step(state, potential.grad_fn, config, leaf)
+        progress.leaves += int(stats["n_steps"].max())
+        if (
+            run.inductor is None and leaf is not None and progress.inductor_from is None
+            and state.iteration == min(AUTO_PROBE, total)
+            and progress.leaves * (total - state.iteration) >= AUTO_LEAVES * state.iteration
+        ):  # fmt: skip
+            progress.inductor_from = state.iteration
+            leaf = potential.leaf(True, slots) or leaf
         if state.iteration <= run.warmup:
             if run.keep_warmup:
                 progress.warmup.append(state.z.clone())
@@ -184,7 +207,8 @@ def _kiln_unit(
     yield McmcFinished(draws=draws, stats=stats_out, chain_seconds=(seconds,) * count,
                        jit=potential.compiled, note=note, deterministic=deterministic,
                        warmup_draws=warmup_draws)  # fmt: skip
-    facts: dict[str, Any] = {"engine": "kiln", "resumed_at": progress.resumed_at}
+    facts: dict[str, Any] = {"engine": "kiln", "resumed_at": progress.resumed_at,
+                             "step": _step_fact(potential, leaf, progress)}  # fmt: skip
     if run.until is not None:
         met = bool(progress.checks) and not progress.checks[-1]["failing"]
         facts["until"] = {"targets": dict(run.until), "checks": progress.checks, "met": met,
@@ -193,6 +217,15 @@ def _kiln_unit(
     loglik = pointwise_log_likelihood(model, tensors, flat, chains=count, device=run.device,
                                       job_chains=run.job_chains)  # fmt: skip
     return UnitOutcome(loglik, facts)
+
+
+def _step_fact(potential: Potential, leaf: object, progress: _Progress) -> dict[str, Any]:
+    """How the sampler's step ran: its compiler (torch.jit, inductor; "" when the plain
+    step ran) and the iteration from which inductor compiled it; the lockstep leapfrog
+    steps."""
+    compiler = potential.compiler if leaf is not None else ""
+    return {"compiler": compiler, "inductor_from": progress.inductor_from,
+            "leapfrog_steps": progress.leaves}  # fmt: skip
 
 
 def _start(
@@ -215,6 +248,8 @@ def _start(
                  for name in names}  # fmt: skip
         checks = list(tree.get("checks", []))
         resumed = [int(i) for i in tree.get("resumed_at", [])]
+        leaves = int(tree["leaves"])
+        inductor_from = None if tree["inductor_from"] is None else int(tree["inductor_from"])
     except (KeyError, TypeError, ValueError) as e:
         raise StateFormatError(f"the unit's checkpoint cannot be read: {e}") from e
     if state.z.shape != (len(run.chains), potential.dim) or len(kept) != max(
@@ -222,7 +257,8 @@ def _start(
     ):
         raise StateFormatError("the unit's checkpoint does not fit its chains")
     log.info("unit of chains %s: resuming at iteration %d", run.chains, state.iteration)
-    return state, _Progress(kept, warm, stats, checks, [*resumed, state.iteration])
+    return state, _Progress(kept, warm, stats, checks, [*resumed, state.iteration], leaves,
+                            inductor_from)  # fmt: skip
 
 
 def _rows(value: Any, dim: int) -> list[torch.Tensor]:
@@ -251,6 +287,8 @@ def _encode(state: ChainState, progress: _Progress) -> bytes:
                   for name, v in progress.stats.items()},
         "checks": progress.checks,
         "resumed_at": progress.resumed_at,
+        "leaves": progress.leaves,
+        "inductor_from": progress.inductor_from,
     })  # fmt: skip
 
 

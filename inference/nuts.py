@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from functools import partial
+from functools import lru_cache, partial
 
 import torch
 from torch import Tensor
@@ -29,6 +29,7 @@ __all__ = [
     "encode_state",
     "init_state",
     "select_chains",
+    "checkpoint_count",
     "step",
 ]
 
@@ -92,12 +93,18 @@ LeafFn = Callable[..., tuple[Tensor, ...]]
 def leaf_core(
     grad_fn: GradFn, ez: Tensor, er: Tensor, kick: Tensor, step_im: Tensor, half: Tensor,
     im: Tensor, h0: Tensor, b: Tensor, sz: Tensor, spe: Tensor, sg: Tensor, sub_lw: Tensor,
-    log_u: Tensor, not_built: Tensor,
+    log_u: Tensor, not_built: Tensor, sub_sum: Tensor, ck_base: Tensor, ck_v: Tensor,
+    store: Tensor, check: Tensor,
 ) -> tuple[Tensor, ...]:  # fmt: skip
-    """A leapfrog step from the subtree's edge, its energy and multinomial weight, and the
-    subtree's progressive sample. Tensor operations only, so a caller may compile it with the
-    potential inside (inference.potential.Potential.leaf); the first leaf of a subtree is the
-    general case with sub_lw = -inf."""
+    """A leapfrog step from the subtree's edge, its energy and multinomial weight, the
+    subtree's progressive sample, and the U-turn checks that end at this leaf. Tensor
+    operations only, so a caller may compile it with the potential inside
+    (inference.potential.Potential.leaf); the first leaf of a subtree is the general case with
+    sub_lw = -inf.
+
+    The checks (see checkpoint_slots): an even leaf stores its checkpoint where `store`
+    (slots, 1, 1) is set; an odd leaf checks the slots where `check` is set. The last output
+    says which chains go on building."""
     r_half = er - kick
     zn = torch.where(b, ez + step_im * r_half, ez)
     pen, gn = grad_fn(zn)
@@ -110,8 +117,34 @@ def leaf_core(
     ok = lw >= -MAX_DELTA_H
     new_lw = torch.logaddexp(sub_lw, lw)
     take = ok & (log_u < lw - new_lw)
+    ck_base = torch.where(store, sub_sum, ck_base)
+    ck_v = torch.where(store, vn, ck_v)
+    sub_sum = sub_sum + rn
+    rho = sub_sum - ck_base
+    ends = torch.minimum((rho * vn).sum(-1, keepdim=True), (rho * ck_v).sum(-1, keepdim=True))
+    going = ok & ((ends > 0.0) | ~check).all(0)
     return (zn, rn, gn, pe1, vn, lw, ok, new_lw, torch.where(take, zn, sz),
-            torch.where(take, pe1, spe), torch.where(take, gn, sg), kick)  # fmt: skip
+            torch.where(take, pe1, spe), torch.where(take, gn, sg), kick, sub_sum, ck_base,
+            ck_v, going)  # fmt: skip
+
+
+def checkpoint_count(max_depth: int) -> int:
+    """How many checkpoint slots a tree of at most `max_depth` doublings uses."""
+    return max(max_depth - 1, 1)
+
+
+@lru_cache(maxsize=4096)
+def slot_masks(slots: int, n: int) -> tuple[Tensor, Tensor]:
+    """(store, check) for leaf n, each (slots, 1, 1) bool: the slot an even leaf stores its
+    checkpoint in, the slots an odd leaf checks (leaf_core). Shared: never written to."""
+    lo, hi = checkpoint_slots(n)
+    store = torch.zeros((slots, 1, 1), dtype=torch.bool)
+    check = torch.zeros((slots, 1, 1), dtype=torch.bool)
+    if n % 2 == 0:
+        store[hi] = True
+    else:
+        check[lo:hi] = True
+    return store, check
 
 
 def checkpoint_slots(n: int) -> tuple[int, int]:
@@ -163,8 +196,9 @@ def _nuts(
     active = torch.ones((c, 1), dtype=torch.bool)
     active_list = [True] * c
     # Checkpoints (see checkpoint_slots): M^-1 p(n0) and the subtree's momentum sum before n0.
-    ck_v = torch.empty((max(max_depth - 1, 1), c, d), dtype=_F64)
-    ck_base = torch.empty_like(ck_v)
+    slots = checkpoint_count(max_depth)
+    ck_v = torch.zeros((slots, c, d), dtype=_F64)
+    ck_base = torch.zeros_like(ck_v)
     plain = partial(leaf_core, grad_fn)
     core = leaf or plain
     no_weight = torch.full((c, 1), -_INF, dtype=_F64)
@@ -185,40 +219,25 @@ def _nuts(
         sub_lw = no_weight
         sub_sum = torch.zeros((c, d), dtype=_F64)
         # Leaf n's log weight per chain (NaN where it did not build, -inf for an infinite
-        # energy); reduced once per doubling, over every leaf of the level, so that a chain's
-        # stats do not depend on how long the other chains of its batch kept building.
-        leaf_lw = torch.full((1 << level, c, 1), math.nan, dtype=_F64)
+        # energy); reduced once per doubling, over the leaves built, so that a chain's stats
+        # do not depend on how long the other chains of its batch kept building.
+        leaf_lw: list[Tensor] = []
         b = active
         # Values of chains that are not building are never used again in this iteration.
         kick = half * eg  # the half-step momentum change at the edge
         for n in range(1 << level):
+            store, check = slot_masks(slots, n)
             args = (ez, er, kick, step_im, half, im, h0, b, sz, spe, sg, sub_lw, log_u[n],
-                    not_built)  # fmt: skip
+                    not_built, sub_sum, ck_base, ck_v, store, check)  # fmt: skip
             try:
                 out = core(*args)
             except Exception:  # a compiled leaf failing (an extreme point): the plain step
                 out = plain(*args)
-            zn, rn, gn, _, vn, lw, ok, sub_lw, sz, spe, sg, kick = out
-            leaf_lw[n] = lw
-            ez, er, eg = zn, rn, gn
-            if n % 2 == 0:
-                slot = checkpoint_slots(n)[1]
-                ck_base[slot] = sub_sum
-                ck_v[slot] = vn
-                sub_sum += rn
-                b = ok
-            else:
-                sub_sum += rn
-                lo, hi = checkpoint_slots(n)
-                rho = sub_sum - ck_base[lo:hi]
-                ends = torch.minimum(
-                    (rho * vn).sum(-1, keepdim=True),
-                    (rho * ck_v[lo:hi]).sum(-1, keepdim=True),
-                )
-                b = ok & (ends > zero).all(0)
+            ez, er, eg, _, _, lw, _, sub_lw, sz, spe, sg, kick, sub_sum, ck_base, ck_v, b = out
+            leaf_lw.append(lw)
             if not bool(b.any()):
                 break
-        leaves = leaf_lw.permute(1, 0, 2).contiguous()  # (C, 2**level, 1)
+        leaves = torch.stack(leaf_lw, 1)  # (C, leaves built, 1)
         built = ~leaves.isnan()
         n_steps += built.sum(1)
         sum_accept += torch.where(built, leaves.clamp(max=0.0).exp(), zero).sum(1)

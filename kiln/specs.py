@@ -198,8 +198,9 @@ class UserMcmcFitSpec(UserModelRef):
     target_accept: float = Field(default=0.8, gt=0.0, lt=1.0)
     max_tree_depth: PositiveInt = Field(default=10, le=20)
     num_steps: PositiveInt | None = Field(default=None, le=10_000)  # HMC leapfrog steps
-    # auto: the potential compiled once (torch.jit), falling back where tracing fails;
-    # inductor: compiled to C++ too (needs a compiler; slower to start, faster per step).
+    # auto: the potential compiled once (torch.jit), falling back where tracing fails, and
+    # the step compiled to C++ by inductor when the first iterations foretell a long run
+    # (inference.mcmc_units.AUTO_PROBE); inductor: that from the start (needs a compiler).
     jit: Literal["auto", "off", "inductor"] = "auto"
     keep_warmup: bool = False  # store the warmup draws too (`jobs export --warmup`)
     # Chains run as units of work (child jobs of kind user_mcmc_chain), this many chains each,

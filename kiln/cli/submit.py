@@ -93,8 +93,9 @@ def submit() -> None:
 @click.option("--num-steps", type=int, default=None, help="HMC leapfrog steps per draw.")
 @click.option(
     "--jit", type=click.Choice(["auto", "off", "inductor"]), default=None,
-    help="MCMC: auto compiles the model's potential (falls back where tracing fails);"
-    " inductor also compiles it to C++ (a compiler on the worker; for long runs)"
+    help="MCMC: auto compiles the model's potential (falls back where tracing fails) and,"
+    " when the first 50 iterations' trees foretell a long run, compiles the sampler's step"
+    " to C++ with inductor; inductor does that from the start (a compiler on the worker)"
     " [default: auto].",
 )  # fmt: skip
 @click.option("--keep-warmup", is_flag=True, default=None,

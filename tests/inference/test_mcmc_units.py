@@ -49,6 +49,7 @@ def test_a_resumed_unit_draws_exactly_what_the_uninterrupted_one_draws() -> None
     whole, checkpoints, outcome = _drain(_unit())
     assert [c.step for c in checkpoints] == [25, 50, 75]  # 2 in warmup, 1 in sampling
     assert outcome.facts["engine"] == "kiln" and outcome.facts["resumed_at"] == []
+    assert outcome.facts["step"]["compiler"] == "torch.jit"
     assert whole.draws["theta"].shape == (2, 40, 8) and whole.stats["lp"].shape == (2, 40)
     for checkpoint in (checkpoints[0], checkpoints[2]):
         resumed, _, facts = _drain(_unit(resume=checkpoint.content))
@@ -96,3 +97,28 @@ def test_a_unit_puts_the_processs_default_dtype_back() -> None:
     with pytest.raises(StateFormatError):
         _drain(_unit(resume=b"not a checkpoint"))
     assert torch.get_default_dtype() == torch.float32
+
+
+def test_auto_compiles_the_step_with_inductor_when_the_trees_foretell_a_long_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The decision counts leapfrog steps, not seconds: a unit resumed before or after the
+    # switch draws exactly what the uninterrupted one drew.
+    import inference.mcmc_units as units
+
+    quick = _unit(inductor=None, warmup=30, samples=30, checkpoint_every_draws=15)
+    _, _, short = _drain(quick)
+    assert short.facts["step"]["inductor_from"] is None  # 60 iterations: not worth compiling
+    monkeypatch.setattr(units, "AUTO_PROBE", 20)
+    monkeypatch.setattr(units, "AUTO_LEAVES", 1)
+    whole, checkpoints, outcome = _drain(quick)
+    step = outcome.facts["step"]
+    assert step["compiler"] == "inductor" and step["inductor_from"] == 20, step
+    assert step["leapfrog_steps"] > 60
+    assert [c.step for c in checkpoints] == [15, 30, 45]
+    for checkpoint in (checkpoints[0], checkpoints[2]):  # before and after the switch
+        resumed, _, facts = _drain(_unit(inductor=None, warmup=30, samples=30,
+                                         checkpoint_every_draws=15, resume=checkpoint.content))  # fmt: skip
+        assert facts.facts["step"] == step
+        for site, values in whole.draws.items():
+            assert np.array_equal(resumed.draws[site], values), site

@@ -127,7 +127,7 @@ def _unit(spec: UserMcmcChainSpec, request: Frame) -> Generator[Event, None, Uni
             max_tree_depth=job.max_tree_depth,
             num_steps=job.num_steps,
             jit=job.jit != "off",
-            inductor=job.jit == "inductor",
+            inductor=None if job.jit == "auto" else job.jit == "inductor",
             device=str(h["device"]),
             keep_warmup=job.keep_warmup,
             until=parse_until(job.until) if job.until is not None else None,
