@@ -117,8 +117,9 @@ def test_auto_compiles_the_step_with_inductor_when_the_trees_foretell_a_long_run
     assert step["leapfrog_steps"] > 60
     assert [c.step for c in checkpoints] == [15, 30, 45]
     for checkpoint in (checkpoints[0], checkpoints[2]):  # before and after the switch
-        resumed, _, facts = _drain(_unit(inductor=None, warmup=30, samples=30,
-                                         checkpoint_every_draws=15, resume=checkpoint.content))  # fmt: skip
+        again = _unit(inductor=None, warmup=30, samples=30, checkpoint_every_draws=15,
+                      resume=checkpoint.content)  # fmt: skip
+        resumed, _, facts = _drain(again)
         assert facts.facts["step"] == step
         for site, values in whole.draws.items():
             assert np.array_equal(resumed.draws[site], values), site
