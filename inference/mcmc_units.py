@@ -96,14 +96,20 @@ def run_unit(run: UnitRun) -> Generator[Event, None, UnitOutcome]:
     """McmcStarted, ChainProgress... and Checkpoint... events, then McmcFinished with the
     unit's draws (chains, draws, *shape); returns the log-likelihood and the facts.
 
-    The unit samples in float64; the process's default dtype is put back when it ends, so
-    a worker's (or a test's) next job runs as it would have."""
-    previous = torch.get_default_dtype()
+    The unit samples in float64, on one CPU thread: its tensors are a few chains' positions,
+    too small for threads to pay (measured: docs/benchmarks.md), and a host's cores are used
+    by units side by side (`kiln worker --concurrency`). The process's default dtype and
+    threads are put back when it ends, so a worker's (or a test's) next job runs as it would
+    have."""
+    previous, threads = torch.get_default_dtype(), torch.get_num_threads()
     torch.set_default_dtype(torch.float64)
+    if run.device == "cpu":
+        torch.set_num_threads(1)
     try:
         return (yield from _unit(run))
     finally:
         torch.set_default_dtype(previous)
+        torch.set_num_threads(threads)
 
 
 def _unit(run: UnitRun) -> Generator[Event, None, UnitOutcome]:

@@ -123,6 +123,11 @@ def leaf_core(
     rho = sub_sum - ck_base
     ends = torch.minimum((rho * vn).sum(-1, keepdim=True), (rho * ck_v).sum(-1, keepdim=True))
     going = ok & ((ends > 0.0) | ~check).all(0)
+    # A chain that stops here keeps its last good position as its edge: the leaves its batch
+    # still builds evaluate it there, not at a point where the model fails (a Cholesky of a
+    # matrix that is not positive definite raises, and every such leaf would take the slow
+    # plain step).
+    zn = torch.where(going, zn, ez)
     return (zn, rn, gn, pe1, vn, lw, ok, new_lw, torch.where(take, zn, sz),
             torch.where(take, pe1, spe), torch.where(take, gn, sg), kick, sub_sum, ck_base,
             ck_v, going)  # fmt: skip

@@ -384,3 +384,30 @@ def test_overhead_per_leapfrog_step() -> None:
         for method in ("nuts", "hmc"):
             wall, cpu = per_leapfrog_ms(c, method)
             print(f"{method} C={c} D=10: {wall:.3f} ms ({cpu:.3f} ms CPU) per leapfrog step")
+
+
+def test_a_chain_stopped_by_a_failing_point_is_not_evaluated_there_again() -> None:
+    """Beyond a wall the potential fails (as a compiled Cholesky of a matrix that is not
+    positive definite does, for the whole batch). A chain that hits it stops its tree; the
+    leaves its batch still builds must evaluate it at its last good position, not again at
+    the failing one."""
+    beyond = torch.zeros(2, dtype=torch.int64)  # evaluations past the wall, per chain
+
+    def walled(z: Tensor) -> tuple[Tensor, Tensor]:
+        wall = z[:, 0] >= 1.0
+        beyond.add_(wall.to(torch.int64))
+        pe = torch.where(wall, math.inf, 0.5 * (z * z).sum(-1))
+        return pe, torch.where(wall[:, None], math.nan, z)
+
+    config = SamplerConfig("nuts", warmup=0, max_tree_depth=8)
+    # Chain 0 starts by the wall with a long step: it hits it at once. Chain 1, far from it
+    # with a short step, builds deep trees meanwhile.
+    state = init_state(walled, torch.tensor([[0.9, 0.0], [-3.0, 0.0]], dtype=F64), config, [5, 6])
+    state = replace(state, step_size=torch.tensor([0.5, 0.01], dtype=F64))
+    for _ in range(20):
+        before = beyond.clone()
+        state, stats = step(state, walled, config)
+        assert int(stats["n_steps"][1]) > 30  # chain 1 kept building
+        assert ((beyond - before) <= 1).all(), beyond - before  # one hit stops a tree
+        assert (state.z[:, 0] < 1.0).all()
+    assert int(beyond[0]) >= 5

@@ -91,9 +91,10 @@ def test_a_unit_puts_the_processs_default_dtype_back() -> None:
     # next job, an in-process test) must not find float64 as its default.
     import torch
 
+    threads = torch.get_num_threads()
     assert torch.get_default_dtype() == torch.float32
     _drain(_unit(samples=5, warmup=10))
-    assert torch.get_default_dtype() == torch.float32
+    assert torch.get_default_dtype() == torch.float32 and torch.get_num_threads() == threads
     with pytest.raises(StateFormatError):
         _drain(_unit(resume=b"not a checkpoint"))
     assert torch.get_default_dtype() == torch.float32
