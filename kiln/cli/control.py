@@ -111,7 +111,7 @@ def worker(app: App, queues: str, concurrency: int, name: str | None, loglevel: 
         app.abort(f"broker {redact(app.celery.conf.broker_url)} unreachable: {e}", UNAVAILABLE)
     with sessions() as session:
         register_worker(session, name=name, host=host, pid=os.getpid(), queues=wanted,
-                        device=device)  # fmt: skip
+                        device=device, slots=concurrency)  # fmt: skip
     stop = threading.Event()
 
     def beat() -> None:

@@ -1,0 +1,37 @@
+"""An MCMC job's chains spread over the job slots (`--concurrency`) of its queue's live
+workers when the submitter names no --chains-per-unit."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import EACH_DATABASE, Stack
+
+
+@EACH_DATABASE
+@pytest.mark.parametrize(
+    ("slots", "per_unit"),
+    [((), 4), ((1,), 4), ((2,), 2), ((1, 1), 2), ((2, 1), 2), ((4,), 1), ((8, 8), 1)],
+)
+def test_chains_per_unit_follow_the_live_workers_slots(
+    stack: Stack, slots: tuple[int, ...], per_unit: int
+) -> None:
+    from db.workers import register_worker, stop_worker
+    from kiln.specs import UserMcmcFitSpec
+    from scheduler.limits import Limits
+    from scheduler.submit import _chains_per_unit
+
+    sessions = stack.sessions()
+    with sessions() as session:
+        for i, n in enumerate(slots):
+            register_worker(session, name=f"w{i}", host="h", pid=i, queues=["cpu", "cpu.user"],
+                            device="cpu", slots=n)  # fmt: skip
+        # Not counted: a stopped worker and one on another queue.
+        register_worker(session, name="gone", host="h", pid=9, queues=["cpu.user"],
+                        device="cpu", slots=8)  # fmt: skip
+        stop_worker(session, "gone")
+        register_worker(session, name="gpu", host="h", pid=8, queues=["gpu.user"],
+                        device="cuda", slots=8)  # fmt: skip
+    spec = UserMcmcFitSpec(model="m.py:model", model_file="m.py", chains=4)
+    limits = Limits.from_settings(stack.settings())
+    assert _chains_per_unit(sessions, spec, "cpu.user", limits) == per_unit
