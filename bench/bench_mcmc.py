@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_mcmc.py [--quick] [--chains 4] [--warmup 1000] [--samples 1000]
         [--models eight_schools,gp_poisson] [--skip-numpyro] [--skip-pyro] [--concurrency N]
+    .venv/bin/python bench/bench_mcmc.py --scaling [--models eight_schools] [--quick]
 
 For each model (eight schools, examples/eight_schools.py; a centred latent GP with a Poisson
 likelihood over 11 points, bench/models/gp_poisson.py), NUTS, CHAINS x (WARMUP + SAMPLES):
@@ -19,6 +20,8 @@ likelihood over 11 points, bench/models/gp_poisson.py), NUTS, CHAINS x (WARMUP +
     chain_method sequential, vectorized, and parallel over XLA_FLAGS host devices.
 Per-gradient cost: sampling wall time / leapfrog steps (Kiln: steps from the stored tree_depth
 draws, 2^depth - 1 each, an upper bound; Pyro: counted; NumPyro: its compiled gradient alone).
+--scaling: the first model's job alone, on one worker and then on two (one slot each), and
+the ratio of their wall times.
 --quick: 100 + 100 draws per chain (smoke runs). NumPyro is optional (pip install -e .[numpyro]).
 """
 
@@ -126,7 +129,8 @@ def kiln_job(env: dict[str, str], name: str, chains: int, warmup: int, samples: 
     if proc.returncode != 0:
         raise SystemExit(f"kiln job failed (exit {proc.returncode}): {err}\n{out}")
     job: dict[str, Any] = json.loads(out)
-    info, log = job["info"], (home / "worker.log").read_text()
+    info = job["info"]
+    log = "".join(path.read_text() for path in sorted(home.glob("worker-*.log")))
     job_id = job["id"]
     # The chains ran as units of work (jobs of their own); the job then gathered them.
     units = [u["id"] for u in info.get("units", [])] or [job_id]
@@ -182,17 +186,49 @@ def child(argv: list[str], env: dict[str, str]) -> tuple[float, dict[str, Any]]:
     return wall, json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def start_worker(env: dict[str, str], concurrency: int) -> subprocess.Popen[bytes]:
-    home = Path(env["KILN_HOME"])
-    with open(home / "worker.log", "wb") as log:  # the child keeps its own copy
-        worker = subprocess.Popen([*KILN, "worker", "--name", "bench", "--concurrency",
+def start_worker(env: dict[str, str], concurrency: int, name: str) -> subprocess.Popen[bytes]:
+    path = Path(env["KILN_HOME"]) / f"worker-{name}.log"
+    with open(path, "wb") as log:  # the child keeps its own copy
+        worker = subprocess.Popen([*KILN, "worker", "--name", name, "--concurrency",
                                    str(concurrency)], env=env, stdout=log,
                                   stderr=subprocess.STDOUT)  # fmt: skip
-    while b"ready." not in (home / "worker.log").read_bytes():
+    while b"ready." not in path.read_bytes():
         if worker.poll() is not None:
-            raise SystemExit((home / "worker.log").read_text()[-2000:])
+            raise SystemExit(path.read_text()[-2000:])
         time.sleep(0.1)
     return worker
+
+
+def stop_workers(workers: list[subprocess.Popen[bytes]]) -> None:
+    for worker in workers:
+        worker.terminate()
+    for worker in workers:
+        worker.wait(timeout=60)
+
+
+def scaling(base: dict[str, str], name: str, sizes: tuple[int, int, int]) -> None:
+    """The same job on one worker, then on two (one slot each, a fresh stack each time):
+    its chains spread over both, and the wall time about halves."""
+    from worker.embedded import stop_embedded_broker
+
+    walls = []
+    for count in (1, 2):
+        with tempfile.TemporaryDirectory(prefix="kiln-bench-mcmc-") as home:
+            env = base | {"KILN_HOME": home, "KILN_ALLOW_USER_CODE": "true"}
+            workers = [start_worker(env, 1, f"bench{i}") for i in range(count)]
+            try:
+                kiln_job(env, "eight_schools", 2, 20, 20)  # each worker's sandbox warms up
+                kiln_job(env, "eight_schools", 2, 20, 20)
+                run = kiln_job(env, name, *sizes)
+            finally:
+                stop_workers(workers)
+                stop_embedded_broker(Path(home))
+        units = run.job["info"]["units"]
+        on = sorted({u["worker"] for u in units})
+        walls.append(run.wall)
+        print(f"  {count} worker(s), one slot each: {run.wall:7.2f} s, {len(units)} units on"
+              f" {', '.join(on)}", flush=True)  # fmt: skip
+    print(f"  two workers / one: {walls[1] / walls[0]:.2f}")
 
 
 def report(name: str, sizes: tuple[int, int, int], kiln: KilnRun | None,
@@ -252,6 +288,11 @@ def main() -> None:
     parser.add_argument("--models", default="eight_schools,gp_poisson")
     parser.add_argument("--skip-numpyro", action="store_true")
     parser.add_argument("--skip-pyro", action="store_true", help="no single-chain Pyro run")
+    parser.add_argument(
+        "--scaling",
+        action="store_true",
+        help="only the first model's job on one worker, then on two",
+    )
     parser.add_argument("--concurrency", type=int, default=os.cpu_count() or 1,
                         help="the worker's --concurrency: its job slots, over which a job's"
                         " chains are spread as units [default: the cores]")  # fmt: skip
@@ -268,10 +309,16 @@ def main() -> None:
         use_numpyro = False
     from worker.embedded import stop_embedded_broker
 
+    if args.scaling:
+        print(f"{names[0]}: {sizes[0]} chains x ({sizes[1]} + {sizes[2]}),"
+              f" {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}")  # fmt: skip
+        scaling({k: v for k, v in os.environ.items() if not k.startswith("KILN_")}, names[0],
+                sizes)  # fmt: skip
+        return
     with tempfile.TemporaryDirectory(prefix="kiln-bench-mcmc-") as home:
         base = {k: v for k, v in os.environ.items() if not k.startswith("KILN_")}
         env = base | {"KILN_HOME": home, "KILN_ALLOW_USER_CODE": "true"}
-        worker = start_worker(env, args.concurrency)
+        worker = start_worker(env, args.concurrency, "bench")
         print(f"Kiln: one worker, --concurrency {args.concurrency}", flush=True)
         kilns: dict[str, KilnRun] = {}
         try:
@@ -280,8 +327,7 @@ def main() -> None:
             for name in names:
                 kilns[name] = kiln_job(env, name, *sizes)
         finally:
-            worker.terminate()
-            worker.wait(timeout=60)
+            stop_workers([worker])
             stop_embedded_broker(Path(home))
     for name in names:
         pyro = None

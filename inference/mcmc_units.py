@@ -36,7 +36,7 @@ UNIT_FORMAT = "kiln-mcmc-unit/npz-json/v2"
 # (seconds once, then a fraction of the time per step: docs/benchmarks.md). The projection
 # counts steps, not seconds, so a resumed unit decides as the uninterrupted one did.
 AUTO_PROBE = 50
-AUTO_LEAVES = 100_000
+AUTO_LEAVES = 200_000
 _STAT_DTYPES = {"diverging": np.bool_, "tree_depth": np.int64}
 
 

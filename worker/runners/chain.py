@@ -153,6 +153,14 @@ def _facts(info: McmcInfo, sent: Any, job: UserMcmcFitSpec) -> None:
         return
     if sent.get("engine") in ("kiln", "pyro"):
         info.engine = str(sent["engine"])
+    step = sent.get("step")
+    if isinstance(step, dict) and step.get("compiler") in ("torch.jit", "inductor", ""):
+        start, steps = step.get("inductor_from"), step.get("leapfrog_steps")
+        info.step = {
+            "compiler": str(step["compiler"]),
+            "inductor_from": start if isinstance(start, int) and start >= 0 else None,
+            "leapfrog_steps": steps if isinstance(steps, int) and steps >= 0 else None,
+        }
     resumed = sent.get("resumed_at")
     if isinstance(resumed, list) and len(resumed) <= MAX_CHECKS:
         info.resumed_at = [int(i) for i in resumed if isinstance(i, int) and i >= 0]

@@ -88,5 +88,5 @@ def unit_record(unit: Job, info: McmcInfo) -> dict[str, Any]:
         "id": unit.id, "first": int(unit.spec.get("first", 0)),
         "count": int(unit.spec.get("count", 1)), "status": unit.status, "worker": unit.worker,
         "attempts": unit.attempts, "resumed_at": list(info.resumed_at),
-        "seconds": info.fit_seconds, "engine": info.engine,
+        "seconds": info.fit_seconds, "engine": info.engine, "step": info.step,
     }  # fmt: skip
