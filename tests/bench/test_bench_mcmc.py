@@ -47,3 +47,13 @@ def test_the_numpyro_twins_have_the_pyro_models_log_density():
     gaps = json.loads(done.stdout.strip().splitlines()[-1])
     assert set(gaps) == {"eight_schools", "gp_poisson"}
     assert all(gap < 1e-6 for gap in gaps.values()), gaps
+
+
+@pytest.mark.slow
+def test_the_scaling_run_spreads_the_chains_over_two_workers():
+    done = run(str(BENCH), "--scaling", "--quick", "--chains", "2", "--models", "eight_schools")
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    assert "1 worker(s), one slot each:" in out and "1 units on bench0" in out
+    assert "2 units on bench0, bench1" in out
+    assert "two workers / one: " in out
