@@ -100,6 +100,7 @@ def test_a_unit_puts_the_processs_default_dtype_back() -> None:
     assert torch.get_default_dtype() == torch.float32
 
 
+@pytest.mark.slow  # inductor's compile, three times (tests/usermodels/test_mcmc_step.py: once)
 def test_auto_compiles_the_step_with_inductor_when_the_trees_foretell_a_long_run(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
