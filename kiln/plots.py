@@ -99,8 +99,10 @@ def plot_predictive(
         ax.set_title(label, fontsize=10)
         ax.set_xlabel(x_name)
         ax.set_ylabel(response)
-    # An explicit place: loc="best" searches the data, seconds for a large figure.
-    axes[0].legend(fontsize=8, loc="upper right")
+    # Below the axes, never over the data (loc="best" searches the data: seconds for a large
+    # figure, and matplotlib warns).
+    axes[0].legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2,
+                   frameon=False)  # fmt: skip
     if losses:
         _loss_axes(axes[-1], losses)
     if title:
@@ -120,7 +122,8 @@ def _loss_axes(ax: Any, losses: Sequence[tuple[int, float]]) -> None:
         # The first steps dwarf the rest: show the settled part.
         low, high = np.quantile(values, (0.0, 0.98))
         ax.set_ylim(low - 0.05 * (high - low), high + 0.05 * (high - low))
-        ax.legend(fontsize=8, loc="upper right")
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2,
+                  frameon=False)  # fmt: skip
     ax.set_title("ELBO loss")
     ax.set_xlabel("step")
     ax.set_ylabel("loss (negative ELBO)")
