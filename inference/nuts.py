@@ -25,11 +25,11 @@ __all__ = [
     "ChainState",
     "GradFn",
     "SamplerConfig",
+    "checkpoint_count",
     "decode_state",
     "encode_state",
     "init_state",
     "select_chains",
-    "checkpoint_count",
     "step",
 ]
 
@@ -126,9 +126,9 @@ def leaf_core(
     # A chain that stops here keeps its last good position as its edge: the leaves its batch
     # still builds evaluate it there, not at a point where the model fails (a Cholesky of a
     # matrix that is not positive definite raises, and every such leaf would take the slow
-    # plain step).
-    zn = torch.where(going, zn, ez)
-    return (zn, rn, gn, pe1, vn, lw, ok, new_lw, torch.where(take, zn, sz),
+    # plain step). Its sample is left as the leaf made it.
+    edge = torch.where(going, zn, ez)
+    return (edge, rn, gn, pe1, vn, lw, ok, new_lw, torch.where(take, zn, sz),
             torch.where(take, pe1, spe), torch.where(take, gn, sg), kick, sub_sum, ck_base,
             ck_v, going)  # fmt: skip
 
