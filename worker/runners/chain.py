@@ -155,11 +155,10 @@ def _facts(info: McmcInfo, sent: Any, job: UserMcmcFitSpec) -> None:
         info.engine = str(sent["engine"])
     step = sent.get("step")
     if isinstance(step, dict) and step.get("compiler") in ("torch.jit", "inductor", ""):
-        start, steps = step.get("inductor_from"), step.get("leapfrog_steps")
         info.step = {
             "compiler": str(step["compiler"]),
-            "inductor_from": start if isinstance(start, int) and start >= 0 else None,
-            "leapfrog_steps": steps if isinstance(steps, int) and steps >= 0 else None,
+            "inductor_from": _count(step.get("inductor_from")),
+            "leapfrog_steps": _count(step.get("leapfrog_steps")),
         }
     resumed = sent.get("resumed_at")
     if isinstance(resumed, list) and len(resumed) <= MAX_CHECKS:
@@ -176,6 +175,12 @@ def _facts(info: McmcInfo, sent: Any, job: UserMcmcFitSpec) -> None:
                 "draws": int(until.get("draws", 0)),
                 "cap": job.draws_cap,
             }  # fmt: skip
+
+
+def _count(value: Any) -> int | None:
+    """A count the sandbox sent, if it is one a database column holds (0 <= n < 2**63)."""
+    ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63
+    return int(value) if ok else None
 
 
 def _check(c: dict[str, Any]) -> dict[str, Any]:
