@@ -19,7 +19,7 @@ from torch.distributions import biject_to
 from torch.distributions.transforms import Transform
 
 from inference.mcmc_chain import _headline
-from inference.nuts import LeafFn, leaf_core, slot_masks
+from inference.nuts_leaf import LeafFn, leaf_core, slot_masks
 from inference.usercode import describe_exception
 from kiln.errors import KilnError, ModelError
 
@@ -207,12 +207,12 @@ class Potential:
         self._graph, self.compiler = None, ""
 
     def leaf(self, inductor: bool = False, slots: int = 9) -> LeafFn | None:
-        """The sampler's leaf step (inference.nuts.leaf_core) with this potential inside,
+        """The sampler's leaf step (inference.nuts_leaf.leaf_core) with this potential inside,
         recorded as one graph and run by torch.jit, or compiled to C++ by torch's inductor
         (`inductor`: a compiler on PATH, seconds to build, then a fraction of the time per
         step); checked against the plain step at random points. None when the potential is
         not compiled or the leaf fails to compile (`note` says why). `slots`: the sampler's
-        checkpoint slots (inference.nuts.checkpoint_count of its maximum tree depth)."""
+        checkpoint slots (inference.nuts_leaf.checkpoint_count of its maximum tree depth)."""
         if not self.compiled or self._fx is None:
             return None
         from torch.fx.experimental.proxy_tensor import make_fx
