@@ -19,13 +19,13 @@ from inference.events import ChainProgress, Checkpoint, Event, McmcFinished, Mcm
 from inference.loglik import LogLik, pointwise_log_likelihood
 from inference.mcmc_chain import _ChainSpec, _replay, _run_chain, _to_numpy, chain_seed
 from inference.mcmc_kernels import HMC_STATS, STATS
+from inference.mcmc_until import Replayed, until_check
 from inference.nuts import SamplerConfig, checkpoint_count, init_state, step
 from inference.nuts_state import ChainState, decode_state, encode_state
 from inference.potential import Potential, Unsupported
 from inference.statecodec import StateFormatError, decode, encode
 from inference.usercode import describe_exception, get_function, load_module, to_tensors
 from inference.userfit import user_model
-from kiln.diagnostics import all_diagnostics
 from kiln.errors import KilnError, ModelError
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ class _Progress:
     leaves: int = 0  # lockstep leapfrog steps so far (the most of any chain, per iteration)
     inductor_from: int | None = None  # the iteration from which the step ran compiled by inductor
     # --until: the deterministic sites' values of the draws checked so far, by chain.
-    replayed: list[dict[str, list[NDArray[Any]]]] = field(default_factory=list)
+    replayed: Replayed = field(default_factory=list)
 
 
 def run_unit(run: UnitRun) -> Generator[Event, None, UnitOutcome]:
@@ -174,7 +174,8 @@ def _kiln_unit(
             divergences += stats["diverging"].to(torch.int64)
             drawn = state.iteration - run.warmup
             if run.until is not None and drawn % run.check_every == 0:
-                check = _check(potential, progress, run.until, model, tensors, run.filename)
+                check = until_check(potential, progress.kept, progress.replayed, run.until,
+                                    model, tensors, run.filename)  # fmt: skip
                 progress.checks.append(check)
                 stop = not check["failing"]
                 for name in ("r_hat", "ess_bulk", "ess_tail"):  # live: `kiln show`'s metrics
@@ -329,49 +330,6 @@ def _replay_chains(
         draws, _ = _replay(model, tensors, part, per, filename, None)
         out.append(draws)
     return {s: np.stack([d[s] for d in out]) for s in out[0]}, deterministic
-
-
-def _check(
-    potential: Potential, progress: _Progress, until: Mapping[str, float],
-    model: Callable[..., Any], tensors: dict[str, Any], filename: str,
-) -> dict[str, Any]:  # fmt: skip
-    """Rank-normalised R-hat and ESS of every site (latent and deterministic, as the job
-    stores them) over the chains so far."""
-    z = torch.stack(progress.kept, dim=1)
-    count = z.shape[0]
-    latent = potential.constrain(z.reshape(-1, potential.dim))
-    draws = {s: v.reshape(count, -1, *v.shape[1:]).numpy() for s, v in latent.items()}
-    if not progress.replayed:
-        progress.replayed = [{} for _ in range(count)]
-    done = sum(len(a) for a in next(iter(progress.replayed[0].values()), []))
-    new = z.shape[1] - done
-    for c in range(count):  # only the draws not replayed at an earlier check
-        part = {s: torch.as_tensor(v[c, done:]) for s, v in draws.items()}
-        values, deterministic = _replay(model, tensors, part, new, filename, None)
-        for s in deterministic:
-            progress.replayed[c].setdefault(s, []).append(values[s])
-    for s in progress.replayed[0]:
-        draws[s] = np.stack([np.concatenate(progress.replayed[c][s]) for c in range(count)])
-    diagnostics = all_diagnostics(draws)
-    worst = {"r_hat": -np.inf, "ess_bulk": np.inf, "ess_tail": np.inf}
-    failing: list[str] = []
-    for site, d in diagnostics.items():
-        values = {"r_hat": d[0], "ess_bulk": d[1], "ess_tail": d[2]}
-        bad = False
-        for name, v in values.items():
-            finite = v[np.isfinite(v)]
-            if finite.size == 0:
-                continue
-            extreme = float(finite.max() if name == "r_hat" else finite.min())
-            worst[name] = (
-                max(worst[name], extreme) if name == "r_hat" else min(worst[name], extreme)
-            )
-            if name in until:
-                bad |= extreme >= until[name] if name == "r_hat" else extreme <= until[name]
-        if bad:
-            failing.append(site)
-    return {"draws": len(progress.kept), "failing": failing,
-            **{k: (round(v, 4) if np.isfinite(v) else None) for k, v in worst.items()}}  # fmt: skip
 
 
 def _pyro_unit(run: UnitRun, why: str) -> Generator[Event, None, UnitOutcome]:
