@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -12,6 +11,7 @@ from kiln.cli.app import App, jobs
 from kiln.cli.complete import job_ids
 from kiln.cli.mcmcopts import OPTIONS as UNIT_OPTIONS
 from kiln.cli.mcmcopts import mcmc_unit_options
+from kiln.cli.submitted import report_submitted
 from kiln.errors import SpecError
 from kiln.labels import labels_of
 
@@ -173,7 +173,9 @@ def fit(app: App, /, data_path: str, priors: tuple[str, ...], wait: bool, timeou
     else:
         request = _linreg_request(app, data_path, priors, options, mcmc_options)
     labels = labels_of(name, tags)
-    _report(app, app.client.submit(request, then_predict, labels=labels), wait, timeout, as_json)
+    report_submitted(
+        app, app.client.submit(request, then_predict, labels=labels), wait, timeout, as_json
+    )
 
 
 def _continue_request(app: App, parent: str, steps: int) -> Request:
@@ -365,40 +367,4 @@ def predict(app: App, /, data_path: str | None, wait: bool, timeout: float | Non
     from_job, num_samples = options.pop("from_job"), options.pop("num_samples")
     request = app.client.predict_request(from_job, num_samples, data_path, **options)
     labels = labels_of(name, tags)
-    _report(app, app.client.submit(request, labels=labels), wait, timeout, as_json)
-
-
-def _report(app: App, created: list[Any], wait: bool, timeout: float | None, as_json: bool) -> None:
-    """Print the new job ids (or wait for the jobs to end, in order, and show them)."""
-    from kiln.cli.results import exit_for, show_job
-    from kiln.cli.watch import wait_for_job
-
-    def where(job: Any) -> str:
-        if job.status == "waiting" and job.depends_on is not None:
-            return f"job {job.id} ({job.kind}) waiting after {job.depends_on}"
-        if job.status == "waiting":  # an MCMC job: its chains run first, as units of work
-            return f"job {job.id} ({job.kind}) waiting for its chains on `{job.queue}`"
-        return f"job {job.id} ({job.kind}) {job.status} on `{job.queue}`"
-
-    if not wait:
-        if as_json:
-            docs = [{"id": j.id, "kind": j.kind, "status": j.status, "queue": j.queue,
-                     "depends_on": j.depends_on} for j in created]  # fmt: skip
-            app.emit(docs[0] if len(docs) == 1 else docs, as_json=True)
-            return
-        for job in created:
-            app.emit(job.id)
-            app.say(f"{where(job)}; follow it with `jobs watch {job.id}`")
-        return
-    for job in created:
-        app.say(where(job))
-    finals = []
-    for job in created:
-        finals.append(wait_for_job(app, job.id, timeout, quiet=as_json))
-    if as_json and len(finals) > 1:
-        app.emit([app.client.job(f.id) for f in finals], as_json=True)
-    else:
-        for final in finals:
-            show_job(app, final.id, as_json)
-    worst = next((f for f in finals if f.status != "succeeded"), finals[-1])
-    sys.exit(exit_for(worst.status))
+    report_submitted(app, app.client.submit(request, labels=labels), wait, timeout, as_json)
