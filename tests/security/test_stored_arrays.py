@@ -11,7 +11,7 @@ import zlib
 import numpy as np
 import pytest
 
-from db.codec import CodecError, decode_array, encode_array
+from db.codec import PROBE_BYTES, CodecError, decode_array, encode_array
 
 
 def blob(header: dict[str, object], body: bytes) -> bytes:
@@ -23,6 +23,19 @@ def test_arrays_round_trip_exactly() -> None:
     for array in (np.random.default_rng(0).normal(size=(3, 4)), np.arange(7), np.zeros((0, 2)),
                   np.array([True, False]), np.array([1.5, np.nan], dtype=np.float32)):  # fmt: skip
         np.testing.assert_array_equal(decode_array(encode_array(array)), array)
+
+
+def test_incompressible_arrays_are_stored_raw_and_compressible_ones_compressed() -> None:
+    noise = np.random.default_rng(1).normal(size=PROBE_BYTES // 4)  # 2 x PROBE_BYTES of float64
+    zeros = np.zeros(PROBE_BYTES // 4)
+    small = np.random.default_rng(2).normal(size=10)  # under the probe: always zlib
+    for array, stored_raw in ((noise, True), (zeros, False), (small, False)):
+        content = encode_array(array)
+        (size,) = struct.unpack("<I", content[3:7])
+        assert json.loads(content[7 : 7 + size]).get("raw", False) is stored_raw
+        np.testing.assert_array_equal(decode_array(content), array)
+    assert len(encode_array(noise)) < noise.nbytes + 100
+    assert len(encode_array(zeros)) < zeros.nbytes / 100
 
 
 def raw(header: bytes, body: bytes = b"") -> bytes:
@@ -62,6 +75,14 @@ BLOBS = [
     ("33-dimensions", blob({"dtype": "<f8", "shape": [1] * 33}, ZEROS_8), "claims dtype"),
     ("cut-short", blob({"dtype": "<f8", "shape": [1000]}, zlib.compress(bytes(8000))[:20]),
      "more or less"),
+    ("raw-cut-short", blob({"dtype": "<f8", "shape": [1000], "raw": True}, bytes(7999)),
+     "more or less"),
+    ("raw-too-long", blob({"dtype": "<f8", "shape": [2], "raw": True}, bytes(17)), "more or less"),
+    ("raw-huge", blob({"dtype": "<f8", "shape": [10**9, 10**9], "raw": True}, b""), "at most"),
+    ("raw-not-a-bool", blob({"dtype": "<f8", "shape": [1], "raw": "yes"}, bytes(8)),
+     "unreadable"),
+    ("raw-false-is-zlib", blob({"dtype": "<f8", "shape": [1], "raw": False}, bytes(8)),
+     "damaged"),
 ]  # fmt: skip
 HOLES = [  # once holes in decode_array: a RecursionError, an OverflowError, trailing data
     ("header-nested-2000-deep", raw(b"[" * 2000 + b"]" * 2000), "unreadable"),
