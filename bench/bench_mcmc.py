@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_mcmc.py [--quick] [--chains 4] [--warmup 1000] [--samples 1000]
         [--models eight_schools,gp_poisson] [--skip-numpyro] [--skip-pyro] [--concurrency N]
-    .venv/bin/python bench/bench_mcmc.py --scaling [--models eight_schools] [--quick]
+    .venv/bin/python bench/bench_mcmc.py --scaling [--models logistic] [--quick]
 
 For each model (eight schools, examples/eight_schools.py; a centred latent GP with a Poisson
 likelihood over 11 points, bench/models/gp_poisson.py), NUTS, CHAINS x (WARMUP + SAMPLES):
@@ -21,7 +21,9 @@ likelihood over 11 points, bench/models/gp_poisson.py), NUTS, CHAINS x (WARMUP +
 Per-gradient cost: sampling wall time / leapfrog steps (Kiln: steps from the stored tree_depth
 draws, 2^depth - 1 each, an upper bound; Pyro: counted; NumPyro: its compiled gradient alone).
 --scaling: the first model's job alone, on one worker and then on two (one slot each), and
-the ratio of their wall times.
+the ratio of their wall times. `--models logistic` (bench/models/logistic.py, LOGISTIC_ROWS
+rows written by the bench, no NumPyro twin) is the model whose leaf costs per chain, not per
+call: the one where two workers should halve the wall time.
 --quick: 100 + 100 draws per chain (smoke runs). NumPyro is optional (pip install -e .[numpyro]).
 """
 
@@ -30,7 +32,9 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import math
 import os
+import random
 import sqlite3
 import statistics
 import subprocess
@@ -51,7 +55,10 @@ EXAMPLES = ROOT / "examples"
 FILES = {
     "eight_schools": (EXAMPLES / "eight_schools.py", EXAMPLES / "eight_schools.json"),
     "gp_poisson": (BENCH / "models" / "gp_poisson.py", BENCH / "models" / "gp_poisson.json"),
+    "logistic": (BENCH / "models" / "logistic.py", None),  # data: logistic_data
 }  # fmt: skip
+TWINS = ("eight_schools", "gp_poisson")  # the models with a NumPyro twin
+LOGISTIC_ROWS, LOGISTIC_COLUMNS = 20_000, 10
 CHAIN_METHODS = ("sequential", "vectorized", "parallel")
 
 
@@ -116,9 +123,27 @@ def _watch(db: Path, proc: subprocess.Popen[str]) -> dict[int, dict[str, float]]
     return seen
 
 
+def logistic_data(home: Path) -> Path:
+    """The logistic model's data set (seeded, written once per KILN_HOME): LOGISTIC_ROWS rows
+    of LOGISTIC_COLUMNS standard normal columns, labels drawn from a known logistic model."""
+    path = home / "logistic.json"
+    if not path.exists():
+        rng = random.Random(0)
+        weights = [rng.gauss(0.0, 0.5) for _ in range(LOGISTIC_COLUMNS)]
+        rows, labels = [], []
+        for _ in range(LOGISTIC_ROWS):
+            row = [round(rng.gauss(0.0, 1.0), 4) for _ in range(LOGISTIC_COLUMNS)]
+            logit = -0.3 + sum(w * v for w, v in zip(weights, row, strict=True))
+            rows.append(row)
+            labels.append(int(rng.random() < 1.0 / (1.0 + math.exp(-logit))))
+        path.write_text(json.dumps({"x": rows, "y": labels}))
+    return path
+
+
 def kiln_job(env: dict[str, str], name: str, chains: int, warmup: int, samples: int) -> KilnRun:
     model, data = FILES[name]
     home = Path(env["KILN_HOME"])
+    data = data or logistic_data(home)
     argv = [*KILN, "submit", "fit", "--model", str(model), "--data", str(data), "--method",
             "nuts", "--chains", str(chains), "--warmup", str(warmup), "--samples",
             str(samples), "--seed", "0", "--wait", "--json"]  # fmt: skip
@@ -235,8 +260,13 @@ def scaling(base: dict[str, str], name: str, sizes: tuple[int, int, int]) -> Non
         units = run.job["info"]["units"]
         on = sorted({u["worker"] for u in units})
         walls.append(run.wall)
+        each = ", ".join(f"{u['count']} chains {u['seconds']:.1f} s on {u['worker']}"
+                         for u in units)  # fmt: skip
         print(f"  {count} worker(s), one slot each: {run.wall:7.2f} s, {len(units)} units on"
-              f" {', '.join(on)}", flush=True)  # fmt: skip
+              f" {', '.join(on)} ({each}); max r_hat {run.job['info']['max_r_hat']:.4f}",
+              flush=True)  # fmt: skip
+        for phase, seconds in run.phases.items():
+            print(f"    {phase:<62} {seconds:7.2f}")
     print(f"  two workers / one: {walls[1] / walls[0]:.2f}")
 
 
@@ -329,6 +359,9 @@ def main() -> None:
             kilns[name] = kiln_job(env, name, *sizes)
     for name in names:
         pyro = None
+        if name not in TWINS:  # no NumPyro twin: the Kiln job alone
+            report(name, sizes, kilns[name], None, {})
+            continue
         if not args.skip_pyro:
             pyro = child([str(BENCH / "mcmc_pyro_phases.py"), *map(str, FILES[name]),
                           str(args.warmup), str(args.samples)], base)  # fmt: skip
