@@ -39,6 +39,13 @@ def check_user_fit(
             field="steps",
         )
     device_fits_queue(spec)
+    if isinstance(spec, UserMcmcFitSpec) and spec.device == "cuda":
+        raise SpecError(
+            "MCMC samples on the CPU (Kiln's sampler keeps its chains' state there; sampling"
+            " on CUDA is not built): drop --device cuda (--queue gpu still runs it on a GPU"
+            " worker's CPU)",
+            field="device",
+        )
     if upload.source is None:
         raise SpecError(f"{spec.model_file}: the model file's text is missing", field="model")
     guide = spec.guide_function if isinstance(spec, UserSviFitSpec) else None

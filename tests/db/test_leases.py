@@ -15,7 +15,7 @@ from db.jobs import create_job, get_job
 from db.models import Checkpoint, Job, JobStatus, Loss, utcnow
 from db.reaping import mark_resent, queued_since, reap_expired
 from db.workers import idle_gpu_workers, register_worker
-from kiln.specs import parse_spec
+from kiln.specs import parse_spec, parse_user_spec
 from scheduler.reaper import Reaper
 from scheduler.routing import route
 from tests.conftest import EACH_DATABASE, Stack
@@ -159,6 +159,10 @@ def test_device_auto_goes_to_an_idle_gpu_worker_only(stack) -> None:
         register_worker(session, name="g1", host="h", pid=1, queues=["gpu"], device="cuda")
         register_worker(session, name="c1", host="h", pid=2, queues=["cpu"], device="cpu")
         assert route(spec, lambda: idle_gpu_workers(session, 20) > 0) == "gpu"
+        mcmc = parse_user_spec({"model": "m.py", "model_file": "m.py", "method": "nuts",
+                                "device": "auto"})  # fmt: skip
+        # Kiln's sampler keeps its chains on the CPU: auto never sends MCMC to a GPU.
+        assert route(mcmc, lambda: idle_gpu_workers(session, 20) > 0) == "cpu.user"
     add_job(sessions, "job00001")
     claim(sessions, "job00001", "g1")
     with sessions() as session:

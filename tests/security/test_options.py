@@ -164,6 +164,7 @@ OWN_MODEL: list[Case] = [
     ("target-accept-nan", (*NUTS, "--target-accept", "nan"), "spec.target_accept: must be a"),
     ("target-accept-one", (*NUTS, "--target-accept", "1"), "spec.target_accept: must be < 1"),
     ("chains-65", (*NUTS, "--chains", "65"), "spec.chains: must be <= 64"),
+    ("mcmc-on-cuda", (*NUTS, "--device", "cuda"), "MCMC samples on the CPU"),
     ("warmup-past-bound", (*NUTS, "--warmup", "1000001"), "spec.warmup: must be <= 1000000"),
     ("draws-past-step-cap", (*NUTS, "--chains", "64", "--warmup", "1000000", "--samples",
                             "1000000"), "128000000 steps"),

@@ -13,6 +13,7 @@ from db.sources import load_source
 from inference.events import Event
 from inference.fit import resolve_device
 from kiln.errors import UserError
+from scheduler.routing import CPU_ONLY_KINDS
 from worker.context import DataBlob, JobContext
 from worker.joblog import current_log
 from worker.sandbox.process import Sandbox, SandboxLimits
@@ -61,7 +62,9 @@ def in_sandbox(
         cancelled,
         on_output=joblog.feed_output if joblog is not None else None,
     )
-    device = resolve_device(str(getattr(ctx.spec, "device", "cpu")))
+    device = str(getattr(ctx.spec, "device", "cpu"))
+    # An MCMC unit samples on the CPU (scheduler.routing.CPU_ONLY_KINDS), even on a GPU worker.
+    device = "cpu" if getattr(ctx.spec, "kind", None) in CPU_ONLY_KINDS else resolve_device(device)
     request = {"spec": ctx.spec.model_dump(mode="json"), "device": device, **header}
     try:
         return (yield from sandbox.run(request, arrays))
