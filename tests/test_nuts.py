@@ -102,7 +102,9 @@ def correlated_cov() -> Tensor:
 def test_gaussian_moments_and_adaptation(method: str) -> None:
     cov = correlated_cov()
     grad_fn = gaussian(MEAN, cov)
-    warmup, draws_n = (500, 500) if method == "nuts" else (300, 500)
+    # 500 warmup for both: with 300, HMC's (3 steps) last slow window is short, and its mass
+    # estimate of the scale-10 coordinate came out at 0.2 of the variance for some seeds.
+    warmup, draws_n = 500, 500
     # Depth 7 caps the first window's trees (identity metric, scales 0.1 to 10): test time.
     config = SamplerConfig(
         method, warmup, max_tree_depth=7, num_steps=3 if method == "hmc" else None
