@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from kiln.errors import DataError, NotFound, SpecError
-from tests.conftest import EMBEDDED_AND_FLEET, RUGGED, RUGGED_FORMULA, Stack
+from tests.conftest import RUGGED, RUGGED_FORMULA, Stack
+from tests.params import EMBEDDED_AND_FLEET
 
 if TYPE_CHECKING:
     from kiln import Client

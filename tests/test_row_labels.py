@@ -12,14 +12,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from kiln.errors import DataError
-from tests.conftest import (
-    EACH_DATABASE,
-    RUGGED,
-    RUGGED_FORMULA,
-    Stack,
-    offline_client,
-    run_in_process,
-)
+from tests.conftest import RUGGED, RUGGED_FORMULA, Stack, offline_client, run_in_process
+from tests.params import EACH_DATABASE
 
 
 def test_a_column_that_cannot_name_rows_is_refused() -> None:

@@ -17,7 +17,8 @@ from typing import Any, cast
 import pytest
 
 from kiln.cli import UNAVAILABLE
-from tests.conftest import EMBEDDED_AND_FLEET, RUGGED, RUGGED_FORMULA, Stack, run_cli
+from tests.conftest import RUGGED, RUGGED_FORMULA, Stack, run_cli
+from tests.params import EMBEDDED_AND_FLEET
 
 # kombu.serialization.SerializerRegistry._for_untrusted_content, raised as ContentDisallowed
 # and logged by Celery's consumer as "Received invalid task message: ...".

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from tests.conftest import EACH_DATABASE, RUGGED, RUGGED_FORMULA, Stack, offline_client
+from tests.conftest import RUGGED, RUGGED_FORMULA, Stack, offline_client
+from tests.params import EACH_DATABASE
 
 KILN = str(Path(sys.executable).parent / "kiln")
 

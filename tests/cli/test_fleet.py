@@ -6,7 +6,8 @@ import json
 import os
 from pathlib import Path
 
-from tests.conftest import FLEET_AND_SLOW_EMBEDDED, RUGGED, RUGGED_FORMULA, run_cli
+from tests.conftest import RUGGED, RUGGED_FORMULA, run_cli
+from tests.params import FLEET_AND_SLOW_EMBEDDED
 
 
 @FLEET_AND_SLOW_EMBEDDED

@@ -8,14 +8,8 @@ from pathlib import Path
 
 from click.testing import CliRunner, Result
 
-from tests.conftest import (
-    EMBEDDED_AND_FLEET,
-    RUGGED,
-    RUGGED_FORMULA,
-    Stack,
-    offline_client,
-    run_in_process,
-)
+from tests.conftest import RUGGED, RUGGED_FORMULA, Stack, offline_client, run_in_process
+from tests.params import EMBEDDED_AND_FLEET
 
 pytestmark = EMBEDDED_AND_FLEET
 

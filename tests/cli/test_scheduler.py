@@ -9,8 +9,9 @@ import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import EMBEDDED_AND_FLEET, FAST_FLEET
+from tests.conftest import FAST_FLEET
 from tests.fleet.helpers import submit_fit, until
+from tests.params import EMBEDDED_AND_FLEET
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -25,7 +25,7 @@ from db.results import (
 from db.sweeps import MemberEnd, end_members
 from inference.posterior import summarize_draws
 from kiln.records import STATS
-from tests.conftest import EACH_DATABASE
+from tests.params import EACH_DATABASE
 
 pytestmark = EACH_DATABASE
 

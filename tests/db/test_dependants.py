@@ -10,7 +10,7 @@ from db.claims import claim_job
 from db.finish import Released, finish_job, release_dependants
 from db.jobs import create_job, get_job, request_cancel
 from db.models import Job, JobStatus
-from tests.conftest import EACH_DATABASE
+from tests.params import EACH_DATABASE
 
 pytestmark = EACH_DATABASE
 

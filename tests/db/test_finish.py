@@ -12,7 +12,7 @@ from db.claims import attempts_of, claim_job, record_progress
 from db.finish import finish_job
 from db.jobs import create_job, get_job
 from db.models import Job, JobStatus, utcnow
-from tests.conftest import EACH_DATABASE
+from tests.params import EACH_DATABASE
 
 pytestmark = EACH_DATABASE
 

@@ -18,14 +18,8 @@ from inference.events import Checkpoint as CheckpointEvent
 from inference.events import Finished, Step
 from inference.events import Metric as MetricEvent
 from kiln.jobinfo import SviInfo
-from tests.conftest import (
-    EACH_DATABASE,
-    EMBEDDED_AND_FLEET,
-    RUGGED,
-    RUGGED_FORMULA,
-    Stack,
-    offline_client,
-)
+from tests.conftest import RUGGED, RUGGED_FORMULA, Stack, offline_client
+from tests.params import EACH_DATABASE, EMBEDDED_AND_FLEET
 
 
 class LostReplies:

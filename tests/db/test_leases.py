@@ -18,7 +18,8 @@ from db.workers import idle_gpu_workers, register_worker
 from kiln.specs import parse_spec, parse_user_spec
 from scheduler.reaper import Reaper
 from scheduler.routing import route
-from tests.conftest import EACH_DATABASE, Stack
+from tests.conftest import Stack
+from tests.params import EACH_DATABASE
 
 pytestmark = EACH_DATABASE
 

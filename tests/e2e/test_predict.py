@@ -11,15 +11,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pytest
 
-from tests.conftest import (
-    EMBEDDED_AND_FLEET,
-    FLEET_AND_API_AND_SLOW_EMBEDDED,
-    RUGGED,
-    RUGGED_FORMULA,
-    Stack,
-    cli_json,
-    run_cli,
-)
+from tests.conftest import RUGGED, RUGGED_FORMULA, Stack, cli_json, run_cli
+from tests.params import EMBEDDED_AND_FLEET, FLEET_AND_API_AND_SLOW_EMBEDDED
 
 if TYPE_CHECKING:
     from arviz import InferenceData

@@ -10,16 +10,8 @@ from typing import Any
 import pytest
 import torch
 
-from tests.conftest import (
-    DIRECT_AND_API,
-    EMBEDDED_AND_FLEET,
-    FLEET_AND_SLOW_EMBEDDED_AND_API,
-    RUGGED,
-    RUGGED_FORMULA,
-    Stack,
-    cli_json,
-    run_cli,
-)
+from tests.conftest import RUGGED, RUGGED_FORMULA, Stack, cli_json, run_cli
+from tests.params import DIRECT_AND_API, EMBEDDED_AND_FLEET, FLEET_AND_SLOW_EMBEDDED_AND_API
 
 # Worker-process tests run on the embedded defaults and a fleet (PostgreSQL + Redis); the mixed
 # pairs are covered by the in-process submission tests (tests/scheduler/test_bad_input.py).

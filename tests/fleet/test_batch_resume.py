@@ -9,17 +9,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.conftest import (
-    FAST_FLEET,
-    FLEET_AND_SLOW_EMBEDDED,
-    RUGGED,
-    RUGGED_FORMULA,
-    Stack,
-    cli_json,
-    run_cli,
-)
+from tests.conftest import FAST_FLEET, RUGGED, RUGGED_FORMULA, Stack, cli_json, run_cli
 from tests.fleet.helpers import job_row, until
 from tests.fleet.test_resume import guide_params
+from tests.params import FLEET_AND_SLOW_EMBEDDED
 
 STEPS = 2000
 EVERY = 250

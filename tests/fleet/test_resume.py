@@ -8,8 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from tests.conftest import FAST_FLEET, FLEET_AND_SLOW_EMBEDDED, Stack, run_cli
+from tests.conftest import FAST_FLEET, Stack, run_cli
 from tests.fleet.helpers import job_row, submit_fit, until
+from tests.params import FLEET_AND_SLOW_EMBEDDED
 
 
 def guide_params(stack: Stack, job_id: str) -> dict[str, np.ndarray]:

@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.conftest import FLEET_AND_SLOW_EMBEDDED_AND_API, SHARED, Stack, cli_json, run_cli
+from tests.conftest import SHARED, Stack, cli_json, run_cli
+from tests.params import FLEET_AND_SLOW_EMBEDDED_AND_API
 
 ETH = SHARED / "ethusd_tweets.csv"
 EMBEDDED = pytest.mark.parametrize(

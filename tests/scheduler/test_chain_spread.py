@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import EACH_DATABASE, Stack
+from tests.conftest import Stack
+from tests.params import EACH_DATABASE
 
 
 @EACH_DATABASE

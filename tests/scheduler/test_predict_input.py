@@ -15,7 +15,8 @@ from kiln.specs import parse_spec
 from scheduler.kinds import Upload
 from scheduler.limits import Limits
 from scheduler.submit import submit_job
-from tests.conftest import EMBEDDED_AND_FLEET, RUGGED, RUGGED_FORMULA, Stack
+from tests.conftest import RUGGED, RUGGED_FORMULA, Stack
+from tests.params import EMBEDDED_AND_FLEET
 from tests.scheduler.test_bad_input import queued_messages
 
 pytestmark = EMBEDDED_AND_FLEET

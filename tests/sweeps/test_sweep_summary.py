@@ -12,14 +12,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from kiln.errors import SpecError
-from tests.conftest import (
-    FLEET_AND_SLOW_EMBEDDED,
-    RUGGED,
-    RUGGED_FORMULA,
-    Stack,
-    offline_client,
-    run_in_process,
-)
+from tests.conftest import RUGGED, RUGGED_FORMULA, Stack, offline_client, run_in_process
+from tests.params import FLEET_AND_SLOW_EMBEDDED
 
 
 def member(index: int, status: str, loss: float | None, rugged: float | None,

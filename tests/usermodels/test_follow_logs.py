@@ -9,7 +9,8 @@ import threading
 from pathlib import Path
 
 from kiln.client import Client
-from tests.conftest import FLEET_AND_SLOW_EMBEDDED, Stack, stop_process
+from tests.conftest import Stack, stop_process
+from tests.params import FLEET_AND_SLOW_EMBEDDED
 
 MODEL = """
 import time

@@ -13,13 +13,8 @@ import pytest
 
 from kiln.client import Client
 from kiln.errors import SpecError
-from tests.conftest import (
-    FLEET_AND_SLOW_EMBEDDED,
-    Stack,
-    offline_client,
-    run_cli,
-    run_in_process,
-)
+from tests.conftest import Stack, offline_client, run_cli, run_in_process
+from tests.params import FLEET_AND_SLOW_EMBEDDED
 
 MODEL = """
 import pyro

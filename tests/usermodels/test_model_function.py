@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from kiln.errors import SpecError
-from tests.conftest import EMBEDDED_AND_FLEET, Stack, offline_client, run_in_process
+from tests.conftest import Stack, offline_client, run_in_process
+from tests.params import EMBEDDED_AND_FLEET
 
 if TYPE_CHECKING:  # not at run time: the function's file has them from FUNCTION_PRELUDE
     import pyro

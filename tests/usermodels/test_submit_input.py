@@ -12,7 +12,8 @@ from sqlalchemy import func, select
 
 from db.models import Dataset, Job, ModelSource
 from kiln.cli import get_cli
-from tests.conftest import EACH_DATABASE, Stack
+from tests.conftest import Stack
+from tests.params import EACH_DATABASE
 from tests.scheduler.test_bad_input import queued_messages
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.conftest import FLEET_AND_SLOW_EMBEDDED_AND_API, Stack, cli_json, run_cli
+from tests.conftest import Stack, cli_json, run_cli
+from tests.params import FLEET_AND_SLOW_EMBEDDED_AND_API
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 SCHOOLS_PY = EXAMPLES / "eight_schools.py"

@@ -17,14 +17,8 @@ from db.jobs import request_cancel
 from db.models import Checkpoint, Job
 from kiln.client import Client
 from kiln.errors import NotFound, SpecError
-from tests.conftest import (
-    FLEET_AND_SLOW_EMBEDDED,
-    Stack,
-    cli_json,
-    offline_client,
-    run_cli,
-    run_in_process,
-)
+from tests.conftest import Stack, cli_json, offline_client, run_cli, run_in_process
+from tests.params import FLEET_AND_SLOW_EMBEDDED
 
 pytestmark = FLEET_AND_SLOW_EMBEDDED
 

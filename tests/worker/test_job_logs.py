@@ -14,7 +14,8 @@ import pytest
 
 from db.joblogs import DROPPED, log_rows, log_state
 from kiln.client import Client
-from tests.conftest import FLEET_AND_SLOW_EMBEDDED, Stack, offline_client, run_cli, run_in_process
+from tests.conftest import Stack, offline_client, run_cli, run_in_process
+from tests.params import FLEET_AND_SLOW_EMBEDDED
 from worker.joblog import JobLog, capturing
 
 pytestmark = FLEET_AND_SLOW_EMBEDDED

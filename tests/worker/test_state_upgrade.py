@@ -13,15 +13,8 @@ from sqlalchemy import update
 
 from db.models import FittedState
 from inference.state import LEGACY_STATE_FORMAT, STATE_FORMAT, read_state
-from tests.conftest import (
-    EMBEDDED_AND_FLEET,
-    RUGGED,
-    RUGGED_FORMULA,
-    Stack,
-    offline_client,
-    run_cli,
-    run_in_process,
-)
+from tests.conftest import RUGGED, RUGGED_FORMULA, Stack, offline_client, run_cli, run_in_process
+from tests.params import EMBEDDED_AND_FLEET
 from tests.security.test_stored_state import planted
 
 

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from kiln.client import Client
-from tests.conftest import EMBEDDED_AND_FLEET, Stack, offline_client, run_in_process
+from tests.conftest import Stack, offline_client, run_in_process
+from tests.params import EMBEDDED_AND_FLEET
 
 pytestmark = EMBEDDED_AND_FLEET  # the embedded defaults and a fleet (PostgreSQL + Redis)
 
