@@ -12,11 +12,8 @@ encode and decode seconds of each, and the ratio of the times.
 from __future__ import annotations
 
 import argparse
-import json
-import struct
 import sys
 import time
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,15 +22,18 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from db import codec  # noqa: E402
 from db.codec import decode_array, encode_array  # noqa: E402
 
 
 def zlib_only(array: np.ndarray) -> bytes:
-    """encode_array as it was: the same format (magic, header length, JSON header), the body
-    always zlib at level 6."""
-    data = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
-    header = json.dumps({"dtype": data.dtype.str, "shape": list(data.shape)}).encode()
-    return b"KA1" + struct.pack("<I", len(header)) + header + zlib.compress(data.tobytes(), 6)
+    """encode_array as it was: the probe off, so the body is always zlib at level 6."""
+    probe = codec.PROBE_BYTES
+    codec.PROBE_BYTES = sys.maxsize  # no array is this large: none is probed
+    try:
+        return encode_array(array)
+    finally:
+        codec.PROBE_BYTES = probe
 
 
 def timed(f: Callable[[Any], Any], arg: Any) -> tuple[float, Any]:

@@ -9,9 +9,7 @@ from typing import Any
 
 import yaml
 
-from tests.test_compose import (
-    container_argv,
-)
+from tests.test_compose import container_argv
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = ROOT / "deploy" / "kubernetes"
